@@ -1,0 +1,168 @@
+"""Gate blocks of Keras RNN weights.
+
+Keras stores every gate of a cell side by side along the LAST axis of each weight:
+
+=========  ==================  ==================  ====================================
+cell       kernel              recurrent_kernel    bias
+=========  ==================  ==================  ====================================
+LSTM       (input, 4u) i f c o (u, 4u)             (4u,)
+GRU        (input, 3u) z r h   (u, 3u)             (3u,) or (2, 3u) with reset_after=True
+SimpleRNN  (input, u)          (u, u)              (u,)
+=========  ==================  ==================  ====================================
+
+A GRU with ``reset_after=True`` keeps two bias rows (row 0 added to the input projection, row 1
+to the recurrent one); its gate blocks are still column ranges of the last axis, so one slice
+selects a gate in both rows. SimpleRNN has no gates: it is one block covering the whole last axis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+from bilstm_cli.errors import InputError, UsageError
+
+CELL_GATES: dict[str, tuple[str, ...]] = {
+    "LSTM": ("i", "f", "c", "o"),
+    "GRU": ("z", "r", "h"),
+    "SimpleRNN": (),
+}
+ROLES: tuple[str, ...] = ("kernel", "recurrent_kernel", "bias")
+
+# Human names used in messages and descriptions.
+GATE_NAMES: dict[str, dict[str, str]] = {
+    "LSTM": {"i": "input", "f": "forget", "c": "cell", "o": "output"},
+    "GRU": {"z": "update", "r": "reset", "h": "candidate"},
+    "SimpleRNN": {},
+}
+
+
+def check_cell(cell: str) -> str:
+    """Return ``cell`` if it is a known cell class name, else raise :class:`InputError`."""
+    if cell not in CELL_GATES:
+        known = ", ".join(CELL_GATES)
+        raise InputError(f"unsupported recurrent cell {cell!r}; expected one of {known}")
+    return cell
+
+
+def block_count(cell: str) -> int:
+    """Number of blocks along the last axis (SimpleRNN counts as one block)."""
+    return max(1, len(CELL_GATES[check_cell(cell)]))
+
+
+def last_axis_width(cell: str, units: int) -> int:
+    """Expected length of the last axis of every weight of ``cell`` with ``units`` units."""
+    return block_count(cell) * int(units)
+
+
+def gate_slices(cell: str, units: int) -> dict[str, slice]:
+    """Slices along the last axis for each gate of ``cell``, in Keras order.
+
+    SimpleRNN has no gates and gives an empty dict.
+    """
+    gates = CELL_GATES[check_cell(cell)]
+    u = int(units)
+    return {g: slice(k * u, (k + 1) * u) for k, g in enumerate(gates)}
+
+
+def gate_blocks(cell: str, units: int) -> list[tuple[str | None, slice]]:
+    """Every block along the last axis as ``(gate, slice)``.
+
+    Unlike :func:`gate_slices`, SimpleRNN yields one block ``(None, slice(0, units))`` so code
+    that walks blocks (per-block orthogonality, statistics) treats every cell alike.
+    """
+    slices = gate_slices(cell, units)
+    if not slices:
+        return [(None, slice(0, int(units)))]
+    return list(slices.items())
+
+
+def _check_width(array: np.ndarray, cell: str, units: int) -> None:
+    width = last_axis_width(cell, units)
+    if array.ndim == 0 or array.shape[-1] != width:
+        raise InputError(
+            f"weight of shape {tuple(array.shape)} does not fit {cell} with {units} units: "
+            f"expected the last axis to be {width}"
+        )
+
+
+def gate_block(array: np.ndarray, cell: str, units: int, gate: str) -> np.ndarray:
+    """The view of ``array`` holding one gate's block (last-axis columns)."""
+    _check_width(array, cell, units)
+    (gate,) = parse_gates(cell, [gate])
+    return array[..., gate_slices(cell, units)[gate]]
+
+
+def parse_gates(cell: str, gates: str | Iterable[str]) -> tuple[str, ...]:
+    """Validate gate names for ``cell``; return them deduplicated in the cell's own order.
+
+    ``gates`` may be a comma-separated string (``"i,f"``) or an iterable of names.
+    Raises :class:`UsageError` naming the cell's gates on an unknown name, on an empty list,
+    or when the cell has no gates at all.
+    """
+    known = CELL_GATES[check_cell(cell)]
+    if isinstance(gates, str):
+        names = [g.strip() for g in gates.split(",")]
+    else:
+        names = [str(g).strip() for g in gates]
+    names = [g for g in names if g]
+    if not known:
+        raise UsageError(f"{cell} has no gates; drop the [..] gate list for its weights")
+    listing = f"{cell} has gates {', '.join(known)}"
+    if not names:
+        raise UsageError(f"empty gate list; {listing}")
+    unknown = [g for g in names if g not in known]
+    if unknown:
+        raise UsageError(f"unknown gate {unknown[0]!r}; {listing}")
+    wanted = set(names)
+    return tuple(g for g in known if g in wanted)
+
+
+def gate_mask(cell: str, units: int, gates: Iterable[str] | str | None) -> np.ndarray:
+    """Boolean mask over the last axis that is True on the columns of ``gates``.
+
+    ``None`` selects every column (the whole weight), which is also the only valid selection
+    for SimpleRNN.
+    """
+    width = last_axis_width(cell, units)
+    if gates is None:
+        return np.ones(width, dtype=bool)
+    mask = np.zeros(width, dtype=bool)
+    slices = gate_slices(cell, units)
+    for g in parse_gates(cell, gates):
+        mask[slices[g]] = True
+    return mask
+
+
+def gate_columns(cell: str, units: int, gates: Iterable[str] | str | None) -> np.ndarray:
+    """Integer column indices along the last axis for ``gates`` (all columns for ``None``)."""
+    return np.flatnonzero(gate_mask(cell, units, gates))
+
+
+def selected_blocks(
+    cell: str, units: int, columns: np.ndarray | None
+) -> list[tuple[str | None, slice]]:
+    """The blocks fully covered by a column mask (every block when ``columns`` is None)."""
+    blocks = gate_blocks(cell, units)
+    if columns is None:
+        return blocks
+    cols = np.asarray(columns, dtype=bool)
+    return [(g, s) for g, s in blocks if bool(cols[s].all())]
+
+
+__all__ = [
+    "CELL_GATES",
+    "GATE_NAMES",
+    "ROLES",
+    "block_count",
+    "check_cell",
+    "gate_block",
+    "gate_blocks",
+    "gate_columns",
+    "gate_mask",
+    "gate_slices",
+    "last_axis_width",
+    "parse_gates",
+    "selected_blocks",
+]
