@@ -1,0 +1,104 @@
+"""Summary statistics of weight arrays, safe to put in JSON.
+
+All numbers are computed in float64 over the FINITE entries only, so a weight containing NaN or
+Inf still gets meaningful numbers and the JSON output never holds NaN (which is not valid JSON).
+``finite`` says whether every entry was finite; ``nonfinite`` counts the others.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from bilstm_cli.gates import gate_blocks
+
+STAT_KEYS: tuple[str, ...] = ("mean", "std", "min", "max", "l2", "finite")
+
+
+def _finite_values(a: np.ndarray) -> tuple[np.ndarray, int]:
+    """Flat float64 values of ``a`` that are finite, and how many entries were not."""
+    x = np.asarray(a).astype(np.float64, copy=False).ravel()
+    ok = np.isfinite(x)
+    if ok.all():
+        return x, 0
+    return x[ok], int(x.size - np.count_nonzero(ok))
+
+
+def weight_stats(a: np.ndarray) -> dict[str, Any]:
+    """Statistics of one array: mean, std (population), min, max, l2, finite, count, nonfinite.
+
+    The numbers are None when the array has no finite value at all.
+    """
+    x, nonfinite = _finite_values(a)
+    out: dict[str, Any]
+    if x.size == 0:
+        out = dict.fromkeys(("mean", "std", "min", "max", "l2"))
+    else:
+        out = {
+            "mean": float(np.mean(x)),
+            "std": float(np.std(x)),
+            "min": float(np.min(x)),
+            "max": float(np.max(x)),
+            "l2": float(np.sqrt(np.dot(x, x))),
+        }
+    out["finite"] = nonfinite == 0
+    out["count"] = int(np.asarray(a).size)
+    out["nonfinite"] = nonfinite
+    return out
+
+
+def orthogonality_error(q: np.ndarray) -> float:
+    """‖QᵀQ − I‖_F for a tall or square matrix, ‖QQᵀ − I‖_F for a wide one.
+
+    The smaller Gram matrix is used so that a matrix with orthonormal rows (what Keras'
+    orthogonal initializer gives for a wide shape) also scores near zero.
+    """
+    m = np.asarray(q, dtype=np.float64)
+    if m.ndim != 2:
+        m = m.reshape(-1, m.shape[-1]) if m.ndim > 2 else m.reshape(1, -1)
+    gram = m.T @ m if m.shape[0] >= m.shape[1] else m @ m.T
+    gram[np.diag_indices_from(gram)] -= 1.0
+    return float(np.linalg.norm(gram))
+
+
+def max_singular_value(q: np.ndarray) -> float:
+    """Largest singular value (spectral norm) of a 2-D array."""
+    m = np.asarray(q, dtype=np.float64)
+    # The largest eigenvalue of the smaller Gram matrix is σ_max²; eigvalsh on it is several
+    # times faster than a full SVD for the (u, u) blocks of large layers.
+    gram = m.T @ m if m.shape[0] >= m.shape[1] else m @ m.T
+    top = float(np.linalg.eigvalsh(gram)[-1]) if gram.size else 0.0
+    return float(np.sqrt(max(top, 0.0)))
+
+
+def gate_stats(a: np.ndarray, cell: str, role: str, units: int) -> list[dict[str, Any]]:
+    """Statistics per gate block (one entry for SimpleRNN, whose ``gate`` is None).
+
+    Each entry is ``{"gate": name, **weight_stats(block)}``. Recurrent-kernel blocks also carry
+    ``orth_error`` (‖QᵀQ − I‖_F of the (u, u) block) and ``max_singular``; both are None when
+    the block holds a non-finite value, since neither is meaningful then.
+    """
+    arr = np.asarray(a)
+    out: list[dict[str, Any]] = []
+    for gate, sl in gate_blocks(cell, units):
+        block = arr[..., sl]
+        entry: dict[str, Any] = {"gate": gate, **weight_stats(block)}
+        if role == "recurrent_kernel" and block.ndim == 2:
+            if entry["finite"] and block.size:
+                entry["orth_error"] = orthogonality_error(block)
+                entry["max_singular"] = max_singular_value(block)
+            else:
+                entry["orth_error"] = None
+                entry["max_singular"] = None
+        out.append(entry)
+    return out
+
+
+__all__ = [
+    "STAT_KEYS",
+    "gate_stats",
+    "max_singular_value",
+    "orthogonality_error",
+    "weight_stats",
+]
