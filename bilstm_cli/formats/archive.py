@@ -1,0 +1,206 @@
+"""The ``.keras`` zip archive: checked member by member, read without unpacking.
+
+Keras stores the archive's members uncompressed, so the weights file is opened in place
+through a window onto the zip file instead of being copied out; a compressed member
+(some tools re-zip archives) is first inflated into an anonymous temporary file.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import struct
+import tempfile
+import zipfile
+from typing import IO, Any
+
+from bilstm_cli.errors import InputError
+
+CONFIG = "config.json"
+METADATA = "metadata.json"
+WEIGHTS_H5 = "model.weights.h5"
+WEIGHTS_NPZ = "model.weights.npz"
+
+# Keras itself writes members stored (ratio 1:1) and DEFLATE cannot exceed about 1032:1.
+MAX_EXPANSION = 1100
+MAX_MEMBER_BYTES = 64 * 1024**3
+MAX_MEMBERS = 100_000
+_LOCAL_HEADER = struct.Struct("<4s5H3L2H")
+
+
+class _Window(io.RawIOBase):
+    """A read-only view of ``size`` bytes of ``f`` starting at ``start``."""
+
+    def __init__(self, f: IO[bytes], start: int, size: int) -> None:
+        super().__init__()
+        self._f = f
+        self._start = start
+        self._size = size
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        n = min(len(buffer), self._size - self._pos)
+        if n <= 0:
+            return 0
+        self._f.seek(self._start + self._pos)
+        view = memoryview(buffer).cast("B")[:n]
+        got = self._f.readinto(view) or 0
+        self._pos += got
+        return got
+
+
+class KerasArchive:
+    """An open ``.keras`` archive. Use as a context manager."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._file = open(path, "rb")  # noqa: SIM115 - closed in close()
+        self._temp: IO[bytes] | None = None
+        try:
+            self.zip = zipfile.ZipFile(self._file)
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
+            self._file.close()
+            raise InputError(f"not a readable .keras archive ({exc})") from None
+        try:
+            self._check_members()
+        except BaseException:
+            self.close()
+            raise
+
+    def _check_members(self) -> None:
+        infos = self.zip.infolist()
+        if len(infos) > MAX_MEMBERS:
+            raise InputError(f"the archive holds {len(infos)} members; refused as implausible")
+        names = set()
+        for info in infos:
+            name = info.filename
+            parts = name.replace("\\", "/").split("/")
+            if name.startswith(("/", "\\")) or ".." in parts or ":" in parts[0]:
+                raise InputError(f"archive member '{name}' has an unsafe path; refused")
+            if info.file_size > MAX_MEMBER_BYTES or (
+                info.file_size > 1024 * 1024
+                and info.file_size > MAX_EXPANSION * max(info.compress_size, 1)
+            ):
+                raise InputError(
+                    f"archive member '{name}' declares {info.file_size} bytes from "
+                    f"{info.compress_size} stored; refused as a decompression bomb"
+                )
+            names.add(name)
+        self.names = names
+        if CONFIG not in names:
+            if WEIGHTS_H5 in names or WEIGHTS_NPZ in names:
+                raise InputError("the archive has no config.json")
+            raise InputError("a zip archive, but not a Keras model (no config.json)")
+        if WEIGHTS_H5 not in names:
+            if WEIGHTS_NPZ in names:
+                raise InputError("weights stored as model.weights.npz are not supported yet")
+            raise InputError("the archive has no model.weights.h5")
+
+    def read_member(self, name: str, limit: int) -> bytes:
+        info = self.zip.getinfo(name)
+        if info.file_size > limit:
+            raise InputError(f"archive member '{name}' is {info.file_size} bytes; too large")
+        try:
+            with self.zip.open(info) as f:
+                data = f.read(limit + 1)
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
+            raise InputError(f"archive member '{name}' cannot be read ({exc})") from None
+        if len(data) > limit:
+            raise InputError(f"archive member '{name}' is larger than it declares")
+        return data
+
+    def weights_file(self) -> IO[bytes]:
+        """A seekable file object over ``model.weights.h5``."""
+        info = self.zip.getinfo(WEIGHTS_H5)
+        if info.compress_type == zipfile.ZIP_STORED and not info.flag_bits & 0x1:
+            self._file.seek(info.header_offset)
+            header = self._file.read(_LOCAL_HEADER.size)
+            if len(header) == _LOCAL_HEADER.size:
+                fields = _LOCAL_HEADER.unpack(header)
+                if fields[0] == b"PK\x03\x04":
+                    start = info.header_offset + _LOCAL_HEADER.size + fields[9] + fields[10]
+                    return io.BufferedReader(_Window(self._file, start, info.file_size), 1 << 20)
+            raise InputError(f"archive member '{WEIGHTS_H5}' has a damaged header")
+        self._temp = tempfile.TemporaryFile()
+        try:
+            with self.zip.open(info) as src:
+                shutil.copyfileobj(src, self._temp, 1 << 20)
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
+            raise InputError(f"archive member '{WEIGHTS_H5}' cannot be read ({exc})") from None
+        self._temp.seek(0)
+        return self._temp
+
+    def extract_weights_to(self, dest: str) -> None:
+        """Copy ``model.weights.h5`` out to ``dest`` (for editing in place)."""
+        with self.zip.open(WEIGHTS_H5) as src, open(dest, "wb") as out:
+            shutil.copyfileobj(src, out, 1 << 20)
+
+    def close(self) -> None:
+        if self._temp is not None:
+            self._temp.close()
+        try:
+            self.zip.close()
+        except AttributeError:
+            pass
+        self._file.close()
+
+    def __enter__(self) -> KerasArchive:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _without_zip64(extra: bytes) -> bytes:
+    """Drop the zip64 record from a member's extra field: zipfile writes its own when needed."""
+    kept = b""
+    i = 0
+    while i + 4 <= len(extra):
+        tag, size = struct.unpack_from("<HH", extra, i)
+        if tag != 0x0001:
+            kept += extra[i : i + 4 + size]
+        i += 4 + size
+    return kept
+
+
+def rewrite_archive(src: str, dest: str, replacement: dict[str, str]) -> None:
+    """Write ``dest`` as a copy of archive ``src``, member by member and in the same order,
+    keeping each member's metadata (dates, attributes, compression), with the contents of
+    the members named in ``replacement`` taken from the given files instead."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dest, "w") as zout:
+        zout.comment = zin.comment
+        for info in zin.infolist():
+            # A fresh ZipInfo carrying the same metadata; sizes and CRC are recomputed.
+            out = zipfile.ZipInfo(info.filename, date_time=info.date_time)
+            out.compress_type = info.compress_type
+            out.external_attr = info.external_attr
+            out.internal_attr = info.internal_attr
+            out.create_system = info.create_system
+            out.comment = info.comment
+            out.extra = _without_zip64(info.extra)
+            if info.filename in replacement:
+                size = os.path.getsize(replacement[info.filename])
+                with open(replacement[info.filename], "rb") as f, zout.open(
+                    out, "w", force_zip64=size > 0x7FFFFFFF
+                ) as w:
+                    shutil.copyfileobj(f, w, 1 << 20)
+            else:
+                with zin.open(info) as f, zout.open(
+                    out, "w", force_zip64=info.file_size > 0x7FFFFFFF
+                ) as w:
+                    shutil.copyfileobj(f, w, 1 << 20)

@@ -1,0 +1,138 @@
+"""Guarded access to HDF5 data from files nobody vouched for.
+
+Every group and dataset is reached one path component at a time through hard links only:
+external links and soft links could make h5py open another file or wander elsewhere, and
+external or virtual datasets read their bytes from other files. All of them are refused.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import h5py
+import numpy as np
+
+from bilstm_cli.errors import InputError
+
+# Larger than any single RNN weight anyone trains; a declared shape beyond this is hostile.
+MAX_DATASET_BYTES = 4 * 1024**3
+FLOAT_KINDS = ("f",)
+
+
+def _child(parent: h5py.Group, part: str, path: str) -> Any:
+    try:
+        link = parent.get(part, default=None, getlink=True)
+    except (KeyError, ValueError, OSError, RuntimeError):
+        link = None
+    if link is None:
+        raise KeyError(path)
+    if not isinstance(link, h5py.HardLink):
+        kind = "an external link" if isinstance(link, h5py.ExternalLink) else "a soft link"
+        raise InputError(f"'{path}' is {kind}; links are not followed")
+    try:
+        return parent[part]
+    except (KeyError, ValueError, OSError, RuntimeError) as exc:
+        raise InputError(f"'{path}' cannot be opened ({exc})") from None
+
+
+def group(root: h5py.Group, path: str) -> h5py.Group:
+    """The group at ``path`` below ``root``; KeyError when absent."""
+    node: Any = root
+    done = []
+    for part in path.split("/"):
+        if not part:
+            continue
+        done.append(part)
+        node = _child(node, part, "/".join(done))
+        if not isinstance(node, h5py.Group):
+            raise InputError(f"'{'/'.join(done)}' is a dataset where a group was expected")
+    return node
+
+
+def has(root: h5py.Group, path: str) -> bool:
+    try:
+        group(root, path)
+    except KeyError:
+        return False
+    return True
+
+
+def dataset(root: h5py.Group, path: str) -> h5py.Dataset:
+    """The dataset at ``path`` below ``root``, refused if it reads data from elsewhere."""
+    parent_path, _, name = path.rpartition("/")
+    parent = group(root, parent_path) if parent_path else root
+    node = _child(parent, name, path)
+    if not isinstance(node, h5py.Dataset):
+        raise InputError(f"'{path}' is a group where a weight dataset was expected")
+    check_dataset(node, path)
+    return node
+
+
+def check_dataset(ds: h5py.Dataset, path: str) -> None:
+    if ds.external:
+        raise InputError(f"dataset '{path}' keeps its data in an external file; refused")
+    if ds.is_virtual:
+        raise InputError(f"dataset '{path}' is a virtual dataset; refused")
+    if ds.dtype.kind not in FLOAT_KINDS:
+        raise InputError(f"dataset '{path}' holds {ds.dtype}, not floating-point weights")
+    nbytes = int(np.prod(ds.shape, dtype=np.int64)) * ds.dtype.itemsize if ds.shape else 0
+    if nbytes > MAX_DATASET_BYTES:
+        raise InputError(f"dataset '{path}' declares {nbytes} bytes; refused as implausible")
+
+
+def dtype_name(ds: h5py.Dataset) -> str:
+    # Keras stores bfloat16 weights widened, with the true dtype in an attribute.
+    marked = ds.attrs.get("dtype") if "dtype" in ds.attrs else None
+    if isinstance(marked, bytes):
+        marked = marked.decode("utf-8", "replace")
+    if isinstance(marked, str) and marked:
+        return marked
+    return str(ds.dtype)
+
+
+def read(ds: h5py.Dataset, path: str) -> np.ndarray:
+    try:
+        return ds[()]
+    except (OSError, ValueError, RuntimeError, TypeError) as exc:
+        raise InputError(f"dataset '{path}' cannot be read ({_first_line(exc)})") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:160] if text else type(exc).__name__
+
+
+def attr_strings(node: h5py.Group | h5py.File, name: str) -> list[str]:
+    """A string-list attribute, rejoining the ``name0``, ``name1``… chunks of a long list."""
+    if name in node.attrs:
+        values = [node.attrs[name]]
+    else:
+        values = []
+        k = 0
+        while f"{name}{k}" in node.attrs:
+            values.append(node.attrs[f"{name}{k}"])
+            k += 1
+    out: list[str] = []
+    for value in values:
+        arr = np.atleast_1d(np.asarray(value))
+        for item in arr.tolist():
+            if isinstance(item, bytes):
+                out.append(item.decode("utf-8", "replace"))
+            elif isinstance(item, str):
+                out.append(item)
+            # Empty lists come back as float arrays; anything else is not a name.
+    return out
+
+
+def attr_string(node: h5py.Group | h5py.File, name: str) -> str | None:
+    if name not in node.attrs:
+        return None
+    value = node.attrs[name]
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, str):
+        return value
+    if isinstance(value, np.ndarray) and value.size == 1:
+        item = value.reshape(-1)[0]
+        return item.decode("utf-8", "replace") if isinstance(item, bytes) else str(item)
+    return None
