@@ -80,34 +80,41 @@ def _first_line(exc: BaseException) -> str:
 @contextmanager
 def open_weights(path: str) -> Iterator[h5py.File]:
     """The HDF5 file holding a model's weights, opened read-only."""
-    kind = sniff(path)
-    if kind == "zip":
-        with KerasArchive(path) as archive:
-            f = _open_h5(archive.weights_file())
-            try:
-                yield f
-            finally:
-                f.close()
-    else:
-        f = _open_h5(path)
+    with _about(path):
+        kind = sniff(path)
+        archive = KerasArchive(path) if kind == "zip" else None
         try:
-            yield f
-        finally:
-            f.close()
+            f = _open_h5(archive.weights_file() if archive else path)
+        except BaseException:
+            if archive:
+                archive.close()
+            raise
+    try:
+        yield f
+    finally:
+        f.close()
+        if archive:
+            archive.close()
+
+
+@contextmanager
+def _about(path: str) -> Iterator[None]:
+    """Name the file in every error raised while reading it."""
+    try:
+        yield
+    except InputError as exc:
+        raise InputError(f"{path}: {exc.message}") from None
+    except (OSError, RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
+        # h5py reports damaged files in many ways; all of them mean the same to a user.
+        raise InputError(f"{path}: damaged or unreadable model data ({_first_line(exc)})") from None
 
 
 def read_model(path: str) -> ModelFile:
     """Everything the tool needs to know about a model file, without reading weight values."""
-    kind = sniff(path)
-    try:
-        if kind == "zip":
+    with _about(path):
+        if sniff(path) == "zip":
             return _read_archive(path)
         return _read_hdf5(path)
-    except InputError:
-        raise
-    except (OSError, RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
-        # h5py reports damaged files in many ways; all of them mean the same to a user.
-        raise InputError(f"damaged or unreadable model data ({_first_line(exc)})") from None
 
 
 # --- .keras archives and Keras 3 weights files ----------------------------------------------

@@ -1,0 +1,38 @@
+"""Choosing layers and directions: the selectors every command shares."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from fnmatch import fnmatchcase
+
+from bilstm_cli.errors import UsageError
+from bilstm_cli.formats.model import BiLayer
+
+DIRECTION_CHOICES = ("forward", "backward", "both")
+
+
+def layer_matches(layer: BiLayer, pattern: str) -> bool:
+    """A glob matches a layer's full name (``outer/inner``) or its own last part."""
+    return fnmatchcase(layer.name, pattern) or fnmatchcase(layer.name.rsplit("/", 1)[-1], pattern)
+
+
+def select_layers(layers: Sequence[BiLayer], globs: Sequence[str], file: str) -> list[BiLayer]:
+    """The layers any glob matches (all when none is given); a glob matching nothing is an error."""
+    if not globs:
+        return list(layers)
+    for pattern in globs:
+        if not any(layer_matches(layer, pattern) for layer in layers):
+            available = ", ".join(layer.name for layer in layers) or "none"
+            raise UsageError(
+                f"--layer '{pattern}' matches no Bidirectional layer in {file} "
+                f"(available: {available})"
+            )
+    return [layer for layer in layers if any(layer_matches(layer, p) for p in globs)]
+
+
+def directions(choice: str) -> tuple[str, ...]:
+    if choice == "both":
+        return ("forward", "backward")
+    if choice in ("forward", "backward"):
+        return (choice,)
+    raise UsageError(f"--direction must be forward, backward or both, not '{choice}'")

@@ -1,0 +1,212 @@
+"""Turning result objects into JSON documents and into tables for people.
+
+JSON goes to stdout as one document. Tables use Rich on a terminal and plain aligned text
+when the output is piped, so ``grep`` and ``awk`` see no box drawing or colour codes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+from bilstm_cli.ops.inspect import InspectResult, LayerReport
+
+STAT_COLUMNS = ("mean", "std", "min", "max", "l2")
+
+
+def dump_json(doc: Any) -> None:
+    sys.stdout.write(json.dumps(doc, indent=2, allow_nan=False) + "\n")
+
+
+def _stats_doc(stats: dict[str, Any]) -> dict[str, Any]:
+    return {k: stats[k] for k in (*STAT_COLUMNS, "finite")}
+
+
+def inspect_doc(result: InspectResult) -> dict[str, Any]:
+    model = result.model
+    doc: dict[str, Any] = {
+        "file": model.path,
+        "format": model.format,
+        "keras_version": model.keras_version,
+        "config_known": model.has_config,
+        "layers": [_layer_doc(r) for r in result.layers],
+    }
+    if model.notes:
+        doc["notes"] = list(model.notes)
+    return doc
+
+
+def _layer_doc(report: LayerReport) -> dict[str, Any]:
+    layer = report.layer
+    doc: dict[str, Any] = {
+        "name": layer.name,
+        "cell": layer.cell,
+        "units": layer.units,
+        "merge_mode": layer.merge_mode if layer.config_known else None,
+        "gates": list(report.gate_names),
+        "group": layer.group,
+        "supported": layer.supported,
+        "settings": {
+            d: _settings_doc(layer, d) for d in ("forward", "backward")
+        },
+        "weights": [],
+    }
+    for w in report.weights:
+        entry: dict[str, Any] = {
+            "direction": w.ref.direction,
+            "role": w.ref.role,
+            "shape": list(w.ref.shape),
+            "dtype": w.ref.dtype,
+            "dataset": w.ref.dataset,
+            "stats": _stats_doc(w.stats),
+        }
+        if w.gates is not None:
+            entry["gate_stats"] = [_gate_doc(g) for g in w.gates]
+        doc["weights"].append(entry)
+    if layer.notes:
+        doc["notes"] = list(layer.notes)
+    return doc
+
+
+def _settings_doc(layer: Any, direction: str) -> dict[str, Any]:
+    s = layer.settings(direction)
+    return {
+        "cell": s.cell,
+        "units": s.units,
+        "activation": s.activation,
+        "recurrent_activation": s.recurrent_activation,
+        "use_bias": s.use_bias,
+        "reset_after": s.reset_after,
+        "go_backwards": s.go_backwards,
+    }
+
+
+def _gate_doc(g: dict[str, Any]) -> dict[str, Any]:
+    doc = {"gate": g["gate"], **_stats_doc(g)}
+    for extra in ("orth_error", "max_singular"):
+        if extra in g:
+            doc[extra] = g[extra]
+    return doc
+
+
+# --- tables -----------------------------------------------------------------------------------
+
+
+class Output:
+    """Where tables and lines go: Rich on a terminal, plain aligned text otherwise."""
+
+    def __init__(self, stderr: bool = False) -> None:
+        self.stream = sys.stderr if stderr else sys.stdout
+        self.rich = self.stream.isatty() and os.environ.get("NO_COLOR") is None
+        self._console: Any = None
+        if self.rich:
+            from rich.console import Console
+
+            self._console = Console(file=self.stream, highlight=False, emoji=False)
+
+    def line(self, text: str = "", style: str | None = None) -> None:
+        if self._console is not None:
+            from rich.markup import escape
+
+            self._console.print(escape(text), style=style)
+        else:
+            self.stream.write(text + "\n")
+
+    def table(self, title: str, columns: list[tuple[str, bool]], rows: list[list[str]]) -> None:
+        """``columns`` are (header, right-aligned) pairs; every row has one text per column."""
+        if self._console is not None:
+            from rich import box
+            from rich.markup import escape
+            from rich.table import Table
+
+            table = Table(
+                title=escape(title), title_justify="left", title_style="bold",
+                box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold",
+            )
+            for header, right in columns:
+                table.add_column(escape(header), justify="right" if right else "left", no_wrap=True)
+            for row in rows:
+                table.add_row(*(escape(cell) for cell in row))
+            self._console.print(table)
+            return
+        widths = [len(h) for h, _ in columns]
+        for row in rows:
+            widths = [max(w, len(cell)) for w, cell in zip(widths, row)]
+
+        def fmt(cells: list[str]) -> str:
+            parts = [
+                cell.rjust(w) if right else cell.ljust(w)
+                for cell, w, (_, right) in zip(cells, widths, columns)
+            ]
+            return "  ".join(parts).rstrip()
+
+        self.stream.write(title + "\n")
+        self.stream.write(fmt([h for h, _ in columns]) + "\n")
+        for row in rows:
+            self.stream.write(fmt(row) + "\n")
+
+
+def num(x: float | None) -> str:
+    if x is None:
+        return "-"
+    if x == 0:
+        return "0"
+    return f"{x:.4g}"
+
+
+def shape_text(shape: Any) -> str:
+    return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def stat_cells(s: dict[str, Any]) -> list[str]:
+    return [num(s[k]) for k in STAT_COLUMNS] + ["yes" if s["finite"] else "NO"]
+
+
+def layer_title(layer: Any) -> str:
+    parts = [f"{layer.units} units"]
+    if layer.cell == "GRU" and layer.forward.reset_after is not None:
+        parts.append(f"reset_after={layer.forward.reset_after}")
+    if layer.config_known:
+        parts.append(f"merge_mode={layer.merge_mode}")
+    return f"{layer.name}: Bidirectional({layer.cell}, {', '.join(parts)})  [{layer.group}]"
+
+
+def render_inspect(result: InspectResult, with_gates: bool) -> None:
+    out = Output()
+    model = result.model
+    version = f", written by Keras {model.keras_version}" if model.keras_version else ""
+    out.line(f"{model.path}: {model.format}{version}")
+    for note in model.notes:
+        out.line(f"note: {note}")
+    if not result.layers:
+        out.line("no Bidirectional layers")
+        return
+    columns = [("direction", False), ("role", False)]
+    if with_gates:
+        columns.append(("gate", False))
+    columns += [("shape", False), ("dtype", False)]
+    columns += [(k, True) for k in STAT_COLUMNS] + [("finite", False)]
+    if with_gates:
+        columns += [("‖QᵀQ−I‖", True), ("σmax", True)]
+    columns.append(("dataset", False))
+    for report in result.layers:
+        rows = []
+        for w in report.weights:
+            row = [w.ref.direction, w.ref.role]
+            row += [""] if with_gates else []
+            row += [shape_text(w.ref.shape), w.ref.dtype, *stat_cells(w.stats)]
+            row += ["", ""] if with_gates else []
+            rows.append([*row, w.ref.dataset])
+            for g in w.gates or []:
+                if g["gate"] is None:
+                    continue
+                orth = ["", ""]
+                if "orth_error" in g:
+                    orth = [num(g["orth_error"]), num(g["max_singular"])]
+                rows.append(["", "", g["gate"], "", "", *stat_cells(g), *orth, ""])
+        out.line()
+        out.table(layer_title(report.layer), columns, rows)
+        for note in report.layer.notes:
+            out.line(f"note: {note}")
