@@ -1,0 +1,53 @@
+# bilstm-cli tasks. `make` alone lists them.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+DEMO   := fixtures/k3_seq_input_lstm_concat.keras
+OUT    := build
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test test-fast test-oracle fixtures bench lint fuzz clean
+
+help: ## List the tasks
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	@touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test]'
+	@touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed ## Create .venv and install the tool (numpy, h5py, click, rich)
+
+demo: $(VENV)/.installed ## Install, then run the tool on a model shipped in fixtures/
+	@mkdir -p $(OUT)
+	@echo '$$ bilstm inspect $(DEMO) --gates'
+	@$(BIN)/bilstm inspect $(DEMO) --gates
+
+test: $(VENV)/.installed-test ## Install with test dependencies, then run the whole suite
+	$(BIN)/python -m pytest -q
+
+test-fast: $(VENV)/.installed-test ## Only the tests that do not import TensorFlow
+	$(BIN)/python -m pytest -q -m 'not keras'
+
+test-oracle: $(VENV)/.installed-test ## Only the tests that compare with real Keras
+	$(BIN)/python -m pytest -q -m keras
+
+fixtures: $(VENV)/.installed-test ## Regenerate the fixture models and their manifest with real Keras
+	$(BIN)/python fixtures/generate.py
+
+bench: $(VENV)/.installed-test ## Time bilstm against the Keras way on a generated 57 MB model
+	$(BIN)/python bench/run.py
+
+lint: $(VENV)/.installed-test ## ruff lint and format check
+	$(BIN)/ruff check bilstm_cli tests bench fixtures
+	$(BIN)/ruff format --check bilstm_cli
+
+clean: ## Remove the environment and generated files
+	rm -rf $(VENV) $(OUT) bench/out .pytest_cache .hypothesis
