@@ -33,7 +33,72 @@ def json_option(f: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")(f)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """Turns the library's errors into one line and the documented exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BilstmError as exc:
+            if _debug(ctx):
+                raise
+            click.echo(f"Error: {exc.message}", err=True)
+            ctx.exit(exc.exit_code)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, KeyboardInterrupt):
+            raise
+        except BrokenPipeError:
+            # `bilstm inspect … | head` closed the pipe: not an error of ours.
+            _silence_stdout()
+            ctx.exit(0)
+        except Exception as exc:
+            if _debug(ctx):
+                raise
+            detail = str(exc).splitlines()[0] if str(exc) else ""
+            click.echo(
+                f"Error: unexpected {type(exc).__name__}: {detail} "
+                "(run with --debug for a traceback)",
+                err=True,
+            )
+            ctx.exit(1)
+
+
+def direction_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--direction",
+        type=click.Choice(["forward", "backward", "both"]),
+        default="both",
+        show_default=True,
+        help="Which direction's weights to change.",
+    )(f)
+
+
+def write_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """-o, --force, --dry-run and --json, shared by the commands that write a model."""
+    f = json_option(f)
+    f = click.option("--force", is_flag=True, help="Overwrite OUT if it exists (even the input).")(
+        f
+    )
+    f = click.option(
+        "--dry-run", is_flag=True, help="Show the plan and the predicted result; write nothing."
+    )(f)
+    return click.option("-o", "--output", metavar="OUT", help="Where to write the new model file.")(
+        f
+    )
+
+
+def _debug(ctx: click.Context) -> bool:
+    return bool(ctx.obj and ctx.obj.get("debug")) or os.environ.get("BILSTM_DEBUG") == "1"
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="bilstm")
 @click.option("--debug", is_flag=True, help="Show a traceback when something fails.")
 @click.pass_context
@@ -61,42 +126,57 @@ def inspect(model: str, layers: tuple[str, ...], with_gates: bool, as_json: bool
         render.render_inspect(result, with_gates)
 
 
-def _wants_debug(argv: list[str]) -> bool:
-    return "--debug" in argv or os.environ.get("BILSTM_DEBUG") == "1"
+@cli.command()
+@click.argument("model", type=click.Path(dir_okay=True, allow_dash=False))
+@click.option(
+    "--init",
+    "inits",
+    multiple=True,
+    metavar="[TARGET=]SPEC",
+    help="Strategy, optionally for one role or gate blocks: 'glorot_uniform', "
+    "'recurrent_kernel=orthogonal', 'bias[f]=ones', 'truncated_normal:stddev=0.05'. "
+    "Repeatable; later options override earlier ones. Default: keras_default.",
+)
+@layer_option
+@direction_option
+@click.option("--seed", type=click.IntRange(min=0), help="Seed; the same seed gives the same file.")
+@write_options
+def init(
+    model: str,
+    inits: tuple[str, ...],
+    layers: tuple[str, ...],
+    direction: str,
+    seed: int | None,
+    output: str | None,
+    force: bool,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    """Re-initialize weights of the Bidirectional layers of MODEL and write OUT.
+
+    Strategies: zeros, ones, constant:V, uniform:minval=,maxval=, normal:mean=,stddev=,
+    truncated_normal:mean=,stddev=, glorot_uniform, glorot_normal, he_uniform, he_normal,
+    lecun_uniform, lecun_normal, orthogonal:gain=, identity:gain=, unit_forget_bias,
+    chrono:tmax=T, keras_default, pytorch_default, npy:PATH, npz:PATH:KEY.
+    """
+    from bilstm_cli import render
+    from bilstm_cli.ops.init import init as run_init
+
+    result = run_init(model, output, inits, layers, direction, seed, dry_run, force)
+    render.write_result(result, as_json)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``bilstm`` console script and of ``python -m bilstm_cli``."""
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        cli.main(args=args, prog_name="bilstm", standalone_mode=False)
+        code = cli.main(args=args, prog_name="bilstm", standalone_mode=False)
     except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
+        code = exc.exit_code
     except click.ClickException as exc:
         exc.show()
-        sys.exit(2 if isinstance(exc, click.UsageError) else exc.exit_code)
-    except click.Abort:
-        click.echo("Aborted.", err=True)
-        sys.exit(EXIT_INTERRUPTED)
-    except KeyboardInterrupt:
+        code = 2 if isinstance(exc, click.UsageError) else exc.exit_code
+    except (click.Abort, KeyboardInterrupt):
         click.echo("Error: interrupted", err=True)
-        sys.exit(EXIT_INTERRUPTED)
-    except BilstmError as exc:
-        if _wants_debug(args):
-            raise
-        click.echo(f"Error: {exc.message}", err=True)
-        sys.exit(exc.exit_code)
-    except BrokenPipeError:
-        # `bilstm inspect … | head` closed the pipe: not an error of ours.
-        sys.stderr.close()
-        sys.exit(0)
-    except Exception as exc:  # noqa: BLE001 - the one place that turns surprises into a line
-        if _wants_debug(args):
-            raise
-        detail = str(exc).splitlines()[0] if str(exc) else ""
-        click.echo(
-            f"Error: unexpected {type(exc).__name__}: {detail} (run with --debug for a traceback)",
-            err=True,
-        )
-        sys.exit(1)
-    sys.exit(0)
+        code = EXIT_INTERRUPTED
+    sys.exit(code if isinstance(code, int) else 0)

@@ -11,6 +11,7 @@ import os
 import sys
 from typing import Any
 
+from bilstm_cli.ops.apply import WriteResult
 from bilstm_cli.ops.inspect import InspectResult, LayerReport
 
 STAT_COLUMNS = ("mean", "std", "min", "max", "l2")
@@ -210,3 +211,87 @@ def render_inspect(result: InspectResult, with_gates: bool) -> None:
         out.table(layer_title(report.layer), columns, rows)
         for note in report.layer.notes:
             out.line(f"note: {note}")
+
+
+# --- init / transplant -------------------------------------------------------------------------
+
+
+def write_doc(result: WriteResult) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "command": result.command,
+        "input": result.input,
+        "output": result.output,
+        "dry_run": result.dry_run,
+        "verified": result.verified,
+        "changes": [
+            {
+                "layer": c.layer,
+                "direction": c.direction,
+                "role": c.role,
+                "gates": list(c.gates) if c.gates else None,
+                "source": c.source,
+                "dataset": c.dataset,
+                "before": _stats_doc(c.before),
+                "after": _stats_doc(c.after),
+            }
+            for c in result.changes
+        ],
+        "checks": [
+            {"where": c.where, "check": c.name, "ok": c.ok, "detail": c.detail}
+            for c in result.checks
+        ],
+        "notes": list(result.notes),
+        "timings": {k: round(v, 4) for k, v in result.timings.items()},
+    }
+    if result.seed is not None:
+        doc["seed"] = result.seed
+    doc.update(result.extra)
+    return doc
+
+
+def _moved(before: dict[str, Any], after: dict[str, Any], key: str) -> str:
+    return f"{num(before[key])} → {num(after[key])}"
+
+
+def write_result(result: WriteResult, as_json: bool) -> None:
+    if as_json:
+        dump_json(write_doc(result))
+        return
+    out = Output()
+    columns = [("layer", False), ("direction", False), ("role", False), ("gates", False),
+               ("source", False)]
+    columns += [(f"{k} before → after", True) for k in ("mean", "std", "min", "max")]
+    columns.append(("finite", False))
+    rows = []
+    for c in result.changes:
+        rows.append(
+            [c.layer, c.direction, c.role, ",".join(c.gates) if c.gates else "all", c.source]
+            + [_moved(c.before, c.after, k) for k in ("mean", "std", "min", "max")]
+            + ["yes" if c.after["finite"] else "NO"]
+        )
+    title = f"{result.command} {result.input}" + (" (dry run)" if result.dry_run else "")
+    out.table(title, columns, rows)
+    if result.checks:
+        out.line()
+        grouped: dict[str, list[Any]] = {}
+        for check in result.checks:
+            grouped.setdefault(check.name, []).append(check)
+        check_rows = []
+        for name, checks in grouped.items():
+            failed = [c for c in checks if not c.ok]
+            shown = failed[0] if failed else checks[-1]
+            status = "ok" if not failed else "FAILED"
+            where = shown.where if failed or len(checks) == 1 else f"{len(checks)} places"
+            check_rows.append(
+                [name, f"{len(checks) - len(failed)}/{len(checks)} {status}", where, shown.detail]
+            )
+        out.table(
+            "checks", [("check", False), ("result", False), ("where", False), ("detail", False)],
+            check_rows,
+        )
+    for note in result.notes:
+        out.line(f"note: {note}")
+    if result.dry_run:
+        out.line("dry run: nothing was written")
+    elif result.verified:
+        out.line(f"wrote {result.output} (verified)")

@@ -1,0 +1,186 @@
+"""Writing a model file with some weight datasets replaced, and nothing else touched.
+
+The output is built as a temporary file beside the target and renamed into place only once
+the caller has verified it, so the target path is always either absent, its old self, or a
+complete verified file. The input is only ever opened for reading.
+
+- ``.h5`` / ``.weights.h5``: the input is copied, and the chosen datasets are overwritten in
+  place in the copy. Every other byte of HDF5 structure stays as Keras wrote it.
+- ``.keras``: ``model.weights.h5`` is copied out and edited the same way, then the archive is
+  rebuilt member by member in the original order with the original member metadata.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import shutil
+import signal
+import tempfile
+from typing import Any
+
+import h5py
+import numpy as np
+
+from bilstm_cli.errors import InputError, OutputError
+from bilstm_cli.formats import h5safe
+from bilstm_cli.formats.archive import WEIGHTS_H5, KerasArchive, rewrite_archive
+from bilstm_cli.formats.model import ModelFile
+
+HDF5_SUFFIXES = (".h5", ".hdf5")
+
+
+def check_output(model: ModelFile, output: str, force: bool) -> str:
+    """Refuse an output path that cannot or should not be written; return it absolute."""
+    out = os.path.abspath(output)
+    directory = os.path.dirname(out)
+    if not os.path.isdir(directory):
+        raise OutputError(f"{output}: directory {directory} does not exist")
+    if os.path.isdir(out):
+        raise OutputError(f"{output}: is a directory")
+    same = os.path.exists(out) and os.path.samefile(out, model.path)
+    if same and not force:
+        raise OutputError(f"{output}: is the input file; pass --force to replace it")
+    if os.path.exists(out) and not force:
+        raise OutputError(f"{output}: already exists; pass --force to overwrite it")
+    if not os.access(directory, os.W_OK):
+        raise OutputError(f"{output}: directory {directory} is not writable")
+    lowered = out.lower()
+    if model.format == "keras" and not lowered.endswith(".keras"):
+        raise OutputError(f"{output}: a .keras model must be written to a .keras file")
+    if model.format != "keras" and not lowered.endswith(HDF5_SUFFIXES):
+        raise OutputError(f"{output}: an HDF5 model must be written to a .h5 file")
+    return out
+
+
+def _os_error(output: str, exc: OSError) -> OutputError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return OutputError(f"{output}: no space left to write it ({exc.strerror})")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return OutputError(f"{output}: cannot write there ({exc.strerror})")
+    return OutputError(f"{output}: cannot be written ({exc.strerror or exc})")
+
+
+def digest(array: np.ndarray) -> str:
+    """A fingerprint of an array's exact bytes, dtype and shape."""
+    h = hashlib.sha256()
+    h.update(f"{array.dtype.str}{array.shape}".encode())
+    h.update(np.ascontiguousarray(array).view(np.uint8).reshape(-1).data)
+    return h.hexdigest()
+
+
+class _Terminated(BaseException):
+    """SIGTERM, raised so that temporary files are removed on the way out."""
+
+
+def _on_term(signum: int, frame: Any) -> None:
+    raise _Terminated()
+
+
+class StagedWrite:
+    """An editable copy of a model's weights, staged beside the final output.
+
+    Use as a context manager: ``write()`` datasets, ``finish()`` to assemble the staged file,
+    verify it at ``staged_path``, then ``commit()``. Leaving the block without ``commit()``
+    (an error, Ctrl-C, SIGTERM) removes every temporary file.
+    """
+
+    def __init__(self, model: ModelFile, output: str) -> None:
+        self.model = model
+        self.output = output
+        self.written: dict[str, str] = {}
+        self.staged_path = ""
+        self._h5: h5py.File | None = None
+        self._edit_path: str | None = None
+        self._committed = False
+        self._previous_term: Any = None
+
+    def __enter__(self) -> StagedWrite:
+        try:
+            self._previous_term = signal.signal(signal.SIGTERM, _on_term)
+        except ValueError:  # not the main thread: nothing to install
+            self._previous_term = None
+        directory, base = os.path.split(self.output)
+        suffix = ".keras" if self.model.format == "keras" else os.path.splitext(base)[1]
+        try:
+            fd, self.staged_path = tempfile.mkstemp(
+                prefix=f".{base}.", suffix=f".tmp{suffix}", dir=directory
+            )
+            os.close(fd)
+            if self.model.format == "keras":
+                self._edit_path = self.staged_path + ".weights.h5"
+                with KerasArchive(self.model.path) as archive:
+                    archive.extract_weights_to(self._edit_path)
+            else:
+                self._edit_path = self.staged_path
+                shutil.copyfile(self.model.path, self._edit_path)
+            self._h5 = h5py.File(self._edit_path, "r+")
+        except BaseException as exc:
+            self.__exit__(type(exc), exc, None)
+            if isinstance(exc, OSError):
+                raise _os_error(self.output, exc) from None
+            raise
+        return self
+
+    def read(self, dataset: str) -> np.ndarray:
+        assert self._h5 is not None
+        return h5safe.read(h5safe.dataset(self._h5, dataset), dataset)
+
+    def write(self, dataset: str, values: np.ndarray) -> None:
+        """Overwrite one dataset; shape and dtype must be the dataset's own."""
+        assert self._h5 is not None
+        ds = h5safe.dataset(self._h5, dataset)
+        if tuple(ds.shape) != tuple(values.shape) or ds.dtype != values.dtype:
+            raise InputError(
+                f"{self.model.path}: '{dataset}' is {ds.dtype}{tuple(ds.shape)}, "
+                f"cannot take {values.dtype}{tuple(values.shape)}"
+            )
+        try:
+            ds[...] = values
+        except OSError as exc:
+            raise _os_error(self.output, exc) from None
+        self.written[dataset] = digest(values)
+
+    def finish(self) -> None:
+        """Close the edited weights and, for an archive, assemble the staged ``.keras``."""
+        try:
+            if self._h5 is not None:
+                self._h5.close()
+                self._h5 = None
+            if self.model.format == "keras":
+                assert self._edit_path is not None
+                rewrite_archive(self.model.path, self.staged_path, {WEIGHTS_H5: self._edit_path})
+                os.remove(self._edit_path)
+                self._edit_path = None
+            with open(self.staged_path, "rb+") as f:
+                os.fsync(f.fileno())
+        except OSError as exc:
+            raise _os_error(self.output, exc) from None
+
+    def commit(self) -> None:
+        """Give the staged file ordinary permissions and rename it over the output."""
+        try:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(self.staged_path, 0o666 & ~umask)
+            os.replace(self.staged_path, self.output)
+        except OSError as exc:
+            raise _os_error(self.output, exc) from None
+        self._committed = True
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if self._h5 is not None:
+            with contextlib.suppress(Exception):
+                self._h5.close()
+            self._h5 = None
+        for path in (self._edit_path, None if self._committed else self.staged_path):
+            if path and os.path.exists(path):
+                with contextlib.suppress(OSError):
+                    os.remove(path)
+        if self._previous_term is not None:
+            signal.signal(signal.SIGTERM, self._previous_term)
+            self._previous_term = None
+        if exc_type is _Terminated:
+            raise KeyboardInterrupt from None

@@ -1,0 +1,199 @@
+"""``init``: re-initialize chosen weights (or gate blocks) with named strategies."""
+
+from __future__ import annotations
+
+import secrets
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from bilstm_cli import initializers as strategies
+from bilstm_cli.errors import InputError, UsageError
+from bilstm_cli.formats.model import BiLayer, ModelFile, WeightRef
+from bilstm_cli.formats.reader import read_model
+from bilstm_cli.gates import CELL_GATES, ROLES, gate_mask, parse_gates
+from bilstm_cli.ops.apply import Fact, Job, Part, WriteResult, execute
+from bilstm_cli.ops.select import directions, select_layers
+
+DEFAULT_INIT = "keras_default"
+
+
+@dataclass(frozen=True)
+class Op:
+    index: int
+    text: str
+    target: strategies.Target
+    spec: strategies.Spec
+
+
+def parse_ops(texts: Sequence[str]) -> list[Op]:
+    texts = list(texts) or [DEFAULT_INIT]
+    ops = []
+    for k, text in enumerate(texts):
+        target, spec = strategies.parse_init_option(text)
+        ops.append(Op(k, text, target, spec))
+    return ops
+
+
+def bidirectional_layers_to_change(
+    model: ModelFile, layer_globs: Sequence[str], verb: str
+) -> list[BiLayer]:
+    """The selected layers, refusing files or selections the command cannot work on."""
+    if not model.layers:
+        raise InputError(f"{model.path}: no Bidirectional layer to {verb}")
+    layers = select_layers(model.layers, layer_globs, model.path)
+    unsupported = [layer for layer in layers if not layer.supported]
+    if unsupported:
+        layer = unsupported[0]
+        raise InputError(
+            f"{model.path}: layer '{layer.name}' wraps {layer.cell}; only LSTM, GRU and "
+            f"SimpleRNN weights can be changed (select other layers with --layer)"
+        )
+    return layers
+
+
+def weight_info(layer: BiLayer, ref: WeightRef) -> strategies.WeightInfo:
+    settings = layer.settings(ref.direction)
+    return strategies.WeightInfo(
+        cell=settings.cell,
+        role=ref.role,
+        shape=ref.shape,
+        units=settings.units,
+        reset_after=settings.reset_after,
+    )
+
+
+def seed_for(seed: int, layer: BiLayer, ref: WeightRef, op: Op) -> np.random.SeedSequence:
+    """Each (layer, direction, role, option) draws from its own stream, so selecting more or
+    fewer weights never changes the values drawn for the others."""
+    key = (
+        zlib.crc32(layer.name.encode("utf-8")),
+        0 if ref.direction == "forward" else 1,
+        ROLES.index(ref.role),
+        op.index,
+    )
+    return np.random.SeedSequence(entropy=seed, spawn_key=key)
+
+
+def plan(
+    model: ModelFile,
+    ops: list[Op],
+    layer_globs: Sequence[str],
+    direction: str,
+    seed: int,
+) -> list[Job]:
+    layers = bidirectional_layers_to_change(model, layer_globs, "initialize")
+    wanted = directions(direction)
+    for op in ops:
+        if op.target.gates is not None:
+            for layer in layers:
+                try:
+                    parse_gates(layer.cell, op.target.gates)
+                except UsageError as exc:
+                    raise UsageError(
+                        f"--init '{op.text}' on layer '{layer.name}': {exc.message}"
+                    ) from None
+    jobs = []
+    for layer in layers:
+        for ref in layer.weights:
+            if ref.direction not in wanted:
+                continue
+            job = _plan_weight(layer, ref, ops, seed)
+            if job is not None:
+                jobs.append(job)
+    for op in ops:
+        if op.target.role is not None and not any(
+            ref.role == op.target.role
+            for layer in layers
+            for ref in layer.weights
+            if ref.direction in wanted
+        ):
+            raise UsageError(
+                f"--init '{op.text}': the selected layers have no {op.target.role} "
+                "(use_bias=False?)"
+            )
+    return jobs
+
+
+def _plan_weight(layer: BiLayer, ref: WeightRef, ops: list[Op], seed: int) -> Job | None:
+    info = weight_info(layer, ref)
+    width = ref.shape[-1]
+    owner = np.full(width, -1)
+    for op in ops:
+        if op.target.role not in (None, ref.role):
+            continue
+        owner[gate_mask(info.cell, info.units, op.target.gates)] = op.index
+    active = [ops[k] for k in sorted(set(owner.tolist())) if k >= 0]
+    if not active:
+        return None
+    for op in active:
+        try:
+            strategies.check_fit(op.spec, info)
+        except UsageError as exc:
+            raise UsageError(
+                f"--init '{op.text}' does not fit {layer.name}/{ref.direction}/{ref.role} "
+                f"{ref.shape}: {exc.message}"
+            ) from None
+    whole = len(active) == 1 and bool((owner == active[0].index).all())
+    gate_names = CELL_GATES[info.cell]
+    parts = []
+    for op in active:
+        mask = owner == op.index
+        if whole:
+            gates, part_mask = None, None
+        else:
+            gates = tuple(
+                g for g in gate_names if mask[gate_mask(info.cell, info.units, (g,))].all()
+            )
+            part_mask = mask
+        parts.append(Part(gates, part_mask, strategies.describe(op.spec, info)))
+
+    def build(current: np.ndarray) -> np.ndarray:
+        if whole:
+            return strategies.generate(
+                active[0].spec, info, seed_for(seed, layer, ref, active[0]), current.dtype
+            )
+        new = current.copy()
+        for op, part in zip(active, parts):
+            drawn = strategies.generate(
+                op.spec, info, seed_for(seed, layer, ref, op), current.dtype
+            )
+            new[..., part.mask] = drawn[..., part.mask]
+        return new
+
+    def facts(values: np.ndarray) -> list[Fact]:
+        found: list[Fact] = []
+        for op, part in zip(active, parts):
+            found.extend(strategies.facts(op.spec, info, values, part.mask))
+        return found
+
+    return Job(layer, ref, parts, build, facts)
+
+
+def init(
+    path: str,
+    output: str | None,
+    init_options: Sequence[str] = (),
+    layer_globs: Sequence[str] = (),
+    direction: str = "both",
+    seed: int | None = None,
+    dry_run: bool = False,
+    force: bool = False,
+) -> WriteResult:
+    """Re-initialize the selected weights of ``path`` and write the result to ``output``."""
+    if output is None and not dry_run:
+        raise UsageError("init needs -o OUT (or --dry-run)")
+    ops = parse_ops(init_options)
+    model = read_model(path)
+    chosen_seed = seed if seed is not None else secrets.randbelow(2**31)
+    jobs = plan(model, ops, layer_globs, direction, chosen_seed)
+    if not jobs:
+        raise UsageError("the selection matched no weight to initialize")
+    result = WriteResult("init", path, None, dry_run, seed=chosen_seed)
+    if seed is None:
+        result.notes.append(f"no --seed given; used --seed {chosen_seed} (pass it to repeat this)")
+    if not init_options:
+        result.notes.append(f"no --init given; used {DEFAULT_INIT} (what a fresh Keras layer gets)")
+    return execute(model, jobs, result, output, force)
