@@ -73,6 +73,23 @@ class BiLayer:
 
 
 @dataclass
+class RnnLayer:
+    """A plain (not Bidirectional) recurrent layer: a possible donor for one direction."""
+
+    name: str
+    group: str
+    settings: CellSettings
+    weights: list[WeightRef] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def weight(self, role: str) -> WeightRef | None:
+        for w in self.weights:
+            if w.role == role:
+                return w
+        return None
+
+
+@dataclass
 class ModelFile:
     """A model file as the tool sees it: its layout and its Bidirectional layers."""
 
@@ -84,3 +101,4 @@ class ModelFile:
     weights_member: str | None = None  # the HDF5 member inside a .keras archive
     optimizer_groups: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    rnn_layers: list[RnnLayer] = field(default_factory=list)

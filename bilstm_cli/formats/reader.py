@@ -22,10 +22,11 @@ from bilstm_cli.formats.config import (
     MAX_CONFIG_BYTES,
     LayerEntry,
     bidirectional_settings,
+    cell_settings,
     load_json,
     walk_layers,
 )
-from bilstm_cli.formats.model import BiLayer, CellSettings, ModelFile, WeightRef
+from bilstm_cli.formats.model import BiLayer, CellSettings, ModelFile, RnnLayer, WeightRef
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
@@ -130,6 +131,7 @@ def _read_archive(path: str) -> ModelFile:
                 version = meta["keras_version"]
         with _open_h5(archive.weights_file()) as f:
             layers = _tracked_layers_from_config(f, config)
+            rnns = _tracked_rnns_from_config(f, config)
             optimizer = ["optimizer"] if h5safe.has(f, "optimizer") else []
     return ModelFile(
         path=path,
@@ -139,6 +141,7 @@ def _read_archive(path: str) -> ModelFile:
         has_config=True,
         weights_member="model.weights.h5",
         optimizer_groups=optimizer,
+        rnn_layers=rnns,
     )
 
 
@@ -176,6 +179,62 @@ def _tracked_layers_from_config(f: h5py.File, config: Any) -> list[BiLayer]:
         _check_directions(layer)
         found.append(layer)
     return found
+
+
+def _plain_rnn_entries(config: Any) -> Iterator[tuple[LayerEntry, CellSettings]]:
+    for entry in walk_layers(config):
+        if entry.class_name in GATE_COUNT:
+            settings = cell_settings(
+                {"class_name": entry.class_name, "config": entry.config},
+                f"layer '{entry.display_name}'",
+            )
+            yield entry, settings
+
+
+def _tracked_rnns_from_config(f: h5py.File, config: Any) -> list[RnnLayer]:
+    found = []
+    for entry, settings in _plain_rnn_entries(config):
+        base = entry.keras_path
+        if _layers_root(f) != "layers":
+            base = base.replace("layers/", f"{_layers_root(f)}/")
+        if not h5safe.has(f, base):
+            continue  # never built, so it has no weights
+        layer = RnnLayer(entry.display_name, base, settings)
+        layer.weights = _tracked_direction(f, base, "forward", settings, layer)
+        _check_plain(layer)
+        found.append(layer)
+    return found
+
+
+def _legacy_rnns_from_config(f: h5py.File, config: Any) -> list[RnnLayer]:
+    found = []
+    for entry, settings in _plain_rnn_entries(config):
+        group_path = f"model_weights/{entry.h5_group}"
+        if not h5safe.has(f, group_path):
+            continue
+        names = h5safe.attr_strings(h5safe.group(f, group_path), "weight_names")
+        if entry.chain:
+            names = [n for n in names if entry.name in n.split("/")[:-2]]
+        if len(names) != len(_roles_for(settings)):
+            continue
+        layer = RnnLayer(entry.display_name, group_path, settings)
+        layer.weights = _legacy_direction(f, group_path, names, "forward", settings, layer)
+        _check_plain(layer)
+        found.append(layer)
+    return found
+
+
+def _check_plain(layer: RnnLayer) -> None:
+    kernel = layer.weight("kernel")
+    if kernel is None or len(kernel.shape) != 2:
+        raise InputError(f"layer '{layer.name}': kernel is missing or not a matrix")
+    for w in layer.weights:
+        want = expected_shape(layer.settings, w.role, kernel.shape[0])
+        if w.shape != want:
+            raise InputError(
+                f"layer '{layer.name}': {w.role} has shape {_shape(w.shape)}, but a "
+                f"{layer.settings.cell} of {layer.settings.units} units needs {_shape(want)}"
+            )
 
 
 def _vars_name(f: h5py.File, group_path: str) -> str | None:
@@ -303,8 +362,11 @@ def _read_hdf5(path: str) -> ModelFile:
             if not h5safe.has(f, "model_weights"):
                 raise InputError("a model configuration but no model_weights group")
             layers = _legacy_layers_from_config(f, config)
+            rnns = _legacy_rnns_from_config(f, config)
             optimizer = ["optimizer_weights"] if h5safe.has(f, "optimizer_weights") else []
-            return ModelFile(path, "h5", version, layers, True, optimizer_groups=optimizer)
+            return ModelFile(
+                path, "h5", version, layers, True, optimizer_groups=optimizer, rnn_layers=rnns
+            )
         if "layer_names" in f.attrs:
             layers = _legacy_layers_inferred(f, "")
             notes = ["weights only: no configuration, so cells and settings are inferred "
