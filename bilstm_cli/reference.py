@@ -1,0 +1,325 @@
+"""A NumPy forward pass of Keras' LSTM, GRU and SimpleRNN and of ``Bidirectional``.
+
+Used to check a transplant without Keras: run the donor's layer and the written layer on the same
+probe batch and compare. The math follows Keras exactly (Keras 3 and Keras 2/tf-keras, which
+differ only in ``hard_sigmoid``), in float64, with a zero initial state, no masking and no
+dropout (inference):
+
+* LSTM, gates i, f, c, o: ``z = x·W + h·U + b``; ``c' = σ(f)·c + σ(i)·act(c̃)``;
+  ``h' = σ(o)·act(c')``.
+* GRU, gates z, r, h. ``reset_after=True`` (bias (2, 3u): input row, recurrent row):
+  ``h̃ = act(x·W_h + b_h + r ⊙ (h·U_h + b'_h))``. ``reset_after=False`` (bias (3u,)):
+  ``h̃ = act(x·W_h + b_h + (r ⊙ h)·U_h)``. Then ``h' = z ⊙ h + (1 − z) ⊙ h̃``.
+* SimpleRNN: ``h' = act(x·W + b + h·U)``.
+
+A layer with ``go_backwards=True`` reads the sequence reversed and returns its outputs in the
+order it produced them; ``Bidirectional`` flips the backward layer's sequence back before merging
+(only when it returns sequences), exactly as Keras does.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from bilstm_cli.errors import InputError
+from bilstm_cli.gates import block_count, check_cell
+
+Activation = Callable[[np.ndarray], np.ndarray]
+
+# tf.nn.selu's constants (Klambauer et al. 2017), which Keras uses on every backend.
+_SELU_ALPHA = 1.6732632423543772848170429916717
+_SELU_SCALE = 1.0507009873554804934193349852946
+
+_erf = np.frompyfunc(math.erf, 1, 1)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    # The tanh form never overflows, unlike 1 / (1 + exp(-x)) for large negative x.
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+def _softplus(x: np.ndarray) -> np.ndarray:
+    return np.maximum(x, 0.0) + np.log1p(np.exp(-np.abs(x)))
+
+
+def _elu(x: np.ndarray) -> np.ndarray:
+    return np.where(x > 0, x, np.expm1(np.minimum(x, 0.0)))
+
+
+def _hard_sigmoid_k3(x: np.ndarray) -> np.ndarray:
+    # Keras 3: relu6(x + 3) / 6, i.e. slope 1/6 between -3 and 3.
+    return np.clip(x + 3.0, 0.0, 6.0) / 6.0
+
+
+def _hard_sigmoid_k2(x: np.ndarray) -> np.ndarray:
+    # Keras 2 / tf.keras: clip(0.2 x + 0.5, 0, 1), slope 0.2 between -2.5 and 2.5.
+    return np.clip(0.2 * x + 0.5, 0.0, 1.0)
+
+
+def _gelu(x: np.ndarray) -> np.ndarray:
+    # Keras' gelu activation defaults to the exact (erf) form.
+    return 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0)).astype(np.float64))
+
+
+_COMMON: dict[str, Activation] = {
+    "linear": lambda x: x,
+    "tanh": np.tanh,
+    "sigmoid": _sigmoid,
+    "relu": lambda x: np.maximum(x, 0.0),
+    "relu6": lambda x: np.clip(x, 0.0, 6.0),
+    "softsign": lambda x: x / (1.0 + np.abs(x)),
+    "softplus": _softplus,
+    "elu": _elu,
+    "selu": lambda x: _SELU_SCALE * np.where(x > 0, x, _SELU_ALPHA * np.expm1(np.minimum(x, 0.0))),
+    "swish": lambda x: x * _sigmoid(x),
+    "silu": lambda x: x * _sigmoid(x),
+    "exponential": np.exp,
+    "hard_tanh": lambda x: np.clip(x, -1.0, 1.0),
+    "mish": lambda x: x * np.tanh(_softplus(x)),
+    "log_sigmoid": lambda x: -_softplus(-x),
+    "tanh_shrink": lambda x: x - np.tanh(x),
+    "gelu": _gelu,
+}
+
+
+def activation_names() -> tuple[str, ...]:
+    """Activation names the reference understands."""
+    return tuple(sorted({*_COMMON, "hard_sigmoid", "hard_silu", "hard_swish"}))
+
+
+def get_activation(name: str | None, keras_major: int = 3) -> Activation:
+    """The activation function Keras ``keras_major`` means by ``name``.
+
+    ``None`` is linear, as in Keras. Raises :class:`InputError` naming an unknown activation.
+    """
+    if name is None:
+        return _COMMON["linear"]
+    key = str(name).strip().lower()
+    if key == "hard_sigmoid":
+        return _hard_sigmoid_k2 if keras_major < 3 else _hard_sigmoid_k3
+    if key in ("hard_silu", "hard_swish"):
+        hs = _hard_sigmoid_k2 if keras_major < 3 else _hard_sigmoid_k3
+        return lambda x: x * hs(x)
+    if key not in _COMMON:
+        raise InputError(
+            f"unknown activation {name!r}; the reference forward pass knows "
+            f"{', '.join(activation_names())}"
+        )
+    return _COMMON[key]
+
+
+@dataclass(frozen=True)
+class CellConfig:
+    """The settings of one recurrent layer that change its output."""
+
+    cell: str
+    units: int
+    activation: str | None = "tanh"
+    recurrent_activation: str | None = "sigmoid"
+    use_bias: bool = True
+    reset_after: bool = True
+    go_backwards: bool = False
+    keras_major: int = 3
+
+
+def backward_config(cfg: CellConfig) -> CellConfig:
+    """The backward layer Keras builds from a forward layer: ``go_backwards`` flipped."""
+    return replace(cfg, go_backwards=not cfg.go_backwards)
+
+
+def _as_f64(a: np.ndarray, what: str) -> np.ndarray:
+    try:
+        return np.asarray(a, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{what} is not numeric: {exc}") from exc
+
+
+def _check_shapes(
+    x: np.ndarray,
+    kernel: np.ndarray,
+    recurrent_kernel: np.ndarray,
+    bias: np.ndarray | None,
+    cfg: CellConfig,
+) -> None:
+    u = int(cfg.units)
+    width = block_count(cfg.cell) * u
+    desc = f"{cfg.cell} with {u} units"
+    if x.ndim != 3:
+        raise InputError(f"input of shape {x.shape} is not (batch, time, features)")
+    if kernel.shape != (x.shape[2], width):
+        raise InputError(
+            f"kernel of shape {kernel.shape} does not fit {desc} and {x.shape[2]} input "
+            f"features; expected {(x.shape[2], width)}"
+        )
+    if recurrent_kernel.shape != (u, width):
+        raise InputError(
+            f"recurrent kernel of shape {recurrent_kernel.shape} does not fit {desc}; "
+            f"expected {(u, width)}"
+        )
+    if not cfg.use_bias:
+        if bias is not None:
+            raise InputError(f"{desc} has use_bias=False but a bias was given")
+        return
+    if bias is None:
+        raise InputError(f"{desc} has use_bias=True but no bias was given")
+    two_rows = cfg.cell == "GRU" and cfg.reset_after
+    expected = (2, width) if two_rows else (width,)
+    if bias.shape != expected:
+        extra = f" (reset_after={cfg.reset_after})" if cfg.cell == "GRU" else ""
+        raise InputError(
+            f"bias of shape {bias.shape} does not fit {desc}{extra}; expected {expected}"
+        )
+
+
+def rnn_forward(
+    x: np.ndarray,
+    kernel: np.ndarray,
+    recurrent_kernel: np.ndarray,
+    bias: np.ndarray | None,
+    cfg: CellConfig,
+    return_sequences: bool = True,
+) -> np.ndarray:
+    """Run one Keras recurrent layer on ``x`` (batch, time, features) from a zero state.
+
+    Returns (batch, time, units) when ``return_sequences`` (in processing order, so reversed in
+    time for ``go_backwards=True``, as Keras returns it), else the last output (batch, units).
+    Raises :class:`InputError` when a shape or an activation does not fit ``cfg``.
+    """
+    check_cell(cfg.cell)
+    xs = _as_f64(x, "input")
+    w = _as_f64(kernel, "kernel")
+    rk = _as_f64(recurrent_kernel, "recurrent kernel")
+    b = None if bias is None else _as_f64(bias, "bias")
+    _check_shapes(xs, w, rk, b, cfg)
+    act = get_activation(cfg.activation, cfg.keras_major)
+    ract = get_activation(cfg.recurrent_activation, cfg.keras_major)
+    u = int(cfg.units)
+    batch, steps, _ = xs.shape
+    if cfg.go_backwards:
+        xs = xs[:, ::-1]
+
+    # The input projection does not depend on the state: compute it for all steps at once.
+    proj = xs @ w
+    input_bias = recurrent_bias = None
+    if b is not None:
+        if b.ndim == 2:
+            input_bias, recurrent_bias = b[0], b[1]
+        else:
+            input_bias = b
+        proj = proj + input_bias
+
+    h = np.zeros((batch, u))
+    c = np.zeros((batch, u))
+    outputs = np.empty((batch, steps, u))
+    for t in range(steps):
+        p = proj[:, t]
+        if cfg.cell == "LSTM":
+            z = p + h @ rk
+            i = ract(z[:, :u])
+            f = ract(z[:, u : 2 * u])
+            c = f * c + i * act(z[:, 2 * u : 3 * u])
+            h = ract(z[:, 3 * u :]) * act(c)
+        elif cfg.cell == "GRU":
+            if cfg.reset_after:
+                rec = h @ rk
+                if recurrent_bias is not None:
+                    rec = rec + recurrent_bias
+                zg = ract(p[:, :u] + rec[:, :u])
+                r = ract(p[:, u : 2 * u] + rec[:, u : 2 * u])
+                hh = act(p[:, 2 * u :] + r * rec[:, 2 * u :])
+            else:
+                rec = h @ rk[:, : 2 * u]
+                zg = ract(p[:, :u] + rec[:, :u])
+                r = ract(p[:, u : 2 * u] + rec[:, u:])
+                hh = act(p[:, 2 * u :] + (r * h) @ rk[:, 2 * u :])
+            h = zg * h + (1.0 - zg) * hh
+        else:
+            h = act(p + h @ rk)
+        outputs[:, t] = h
+    return outputs if return_sequences else outputs[:, -1]
+
+
+def _unpack(
+    weights: Sequence[np.ndarray | None], cfg: CellConfig, which: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    ws = list(weights)
+    if len(ws) == 2:
+        ws.append(None)
+    if len(ws) != 3:
+        raise InputError(
+            f"{which} layer has {len(ws)} weights; expected kernel, recurrent kernel "
+            "and (with use_bias) bias"
+        )
+    kernel, rk, bias = ws
+    if kernel is None or rk is None:
+        raise InputError(f"{which} layer lacks its kernel or recurrent kernel")
+    return kernel, rk, bias
+
+
+MERGE_MODES: tuple[str | None, ...] = ("concat", "sum", "mul", "ave", None)
+
+
+def bidirectional_forward(
+    x: np.ndarray,
+    fwd: Sequence[np.ndarray | None],
+    bwd: Sequence[np.ndarray | None],
+    fwd_cfg: CellConfig,
+    bwd_cfg: CellConfig,
+    merge_mode: str | None,
+    return_sequences: bool = True,
+) -> np.ndarray | list[np.ndarray]:
+    """Run a Keras ``Bidirectional`` layer: ``fwd``/``bwd`` are (kernel, recurrent, [bias]).
+
+    ``bwd_cfg`` must describe the backward layer as it really is; for a Bidirectional built
+    without a custom backward layer that is :func:`backward_config` of the forward settings.
+    The two layers must have opposite ``go_backwards`` (Keras refuses anything else).
+    ``merge_mode`` None returns ``[forward, backward]``.
+    """
+    if merge_mode not in MERGE_MODES:
+        raise InputError(
+            f"unknown merge_mode {merge_mode!r}; expected concat, sum, mul, ave or None"
+        )
+    if fwd_cfg.go_backwards == bwd_cfg.go_backwards:
+        raise InputError(
+            "the forward and backward layers must have opposite go_backwards; both have "
+            f"go_backwards={fwd_cfg.go_backwards}"
+        )
+    y = rnn_forward(x, *_unpack(fwd, fwd_cfg, "forward"), fwd_cfg, return_sequences)
+    y_rev = rnn_forward(x, *_unpack(bwd, bwd_cfg, "backward"), bwd_cfg, return_sequences)
+    if return_sequences:
+        y_rev = y_rev[:, ::-1]
+    if merge_mode == "concat":
+        return np.concatenate([y, y_rev], axis=-1)
+    if merge_mode == "sum":
+        return y + y_rev
+    if merge_mode == "mul":
+        return y * y_rev
+    if merge_mode == "ave":
+        return (y + y_rev) / 2.0
+    return [y, y_rev]
+
+
+def probe_batch(input_dim: int, seed: int = 0, batch: int = 2, time: int = 5) -> np.ndarray:
+    """A reproducible float32 input batch (batch, time, input_dim) of standard normal values.
+
+    float32 so that Keras (which computes in float32) and the float64 reference see exactly
+    the same numbers.
+    """
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((batch, time, int(input_dim))).astype(np.float32)
+
+
+__all__ = [
+    "MERGE_MODES",
+    "CellConfig",
+    "activation_names",
+    "backward_config",
+    "bidirectional_forward",
+    "get_activation",
+    "probe_batch",
+    "rnn_forward",
+]
