@@ -166,6 +166,61 @@ def init(
     render.write_result(result, as_json)
 
 
+@cli.command()
+@click.argument("donor", type=click.Path(dir_okay=True, allow_dash=False))
+@click.argument("model", type=click.Path(dir_okay=True, allow_dash=False))
+@click.option(
+    "--map",
+    "maps",
+    multiple=True,
+    metavar="SRC[/DIR]=DST[/DIR]",
+    help="Pair a donor layer with a target layer: 'bi_a=encoder', 'enc/forward=dec/backward', "
+    "'lstm=tagger/forward' (a plain LSTM/GRU/SimpleRNN fills one direction). Repeatable.",
+)
+@layer_option
+@direction_option
+@click.option(
+    "--role",
+    "roles",
+    multiple=True,
+    metavar="ROLE[GATES]",
+    help="Only these weights or gate blocks: 'kernel', 'recurrent_kernel[i,f]'. Repeatable.",
+)
+@click.option(
+    "--by",
+    type=click.Choice(["name", "order"]),
+    default="name",
+    show_default=True,
+    help="Pair layers by name, or the k-th Bidirectional of each file.",
+)
+@click.option(
+    "--allow-nonfinite", is_flag=True, help="Copy donor weights even if they hold NaN or Inf."
+)
+@write_options
+def transplant(
+    donor: str,
+    model: str,
+    maps: tuple[str, ...],
+    layers: tuple[str, ...],
+    direction: str,
+    roles: tuple[str, ...],
+    by: str,
+    allow_nonfinite: bool,
+    output: str | None,
+    force: bool,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    """Copy Bidirectional weights from DONOR into MODEL and write OUT."""
+    from bilstm_cli import render
+    from bilstm_cli.ops.transplant import transplant as run_transplant
+
+    result = run_transplant(
+        donor, model, output, maps, layers, direction, roles, by, dry_run, force, allow_nonfinite
+    )
+    render.write_result(result, as_json)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``bilstm`` console script and of ``python -m bilstm_cli``."""
     args = list(sys.argv[1:] if argv is None else argv)

@@ -49,9 +49,7 @@ def _layer_doc(report: LayerReport) -> dict[str, Any]:
         "gates": list(report.gate_names),
         "group": layer.group,
         "supported": layer.supported,
-        "settings": {
-            d: _settings_doc(layer, d) for d in ("forward", "backward")
-        },
+        "settings": {d: _settings_doc(layer, d) for d in ("forward", "backward")},
         "weights": [],
     }
     for w in report.weights:
@@ -123,8 +121,13 @@ class Output:
             from rich.table import Table
 
             table = Table(
-                title=escape(title), title_justify="left", title_style="bold",
-                box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold",
+                title=escape(title),
+                title_justify="left",
+                title_style="bold",
+                box=box.SIMPLE_HEAD,
+                show_edge=False,
+                pad_edge=False,
+                header_style="bold",
             )
             for header, right in columns:
                 table.add_column(escape(header), justify="right" if right else "left", no_wrap=True)
@@ -258,8 +261,13 @@ def write_result(result: WriteResult, as_json: bool) -> None:
         dump_json(write_doc(result))
         return
     out = Output()
-    columns = [("layer", False), ("direction", False), ("role", False), ("gates", False),
-               ("source", False)]
+    columns = [
+        ("layer", False),
+        ("direction", False),
+        ("role", False),
+        ("gates", False),
+        ("source", False),
+    ]
     columns += [(f"{k} before → after", True) for k in ("mean", "std", "min", "max")]
     columns.append(("finite", False))
     rows = []
@@ -286,7 +294,8 @@ def write_result(result: WriteResult, as_json: bool) -> None:
                 [name, f"{len(checks) - len(failed)}/{len(checks)} {status}", where, shown.detail]
             )
         out.table(
-            "checks", [("check", False), ("result", False), ("where", False), ("detail", False)],
+            "checks",
+            [("check", False), ("result", False), ("where", False), ("detail", False)],
             check_rows,
         )
     for note in result.notes:

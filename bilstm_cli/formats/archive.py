@@ -195,12 +195,14 @@ def rewrite_archive(src: str, dest: str, replacement: dict[str, str]) -> None:
             out.extra = _without_zip64(info.extra)
             if info.filename in replacement:
                 size = os.path.getsize(replacement[info.filename])
-                with open(replacement[info.filename], "rb") as f, zout.open(
-                    out, "w", force_zip64=size > 0x7FFFFFFF
-                ) as w:
+                with (
+                    open(replacement[info.filename], "rb") as f,
+                    zout.open(out, "w", force_zip64=size > 0x7FFFFFFF) as w,
+                ):
                     shutil.copyfileobj(f, w, 1 << 20)
             else:
-                with zin.open(info) as f, zout.open(
-                    out, "w", force_zip64=info.file_size > 0x7FFFFFFF
-                ) as w:
+                with (
+                    zin.open(info) as f,
+                    zout.open(out, "w", force_zip64=info.file_size > 0x7FFFFFFF) as w,
+                ):
                     shutil.copyfileobj(f, w, 1 << 20)

@@ -369,13 +369,17 @@ def _read_hdf5(path: str) -> ModelFile:
             )
         if "layer_names" in f.attrs:
             layers = _legacy_layers_inferred(f, "")
-            notes = ["weights only: no configuration, so cells and settings are inferred "
-                     "from names and shapes (activations, merge mode unknown)"]
+            notes = [
+                "weights only: no configuration, so cells and settings are inferred "
+                "from names and shapes (activations, merge mode unknown)"
+            ]
             return ModelFile(path, "weights.h5", version, layers, False, notes=notes)
         if h5safe.has(f, "layers") or h5safe.has(f, "vars"):
             layers = _tracked_layers_inferred(f)
-            notes = ["weights only: no configuration, so cells and settings are inferred "
-                     "from group names and shapes (activations, merge mode unknown)"]
+            notes = [
+                "weights only: no configuration, so cells and settings are inferred "
+                "from group names and shapes (activations, merge mode unknown)"
+            ]
             return ModelFile(path, "weights.h5", version, layers, False, notes=notes)
     raise InputError("an HDF5 file, but not a Keras model or weights file")
 
@@ -398,9 +402,7 @@ def _legacy_layers_from_config(f: h5py.File, config: Any) -> list[BiLayer]:
             # A nested model keeps all its weights in one group; pick this layer's by scope.
             names = [n for n in names if entry.name in n.split("/")[:-2]]
         layer = BiLayer(entry.display_name, group_path, merge_mode, forward, backward)
-        counts = [
-            len(_roles_for(s)) if s.cell in GATE_COUNT else None for s in (forward, backward)
-        ]
+        counts = [len(_roles_for(s)) if s.cell in GATE_COUNT else None for s in (forward, backward)]
         if None in counts:
             half = len(names) // 2
             layer.notes.append(f"{forward.cell} is not a supported cell; weights by position")
@@ -469,7 +471,10 @@ def _legacy_layers_inferred(f: h5py.File, prefix: str) -> list[BiLayer]:
             else:
                 name = f"{layer_name}/{scope}"
             layer = _inferred_layer(
-                f, name, group_path, list(subs.items()),
+                f,
+                name,
+                group_path,
+                list(subs.items()),
                 lambda n, g=group_path: f"{g}/{n}",
             )
             if layer is not None:

@@ -1,0 +1,491 @@
+"""``transplant``: copy Bidirectional weights (or one direction, some roles, some gates) from a
+donor file into a model file, and prove the result computes what the donor computed."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from bilstm_cli import cudnn, reference
+from bilstm_cli.errors import InputError, UsageError
+from bilstm_cli.formats import h5safe
+from bilstm_cli.formats.model import BiLayer, CellSettings, ModelFile, RnnLayer, WeightRef
+from bilstm_cli.formats.reader import open_weights, read_model
+from bilstm_cli.gates import CELL_GATES, ROLES, gate_mask, parse_gates
+from bilstm_cli.initializers import Target, parse_target
+from bilstm_cli.ops.apply import Check, Fact, Job, Part, WriteResult, execute
+from bilstm_cli.ops.init import bidirectional_layers_to_change
+from bilstm_cli.ops.select import directions, layer_matches, select_layers
+
+SETTINGS_COMPARED = ("activation", "recurrent_activation", "use_bias", "reset_after")
+# Float64 reference runs of identical float32 weights agree to the last bit; anything above
+# this is a real difference.
+OUTPUT_TOLERANCE = 1e-6
+
+
+@dataclass
+class Source:
+    """One donor direction (or a plain donor layer), in the Keras layout after conversion."""
+
+    label: str
+    settings: CellSettings  # cell already mapped from CuDNN to its Keras equivalent
+    refs: dict[str, WeightRef]
+    stored_cell: str
+    keras_major: int
+
+
+@dataclass
+class Pair:
+    source: Source
+    target: BiLayer
+    direction: str
+    whole: tuple[BiLayer, BiLayer] | None = None  # donor and target Bidirectional, both ways
+    roles: list[str] = field(default_factory=list)
+    complete: bool = True
+    differences: list[str] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return f"{self.source.label} → {self.target.name}/{self.direction}"
+
+
+def _major(model: ModelFile) -> int:
+    version = model.keras_version or "3"
+    return 2 if version.startswith(("1.", "2.")) else 3
+
+
+def _keras_settings(s: CellSettings) -> CellSettings:
+    if not cudnn.is_cudnn(s.cell):
+        return s
+    # CuDNN layers were fixed to tanh / sigmoid; CuDNNGRU maps to GRU(reset_after=True).
+    return CellSettings(
+        cell=cudnn.KERAS_CELL[s.cell],
+        units=s.units,
+        activation="tanh",
+        recurrent_activation="sigmoid",
+        use_bias=True,
+        reset_after=True if s.cell == "CuDNNGRU" else None,
+        go_backwards=s.go_backwards,
+        name=s.name,
+    )
+
+
+def _bi_source(model: ModelFile, layer: BiLayer, direction: str) -> Source:
+    settings = layer.settings(direction)
+    refs = {w.role: w for w in layer.weights if w.direction == direction}
+    return Source(
+        f"{layer.name}/{direction}", _keras_settings(settings), refs, settings.cell, _major(model)
+    )
+
+
+def _plain_source(model: ModelFile, layer: RnnLayer) -> Source:
+    refs = {w.role: w for w in layer.weights}
+    return Source(
+        layer.name, _keras_settings(layer.settings), refs, layer.settings.cell, _major(model)
+    )
+
+
+def _split_direction(text: str) -> tuple[str, str | None]:
+    for d in ("forward", "backward"):
+        if text.endswith("/" + d):
+            return text[: -len(d) - 1], d
+    return text, None
+
+
+def _find(layers: Sequence[Any], name: str) -> Any | None:
+    exact = [x for x in layers if x.name == name]
+    if exact:
+        return exact[0]
+    by_own = [x for x in layers if x.name.rsplit("/", 1)[-1] == name]
+    return by_own[0] if len(by_own) == 1 else None
+
+
+def _names(layers: Sequence[Any]) -> str:
+    return ", ".join(x.name for x in layers) or "none"
+
+
+def _pairs_from_map(
+    donor: ModelFile, target: ModelFile, text: str, wanted: tuple[str, ...]
+) -> list[Pair]:
+    src_text, eq, dst_text = text.partition("=")
+    if not eq or not src_text or not dst_text:
+        raise UsageError(f"--map '{text}': expected SRC[/DIR]=DST[/DIR], e.g. enc=enc_new")
+    src_name, src_dir = _split_direction(src_text.strip())
+    dst_name, dst_dir = _split_direction(dst_text.strip())
+    dst = _find(target.layers, dst_name)
+    if dst is None:
+        raise UsageError(
+            f"--map '{text}': no Bidirectional layer '{dst_name}' in {target.path} "
+            f"(available: {_names(target.layers)})"
+        )
+    src_bi = _find(donor.layers, src_name)
+    if src_bi is not None:
+        if (src_dir is None) != (dst_dir is None):
+            raise UsageError(
+                f"--map '{text}': give a direction on both sides (enc/forward=dec/backward) "
+                "or on neither"
+            )
+        if src_dir is None:
+            return [Pair(_bi_source(donor, src_bi, d), dst, d, whole=(src_bi, dst)) for d in wanted]
+        return [Pair(_bi_source(donor, src_bi, src_dir), dst, dst_dir)]
+    plain = _find(donor.rnn_layers, src_name)
+    if plain is None:
+        raise UsageError(
+            f"--map '{text}': no layer '{src_name}' in {donor.path} (Bidirectional: "
+            f"{_names(donor.layers)}; plain RNN: {_names(donor.rnn_layers)})"
+        )
+    if src_dir is not None:
+        raise UsageError(f"--map '{text}': '{src_name}' is not Bidirectional; drop '/{src_dir}'")
+    if dst_dir is None:
+        raise UsageError(
+            f"--map '{text}': a plain {plain.settings.cell} fills one direction; "
+            f"write {src_name}={dst_name}/forward or {src_name}={dst_name}/backward"
+        )
+    return [Pair(_plain_source(donor, plain), dst, dst_dir)]
+
+
+def plan_pairs(
+    donor: ModelFile,
+    target: ModelFile,
+    maps: Sequence[str],
+    layer_globs: Sequence[str],
+    direction: str,
+    by: str,
+) -> list[Pair]:
+    wanted = directions(direction)
+    bidirectional_layers_to_change(target, (), "transplant into")
+    if not donor.layers and not donor.rnn_layers:
+        raise InputError(f"{donor.path}: no Bidirectional or recurrent layer to take weights from")
+    if maps:
+        pairs = [p for text in maps for p in _pairs_from_map(donor, target, text, wanted)]
+        if layer_globs:
+            select_layers(target.layers, layer_globs, target.path)
+            pairs = [p for p in pairs if any(layer_matches(p.target, g) for g in layer_globs)]
+    else:
+        targets = select_layers(target.layers, layer_globs, target.path)
+        matched: list[tuple[BiLayer, BiLayer]] = []
+        if by == "order":
+            matched = list(zip(donor.layers, targets))
+        else:
+            for t in targets:
+                d = _find(donor.layers, t.name) or _find(donor.layers, t.name.rsplit("/", 1)[-1])
+                if d is not None:
+                    matched.append((d, t))
+        pairs = [
+            Pair(_bi_source(donor, d, way), t, way, whole=(d, t))
+            for d, t in matched
+            for way in wanted
+        ]
+    if not pairs:
+        raise UsageError(
+            f"no layer of {target.path} ({_names(target.layers)}) has a counterpart in "
+            f"{donor.path} ({_names(donor.layers)}); use --by order or --map SRC=DST"
+        )
+    for p in pairs:
+        if not p.target.supported:
+            raise InputError(
+                f"{target.path}: layer '{p.target.name}' wraps {p.target.cell}; "
+                "only LSTM, GRU and SimpleRNN layers can receive weights"
+            )
+    return pairs
+
+
+def _role_targets(role_texts: Sequence[str]) -> list[Target]:
+    return [parse_target(t) for t in role_texts]
+
+
+def _check_pair(pair: Pair, roles: list[Target], donor_path: str) -> list[tuple[str, np.ndarray]]:
+    """Shapes, cells and settings of one pair; returns (role, column mask) to transplant."""
+    src, tgt = pair.source.settings, pair.target.settings(pair.direction)
+    where = f"{pair.source.label} ({donor_path}) → {pair.target.name}/{pair.direction}"
+    if src.cell != tgt.cell:
+        extra = (
+            f" (converted from {pair.source.stored_cell})"
+            if cudnn.is_cudnn(pair.source.stored_cell)
+            else ""
+        )
+        raise InputError(f"{where}: a {src.cell}{extra} cannot fill a {tgt.cell}")
+    if src.units != tgt.units:
+        donor_rk = pair.source.refs.get("recurrent_kernel")
+        target_rk = pair.target.weight(pair.direction, "recurrent_kernel")
+        raise InputError(
+            f"{where}: recurrent_kernel shapes differ, donor "
+            f"{donor_rk.shape if donor_rk else '?'} vs target "
+            f"{target_rk.shape if target_rk else '?'} ({src.units} vs {tgt.units} units)"
+        )
+    out = []
+    target_refs = {w.role: w for w in pair.target.weights if w.direction == pair.direction}
+    for role in ROLES:
+        asked = [r for r in roles if r.role in (None, role)] if roles else [Target(None, None)]
+        if not asked or role not in target_refs:
+            continue
+        if role not in pair.source.refs:
+            if roles and any(r.role == role for r in roles):
+                raise InputError(f"{where}: the donor has no {role} (use_bias=False)")
+            pair.differences.append(f"the donor has no {role}; the target's was kept")
+            pair.complete = False
+            continue
+        mask = np.zeros(target_refs[role].shape[-1], dtype=bool)
+        for r in asked:
+            mask |= gate_mask(tgt.cell, tgt.units, r.gates)
+        donor_shape = _converted_shape(pair.source, role)
+        if donor_shape != target_refs[role].shape:
+            raise InputError(
+                f"{where}: {role} shapes differ, donor {donor_shape} vs target "
+                f"{target_refs[role].shape}"
+            )
+        if not mask.all():
+            pair.complete = False
+        out.append((role, mask))
+    if len(out) < len(target_refs):
+        pair.complete = False
+    if not out:
+        raise UsageError(f"{where}: --role selects none of the weights this pair has")
+    pair.roles = [r for r, _ in out]
+    for key in SETTINGS_COMPARED:
+        a, b = getattr(src, key), getattr(tgt, key)
+        if a is None or b is None:
+            continue
+        if a != b:
+            pair.differences.append(f"{key} {a} (donor) vs {b} (target)")
+    if src.activation is None or tgt.activation is None:
+        pair.differences.append("cell settings unknown (weights-only file); not compared")
+    return out
+
+
+def _converted_shape(source: Source, role: str) -> tuple[int, ...]:
+    shape = source.refs[role].shape
+    if cudnn.is_cudnn(source.stored_cell) and role == "bias":
+        blocks = 4 if source.stored_cell == "CuDNNLSTM" else 3
+        return (
+            (blocks * source.settings.units,)
+            if blocks == 4
+            else (2, blocks * source.settings.units)
+        )
+    return shape
+
+
+def _donor_values(f: Any, source: Source, role: str, donor_path: str) -> np.ndarray:
+    ref = source.refs[role]
+    try:
+        values = h5safe.read(h5safe.dataset(f, ref.dataset), ref.dataset)
+    except InputError as exc:
+        raise InputError(f"{donor_path}: {exc.message}") from None
+    if cudnn.is_cudnn(source.stored_cell):
+        values = cudnn.to_keras(source.stored_cell, role, values, source.settings.units)
+    return values
+
+
+def _job(
+    pair: Pair, role: str, mask: np.ndarray, donor_file: Any, donor_path: str, allow_nonfinite: bool
+) -> Job:
+    ref = next(w for w in pair.target.weights if w.direction == pair.direction and w.role == role)
+    settings = pair.target.settings(pair.direction)
+    whole = bool(mask.all())
+    gates = None
+    if not whole:
+        gates = tuple(
+            g
+            for g in CELL_GATES[settings.cell]
+            if mask[gate_mask(settings.cell, settings.units, (g,))].all()
+        )
+    converted = " (converted from CuDNN)" if cudnn.is_cudnn(pair.source.stored_cell) else ""
+    part = Part(gates, None if whole else mask, f"from {pair.source.label}{converted}")
+
+    def donor(dtype: np.dtype) -> np.ndarray:
+        values = _donor_values(donor_file, pair.source, role, donor_path)
+        bad = int(values.size - np.count_nonzero(np.isfinite(values)))
+        if bad and not allow_nonfinite:
+            raise InputError(
+                f"{donor_path}: {pair.source.label} {role} has {bad} non-finite value(s); "
+                "pass --allow-nonfinite to copy them anyway"
+            )
+        return values.astype(dtype, copy=False)
+
+    def build(current: np.ndarray) -> np.ndarray:
+        values = donor(current.dtype)
+        if whole:
+            return np.array(values, copy=True)
+        new = current.copy()
+        new[..., mask] = values[..., mask]
+        return new
+
+    def facts(written: np.ndarray) -> list[Fact]:
+        expected = donor(written.dtype)
+        sel = (slice(None),) if whole else (Ellipsis, mask)
+        same = written[sel].tobytes() == expected[sel].tobytes()
+        return [("equals donor", same, "bit for bit" if same else "differs from the donor")]
+
+    return Job(pair.target, ref, [part], build, facts)
+
+
+def _cell_config(settings: CellSettings, major: int, go_backwards: bool) -> reference.CellConfig:
+    return reference.CellConfig(
+        cell=settings.cell,
+        units=settings.units,
+        activation=settings.activation,
+        recurrent_activation=settings.recurrent_activation,
+        use_bias=settings.use_bias,
+        reset_after=bool(settings.reset_after),
+        go_backwards=go_backwards,
+        keras_major=major,
+    )
+
+
+def _weights(f: Any, refs: dict[str, WeightRef], source: Source | None, path: str) -> list[Any]:
+    out = []
+    for role in ROLES:
+        if role not in refs:
+            out.append(None)
+        elif source is not None:
+            out.append(_donor_values(f, source, role, path))
+        else:
+            out.append(h5safe.read(h5safe.dataset(f, refs[role].dataset), refs[role].dataset))
+    return out
+
+
+def _forward_checks(
+    pairs: list[Pair], donor: ModelFile, target: ModelFile, staged: str
+) -> list[Check]:
+    """Run each moved cell, donor's and written, on the same probe batch."""
+    checks = []
+    major = _major(target)
+    with open_weights(donor.path) as fd, open_weights(staged) as fw:
+        for pair in pairs:
+            src = pair.source.settings
+            tgt = pair.target.settings(pair.direction)
+            if src.activation is None or tgt.activation is None:
+                checks.append(Check(pair.label, "forward pass", True, "skipped: settings unknown"))
+                continue
+            wrefs = {w.role: w for w in pair.target.weights if w.direction == pair.direction}
+            dw = _weights(fd, pair.source.refs, pair.source, donor.path)
+            ww = _weights(fw, wrefs, None, staged)
+            x = reference.probe_batch(dw[0].shape[0], seed=0)
+            y_d = reference.rnn_forward(x, *dw, _cell_config(src, pair.source.keras_major, False))
+            y_w = reference.rnn_forward(x, *ww, _cell_config(tgt, major, False))
+            checks.append(_agreement(pair, "forward pass", float(np.max(np.abs(y_d - y_w)))))
+        for d_layer, t_layer in {
+            (id(p.whole[0]), id(p.whole[1])): p.whole for p in pairs if p.whole
+        }.values():
+            moved = [
+                p for p in pairs if p.whole and p.whole[0] is d_layer and p.whole[1] is t_layer
+            ]
+            if len(moved) != 2 or d_layer.merge_mode != t_layer.merge_mode:
+                continue
+            if any(s.activation is None for s in (d_layer.forward, t_layer.forward)):
+                continue
+            label = f"{d_layer.name} → {t_layer.name}"
+            src_f, src_b = (p.source for p in sorted(moved, key=lambda p: p.direction != "forward"))
+            x = reference.probe_batch(
+                t_layer.weight("forward", "kernel").shape[0],
+                seed=1,  # type: ignore[union-attr]
+            )
+            y_d = reference.bidirectional_forward(
+                x,
+                _weights(fd, src_f.refs, src_f, donor.path),
+                _weights(fd, src_b.refs, src_b, donor.path),
+                _cell_config(src_f.settings, src_f.keras_major, src_f.settings.go_backwards),
+                _cell_config(src_b.settings, src_b.keras_major, src_b.settings.go_backwards),
+                d_layer.merge_mode,
+            )
+            y_w = reference.bidirectional_forward(
+                x,
+                _weights(
+                    fw,
+                    {w.role: w for w in t_layer.weights if w.direction == "forward"},
+                    None,
+                    staged,
+                ),
+                _weights(
+                    fw,
+                    {w.role: w for w in t_layer.weights if w.direction == "backward"},
+                    None,
+                    staged,
+                ),
+                _cell_config(t_layer.forward, major, t_layer.forward.go_backwards),
+                _cell_config(t_layer.backward, major, t_layer.backward.go_backwards),
+                t_layer.merge_mode,
+            )
+            diff = _max_diff(y_d, y_w)
+            whole_pair = Pair(moved[0].source, t_layer, "both")
+            whole_pair.complete = all(p.complete for p in moved)
+            whole_pair.differences = [d for p in moved for d in p.differences]
+            checks.append(_agreement(whole_pair, "Bidirectional forward pass", diff, label))
+    return checks
+
+
+def _max_diff(a: Any, b: Any) -> float:
+    if isinstance(a, list):
+        return max(float(np.max(np.abs(x - y))) for x, y in zip(a, b))
+    return float(np.max(np.abs(a - b)))
+
+
+def _agreement(pair: Pair, name: str, diff: float, label: str | None = None) -> Check:
+    label = label or pair.label
+    if pair.complete and not pair.differences:
+        ok = diff <= OUTPUT_TOLERANCE
+        detail = f"largest output difference {diff:.3g}"
+        return Check(label, name, ok, detail if ok else detail + " (should be 0)")
+    why = "partial transplant" if not pair.complete else "settings differ"
+    return Check(label, name, True, f"largest output difference {diff:.3g} (expected: {why})")
+
+
+def transplant(
+    donor_path: str,
+    path: str,
+    output: str | None,
+    maps: Sequence[str] = (),
+    layer_globs: Sequence[str] = (),
+    direction: str = "both",
+    roles: Sequence[str] = (),
+    by: str = "name",
+    dry_run: bool = False,
+    force: bool = False,
+    allow_nonfinite: bool = False,
+) -> WriteResult:
+    """Copy weights from ``donor_path`` into ``path`` and write the result to ``output``."""
+    if output is None and not dry_run:
+        raise UsageError("transplant needs -o OUT (or --dry-run)")
+    role_targets = _role_targets(roles)
+    donor = read_model(donor_path)
+    target = read_model(path)
+    pairs = plan_pairs(donor, target, maps, layer_globs, direction, by)
+    for r in role_targets:
+        if r.gates is not None:
+            for p in pairs:
+                parse_gates(p.target.cell, r.gates)
+    result = WriteResult("transplant", path, None, dry_run)
+    result.extra["donor"] = donor_path
+    with open_weights(donor_path) as donor_file:
+        jobs = []
+        for pair in pairs:
+            for role, mask in _check_pair(pair, role_targets, donor_path):
+                jobs.append(_job(pair, role, mask, donor_file, donor_path, allow_nonfinite))
+            for difference in pair.differences:
+                result.notes.append(f"{pair.label}: {difference}")
+        for d_layer, t_layer in {
+            (id(p.whole[0]), id(p.whole[1])): p.whole for p in pairs if p.whole
+        }.values():
+            if d_layer.config_known and d_layer.merge_mode != t_layer.merge_mode:
+                result.notes.append(
+                    f"{d_layer.name} → {t_layer.name}: merge_mode {d_layer.merge_mode} (donor) vs "
+                    f"{t_layer.merge_mode} (target); each direction is checked on its own"
+                )
+        result.extra["pairs"] = [
+            {
+                "donor": p.source.label,
+                "target": f"{p.target.name}/{p.direction}",
+                "roles": p.roles,
+                "complete": p.complete,
+                "differences": p.differences,
+            }
+            for p in pairs
+        ]
+
+        def verify(staged: str) -> list[Check]:
+            return _forward_checks(pairs, donor, target, staged)
+
+        return execute(target, jobs, result, output, force, extra_verify=verify)
