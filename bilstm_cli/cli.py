@@ -221,6 +221,39 @@ def transplant(
     render.write_result(result, as_json)
 
 
+@cli.command()
+@click.argument("a", type=click.Path(dir_okay=True, allow_dash=False))
+@click.argument("b", type=click.Path(dir_okay=True, allow_dash=False))
+@layer_option
+@click.option(
+    "--role",
+    "roles",
+    multiple=True,
+    metavar="ROLE[GATES]",
+    help="Only compare these weights or gate blocks. Repeatable.",
+)
+@click.option("--gates", "with_gates", is_flag=True, help="Add one row per gate block.")
+@json_option
+@click.pass_context
+def diff(
+    ctx: click.Context,
+    a: str,
+    b: str,
+    layers: tuple[str, ...],
+    roles: tuple[str, ...],
+    with_gates: bool,
+    as_json: bool,
+) -> None:
+    """Compare the Bidirectional weights of A and B. Exit 0 when identical, 1 when not."""
+    from bilstm_cli import render
+    from bilstm_cli.ops.diff import diff as run_diff
+
+    result = run_diff(a, b, layers, roles, with_gates)
+    render.diff_result(result, as_json)
+    if not result.identical:
+        ctx.exit(1)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``bilstm`` console script and of ``python -m bilstm_cli``."""
     args = list(sys.argv[1:] if argv is None else argv)

@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 from bilstm_cli.ops.apply import WriteResult
+from bilstm_cli.ops.diff import DiffResult
 from bilstm_cli.ops.inspect import InspectResult, LayerReport
 
 STAT_COLUMNS = ("mean", "std", "min", "max", "l2")
@@ -304,3 +305,85 @@ def write_result(result: WriteResult, as_json: bool) -> None:
         out.line("dry run: nothing was written")
     elif result.verified:
         out.line(f"wrote {result.output} (verified)")
+
+
+# --- diff --------------------------------------------------------------------------------------
+
+
+def diff_doc(result: DiffResult) -> dict[str, Any]:
+    return {
+        "a": result.a,
+        "b": result.b,
+        "identical": result.identical,
+        "layers": [
+            {
+                "name": layer.name,
+                "cell": layer.cell,
+                "status": layer.status,
+                "notes": layer.notes,
+                "weights": [
+                    {
+                        "direction": w.direction,
+                        "role": w.role,
+                        "gate": w.gate,
+                        "equal": w.equal,
+                        "shape_a": list(w.shape_a) if w.shape_a is not None else None,
+                        "shape_b": list(w.shape_b) if w.shape_b is not None else None,
+                        "max_abs_diff": w.max_abs,
+                        "max_rel_diff": w.max_rel,
+                        "a": _stats_doc(w.stats_a) if w.stats_a else None,
+                        "b": _stats_doc(w.stats_b) if w.stats_b else None,
+                    }
+                    for w in layer.weights
+                ],
+            }
+            for layer in result.layers
+        ],
+    }
+
+
+def diff_result(result: DiffResult, as_json: bool) -> None:
+    if as_json:
+        dump_json(diff_doc(result))
+        return
+    out = Output()
+    out.line(f"A: {result.a}")
+    out.line(f"B: {result.b}")
+    for layer in result.layers:
+        out.line()
+        if layer.status.startswith("only"):
+            out.line(f"{layer.name}: Bidirectional({layer.cell}) {layer.status}")
+            continue
+        columns = [
+            ("direction", False),
+            ("role", False),
+            ("gate", False),
+            ("equal", False),
+            ("max |A−B|", True),
+            ("max rel", True),
+            ("mean A → B", True),
+            ("std A → B", True),
+        ]
+        rows = []
+        for w in layer.weights:
+            if w.stats_a is None or w.stats_b is None:
+                shapes = f"{w.shape_a} vs {w.shape_b}"
+                rows.append([w.direction, w.role, w.gate or "", "NO", shapes, "", "", ""])
+                continue
+            rows.append(
+                [
+                    w.direction,
+                    w.role,
+                    w.gate or "",
+                    "yes" if w.equal else "NO",
+                    num(w.max_abs),
+                    num(w.max_rel),
+                    _moved(w.stats_a, w.stats_b, "mean"),
+                    _moved(w.stats_a, w.stats_b, "std"),
+                ]
+            )
+        out.table(f"{layer.name}: Bidirectional({layer.cell}) {layer.status}", columns, rows)
+        for note in layer.notes:
+            out.line(f"note: {note}")
+    out.line()
+    out.line("identical" if result.identical else "different")

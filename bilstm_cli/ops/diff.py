@@ -1,0 +1,174 @@
+"""``diff``: which Bidirectional weights differ between two model files, and by how much."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from bilstm_cli.errors import InputError, UsageError
+from bilstm_cli.formats import h5safe
+from bilstm_cli.formats.model import BiLayer, WeightRef
+from bilstm_cli.formats.reader import open_weights, read_model
+from bilstm_cli.gates import gate_blocks, gate_mask, parse_gates
+from bilstm_cli.initializers import parse_target
+from bilstm_cli.ops.select import layer_matches
+from bilstm_cli.stats import weight_stats
+
+# Relative differences are taken against max(|a|, this) so exact zeros do not divide.
+REL_FLOOR = 1e-12
+
+
+@dataclass
+class WeightDiff:
+    direction: str
+    role: str
+    gate: str | None
+    equal: bool
+    shape_a: tuple[int, ...] | None
+    shape_b: tuple[int, ...] | None
+    max_abs: float | None = None
+    max_rel: float | None = None
+    stats_a: dict[str, Any] | None = None
+    stats_b: dict[str, Any] | None = None
+
+
+@dataclass
+class LayerDiff:
+    name: str
+    cell: str
+    status: str  # "same", "different", "only in A", "only in B"
+    weights: list[WeightDiff] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DiffResult:
+    a: str
+    b: str
+    layers: list[LayerDiff]
+
+    @property
+    def identical(self) -> bool:
+        return all(layer.status == "same" for layer in self.layers)
+
+
+def _compare(a: np.ndarray, b: np.ndarray) -> tuple[bool, float, float]:
+    equal = a.dtype == b.dtype and a.tobytes() == b.tobytes()
+    x, y = a.astype(np.float64), b.astype(np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        d = np.abs(x - y)
+        rel = d / np.maximum(np.abs(x), REL_FLOOR)
+    finite = np.isfinite(d)
+    max_abs = float(d[finite].max()) if finite.any() else 0.0
+    max_rel = float(rel[finite].max()) if finite.any() else 0.0
+    return equal, max_abs, max_rel
+
+
+def _read(f: Any, ref: WeightRef, path: str) -> np.ndarray:
+    try:
+        return h5safe.read(h5safe.dataset(f, ref.dataset), ref.dataset)
+    except InputError as exc:
+        raise InputError(f"{path}: {exc.message}") from None
+
+
+def _masked(values: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    return values if mask is None else values[..., mask]
+
+
+def diff(
+    path_a: str,
+    path_b: str,
+    layer_globs: Sequence[str] = (),
+    roles: Sequence[str] = (),
+    with_gates: bool = False,
+) -> DiffResult:
+    """Compare the Bidirectional weights of two files, paired by layer name."""
+    model_a, model_b = read_model(path_a), read_model(path_b)
+    targets = [parse_target(r) for r in roles]
+
+    def chosen(layers: list[BiLayer]) -> list[BiLayer]:
+        if not layer_globs:
+            return layers
+        return [x for x in layers if any(layer_matches(x, g) for g in layer_globs)]
+
+    layers_a, layers_b = chosen(model_a.layers), chosen(model_b.layers)
+    if layer_globs and not layers_a and not layers_b:
+        names = ", ".join(x.name for x in model_a.layers + model_b.layers) or "none"
+        raise UsageError(f"--layer matches no Bidirectional layer in either file ({names})")
+    names_b = {x.name: x for x in layers_b}
+    out: list[LayerDiff] = []
+    with open_weights(path_a) as fa, open_weights(path_b) as fb:
+        for la in layers_a:
+            lb = names_b.pop(la.name, None)
+            if lb is None:
+                out.append(LayerDiff(la.name, la.cell, "only in A"))
+                continue
+            out.append(_layer_diff(la, lb, fa, fb, path_a, path_b, targets, with_gates))
+    out.extend(LayerDiff(lb.name, lb.cell, "only in B") for lb in names_b.values())
+    return DiffResult(path_a, path_b, out)
+
+
+def _layer_diff(
+    la: BiLayer,
+    lb: BiLayer,
+    fa: Any,
+    fb: Any,
+    path_a: str,
+    path_b: str,
+    targets: list[Any],
+    with_gates: bool,
+) -> LayerDiff:
+    result = LayerDiff(la.name, la.cell, "same")
+    if la.cell != lb.cell or la.units != lb.units:
+        result.status = "different"
+        result.notes.append(f"{la.cell} {la.units} units vs {lb.cell} {lb.units} units")
+    for ra in la.weights:
+        masks: list[tuple[str | None, np.ndarray | None]] = [(None, None)]
+        if targets:
+            wanted = [t for t in targets if t.role in (None, ra.role)]
+            if not wanted:
+                continue
+            if any(t.gates for t in wanted) and la.supported:
+                mask = np.zeros(ra.shape[-1], dtype=bool)
+                for t in wanted:
+                    mask |= gate_mask(
+                        la.cell, la.units, parse_gates(la.cell, t.gates) if t.gates else None
+                    )
+                masks = [(",".join(g for t in wanted for g in (t.gates or ())) or None, mask)]
+        rb = lb.weight(ra.direction, ra.role)
+        if rb is None:
+            result.status = "different"
+            result.weights.append(WeightDiff(ra.direction, ra.role, None, False, ra.shape, None))
+            continue
+        a, b = _read(fa, ra, path_a), _read(fb, rb, path_b)
+        if a.shape != b.shape:
+            result.status = "different"
+            result.weights.append(WeightDiff(ra.direction, ra.role, None, False, a.shape, b.shape))
+            continue
+        if with_gates and la.supported and la.cell != "SimpleRNN" and masks[0][1] is None:
+            masks += [
+                (g, gate_mask(la.cell, la.units, (g,))) for g, _ in gate_blocks(la.cell, la.units)
+            ]
+        for gate, mask in masks:
+            xa, xb = _masked(a, mask), _masked(b, mask)
+            equal, max_abs, max_rel = _compare(xa, xb)
+            if not equal:
+                result.status = "different"
+            result.weights.append(
+                WeightDiff(
+                    ra.direction,
+                    ra.role,
+                    gate,
+                    equal,
+                    xa.shape,
+                    xb.shape,
+                    max_abs,
+                    max_rel,
+                    weight_stats(xa),
+                    weight_stats(xb),
+                )
+            )
+    return result
