@@ -111,7 +111,9 @@ def test_layer_glob_narrows_and_reaches_nested_layers():
     inner = nested[0].rsplit("/", 1)[1]
     only = run_cli("inspect", path, "--json", "--layer", inner).json()["layers"]
     assert [x["name"] for x in only] == [nested[0]]
-    assert [x["name"] for x in run_cli("inspect", path, "--json", "--layer", nested[0]).json()["layers"]] == [nested[0]]
+    assert [
+        x["name"] for x in run_cli("inspect", path, "--json", "--layer", nested[0]).json()["layers"]
+    ] == [nested[0]]
 
 
 def test_layer_glob_matching_nothing_is_a_usage_error():
@@ -208,7 +210,9 @@ def test_python_dash_m_works():
 
 
 def test_console_script_is_installed():
-    exe = shutil.which("bilstm") or str(__import__("pathlib").Path(sys.executable).parent / "bilstm")
+    exe = shutil.which("bilstm") or str(
+        __import__("pathlib").Path(sys.executable).parent / "bilstm"
+    )
     out = subprocess.run([exe, "--help"], capture_output=True, text=True)
     assert out.returncode == 0
     for command in ("inspect",):
