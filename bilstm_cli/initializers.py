@@ -503,8 +503,11 @@ def _affine(buf: np.ndarray, start: int, scale: Affine, shift: Affine, cols: int
     ``cols`` entries, so a chunk may begin and end in the middle of a row.
     """
     if np.ndim(scale) == 0 and np.ndim(shift) == 0:
-        buf *= buf.dtype.type(scale)
-        buf += buf.dtype.type(shift)
+        # Skipping the identity steps saves whole passes over large chunks.
+        if scale != 1.0:
+            buf *= buf.dtype.type(scale)
+        if shift != 0.0:
+            buf += buf.dtype.type(shift)
         return
     sc = np.broadcast_to(np.asarray(scale, dtype=buf.dtype), (cols,))
     sh = np.broadcast_to(np.asarray(shift, dtype=buf.dtype), (cols,))
@@ -855,8 +858,19 @@ def _column_mask(info: WeightInfo, columns: Any) -> np.ndarray | None:
     return mask
 
 
+def _eps(dtype: np.dtype) -> float:
+    """Machine epsilon of a float dtype, including ml_dtypes' bfloat16 that np.finfo rejects."""
+    if dtype.kind in "iub":
+        return 0.0
+    try:
+        return float(np.finfo(dtype).eps)
+    except (TypeError, ValueError):
+        # bfloat16 keeps 8 significant bits; anything else unknown is treated as float32.
+        return 2.0**-7 if "bfloat16" in dtype.name else float(np.finfo(np.float32).eps)
+
+
 def _tolerance(dtype: np.dtype, magnitude: float) -> float:
-    eps = float(np.finfo(dtype).eps) if dtype.kind == "f" else 0.0
+    eps = _eps(dtype)
     return 4.0 * eps * max(abs(magnitude), 1e-30)
 
 
@@ -881,8 +895,17 @@ def _constant_fact(values: np.ndarray, value: float, label: str = "constant") ->
 
 
 def _orth_tolerance(dtype: np.dtype, n: int) -> float:
-    eps = float(np.finfo(dtype).eps) if dtype.kind == "f" else 1e-7
+    eps = _eps(dtype) or 1e-7
     return max(1e-6, 10.0 * eps * n)
+
+
+def _isfinite(values: np.ndarray) -> np.ndarray:
+    if values.dtype.kind in "iub":
+        return np.ones(values.shape, dtype=bool)
+    try:
+        return np.isfinite(values)
+    except TypeError:
+        return np.isfinite(values.astype(np.float32))
 
 
 def facts(spec: Spec, info: WeightInfo, array: np.ndarray, columns: Any = None) -> list[Fact]:
@@ -895,7 +918,7 @@ def facts(spec: Spec, info: WeightInfo, array: np.ndarray, columns: Any = None) 
     mask = _column_mask(info, columns)
     sel = arr if mask is None else arr[..., mask]
     out: list[Fact] = []
-    n_bad = int(sel.size - np.count_nonzero(np.isfinite(sel))) if arr.dtype.kind in "fc" else 0
+    n_bad = int(sel.size - np.count_nonzero(_isfinite(sel)))
     out.append(("finite", n_bad == 0, "" if n_bad == 0 else f"{n_bad} non-finite values"))
     out.extend(_strategy_facts(spec, info, arr, sel, mask))
     return out

@@ -13,6 +13,7 @@ import shutil
 import struct
 import tempfile
 import zipfile
+import zlib
 from typing import IO, Any
 
 from bilstm_cli.errors import InputError
@@ -27,6 +28,10 @@ MAX_EXPANSION = 1100
 MAX_MEMBER_BYTES = 64 * 1024**3
 MAX_MEMBERS = 100_000
 _LOCAL_HEADER = struct.Struct("<4s5H3L2H")
+
+
+class _ReadError(Exception):
+    """Reading a member of the source archive failed."""
 
 
 class _Window(io.RawIOBase):
@@ -147,8 +152,14 @@ class KerasArchive:
 
     def extract_weights_to(self, dest: str) -> None:
         """Copy ``model.weights.h5`` out to ``dest`` (for editing in place)."""
-        with self.zip.open(WEIGHTS_H5) as src, open(dest, "wb") as out:
-            shutil.copyfileobj(src, out, 1 << 20)
+        with open(dest, "wb") as out:
+            try:
+                with self.zip.open(WEIGHTS_H5) as src:
+                    _copy_member(src, out)
+            except _DAMAGED as exc:
+                raise InputError(
+                    f"{self.path}: archive member '{WEIGHTS_H5}' is damaged ({_short(exc)})"
+                ) from None
 
     def close(self) -> None:
         if self._temp is not None:
@@ -164,6 +175,28 @@ class KerasArchive:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# What zipfile raises for a member whose stored bytes are damaged (CRC, inflate, headers).
+_DAMAGED = (zipfile.BadZipFile, EOFError, zlib.error, NotImplementedError, _ReadError)
+
+
+def _copy_member(src: IO[bytes], out: IO[bytes]) -> None:
+    """Copy a member out in blocks; errors writing ``out`` stay ``OSError``, errors reading
+    ``src`` become ``_ReadError`` so that the two can be told apart."""
+    while True:
+        try:
+            block = src.read(1 << 20)
+        except OSError as exc:
+            raise _ReadError(str(exc)) from None
+        if not block:
+            return
+        out.write(block)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:160] if text else type(exc).__name__
 
 
 def _without_zip64(extra: bytes) -> bytes:
@@ -182,6 +215,13 @@ def rewrite_archive(src: str, dest: str, replacement: dict[str, str]) -> None:
     """Write ``dest`` as a copy of archive ``src``, member by member and in the same order,
     keeping each member's metadata (dates, attributes, compression), with the contents of
     the members named in ``replacement`` taken from the given files instead."""
+    try:
+        _rewrite(src, dest, replacement)
+    except _DAMAGED as exc:
+        raise InputError(f"{src}: the archive is damaged ({_short(exc)})") from None
+
+
+def _rewrite(src: str, dest: str, replacement: dict[str, str]) -> None:
     with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dest, "w") as zout:
         zout.comment = zin.comment
         for info in zin.infolist():
@@ -205,4 +245,4 @@ def rewrite_archive(src: str, dest: str, replacement: dict[str, str]) -> None:
                     zin.open(info) as f,
                     zout.open(out, "w", force_zip64=info.file_size > 0x7FFFFFFF) as w,
                 ):
-                    shutil.copyfileobj(f, w, 1 << 20)
+                    _copy_member(f, w)

@@ -3,17 +3,42 @@
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Iterator
 from typing import Any
 
 import h5py
 import numpy as np
 
+from bilstm_cli.errors import InputError
+from bilstm_cli.formats import h5safe
 from bilstm_cli.formats.archive import WEIGHTS_H5
 from bilstm_cli.formats.model import ModelFile
 from bilstm_cli.formats.reader import open_weights
 from bilstm_cli.formats.writer import digest
 
 MAX_PROBLEMS = 20
+# Datasets are compared a block at a time, so memory stays bounded whatever the file declares.
+BLOCK_BYTES = 16 * 1024**2
+MAX_OBJECTS = 1_000_000
+
+
+class _Damaged(Exception):
+    """The HDF5 data could not be read at ``where``."""
+
+    def __init__(self, where: str, exc: BaseException) -> None:
+        super().__init__(where)
+        self.where = where
+        self.exc = exc
+
+
+def _link_key(link: Any) -> tuple[Any, ...]:
+    if isinstance(link, h5py.SoftLink):
+        return ("soft", link.path)
+    if isinstance(link, h5py.ExternalLink):
+        return ("external", link.filename, link.path)
+    if isinstance(link, h5py.HardLink):
+        return ("hard",)
+    return ("missing",)
 
 
 def _same_value(a: Any, b: Any) -> bool:
@@ -34,35 +59,66 @@ def _same_attrs(x: Any, y: Any) -> bool:
 def compare_weights(
     before: h5py.Group, after: h5py.Group, written: dict[str, str], problems: list[str]
 ) -> set[str]:
-    """Walk two HDF5 trees side by side; return the datasets seen."""
+    """Walk two HDF5 trees side by side; return the datasets seen.
+
+    Raises ``_Damaged`` (naming the place) when either tree cannot be read.
+    """
     seen: set[str] = set()
     stack = [""]
+    visited = 0
     while stack and len(problems) < MAX_PROBLEMS:
         path = stack.pop()
-        g1 = before[path] if path else before
-        g2 = after[path] if path else after
-        if not _same_attrs(g1, g2):
-            problems.append(f"attributes of '{path or '/'}' changed")
-        if set(g1.keys()) != set(g2.keys()):
-            problems.append(f"members of '{path or '/'}' changed")
-            continue
-        for name in g1.keys():
-            child = f"{path}/{name}" if path else name
-            l1, l2 = g1.get(name, getlink=True), g2.get(name, getlink=True)
-            if not isinstance(l1, h5py.HardLink) or not isinstance(l2, h5py.HardLink):
-                same_link = type(l1) is type(l2) and vars(l1) == vars(l2)
-                if not same_link:
-                    problems.append(f"link '{child}' changed")
+        visited += 1
+        if visited > MAX_OBJECTS:
+            raise _Damaged(path or "/", ValueError("more groups than any model has"))
+        try:
+            g1 = before[path] if path else before
+            g2 = after[path] if path else after
+            if not _same_attrs(g1, g2):
+                problems.append(f"attributes of '{path or '/'}' changed")
+            names = list(g1.keys())
+            if set(names) != set(g2.keys()):
+                problems.append(f"members of '{path or '/'}' changed")
                 continue
-            o1, o2 = g1[name], g2[name]
-            if isinstance(o1, h5py.Group) and isinstance(o2, h5py.Group):
-                stack.append(child)
-            elif isinstance(o1, h5py.Dataset) and isinstance(o2, h5py.Dataset):
-                seen.add(child)
-                _compare_dataset(child, o1, o2, written, problems)
-            else:
-                problems.append(f"'{child}' changed kind")
+        except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
+            raise _Damaged(path or "/", exc) from None
+        for name in names:
+            child = f"{path}/{name}" if path else name
+            try:
+                _compare_child(g1, g2, name, child, written, problems, stack, seen)
+            except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
+                raise _Damaged(child, exc) from None
     return seen
+
+
+def _compare_child(
+    g1: h5py.Group,
+    g2: h5py.Group,
+    name: str,
+    child: str,
+    written: dict[str, str],
+    problems: list[str],
+    stack: list[str],
+    seen: set[str],
+) -> None:
+    l1, l2 = g1.get(name, getlink=True), g2.get(name, getlink=True)
+    if not isinstance(l1, h5py.HardLink) or not isinstance(l2, h5py.HardLink):
+        if l1 is None:
+            raise KeyError(f"'{name}' is listed but cannot be found")
+        if _link_key(l1) != _link_key(l2):
+            problems.append(f"link '{child}' changed")
+        return
+    o1, o2 = g1[name], g2[name]
+    if isinstance(o1, h5py.Group) and isinstance(o2, h5py.Group):
+        stack.append(child)
+    elif isinstance(o1, h5py.Dataset) and isinstance(o2, h5py.Dataset):
+        seen.add(child)
+        _compare_dataset(child, o1, o2, written, problems)
+    elif isinstance(o1, h5py.Datatype) and isinstance(o2, h5py.Datatype):
+        if o1.dtype != o2.dtype or not _same_attrs(o1, o2):
+            problems.append(f"named datatype '{child}' changed")
+    else:
+        problems.append(f"'{child}' changed kind")
 
 
 def _compare_dataset(
@@ -75,12 +131,35 @@ def _compare_dataset(
         problems.append(f"attributes of dataset '{path}' changed")
     if d1.external or d1.is_virtual:
         return  # never read data from elsewhere; the reader already refused such weights
-    new = d2[()]
     if path in written:
-        if digest(np.asarray(new)) != written[path]:
+        if digest(np.asarray(d2[()])) != written[path]:
             problems.append(f"dataset '{path}' does not hold the intended values")
-    elif not _same_value(d1[()], new):
-        problems.append(f"dataset '{path}' changed but was not selected")
+        return
+    nbytes = _declared_bytes(d1)
+    if nbytes > h5safe.MAX_DATASET_BYTES:
+        raise ValueError(f"declares {nbytes} bytes, more than any model holds")
+    for block in _blocks(d1):
+        if not _same_value(d1[block], d2[block]):
+            problems.append(f"dataset '{path}' changed but was not selected")
+            return
+
+
+def _declared_bytes(ds: h5py.Dataset) -> int:
+    if not ds.shape:
+        return ds.dtype.itemsize
+    return int(np.prod(ds.shape, dtype=np.float64)) * ds.dtype.itemsize
+
+
+def _blocks(ds: h5py.Dataset) -> Iterator[Any]:
+    """Index expressions covering ``ds`` in slices of at most about ``BLOCK_BYTES``."""
+    shape = ds.shape
+    if not shape or 0 in shape:
+        yield ()
+        return
+    row = max(1, int(np.prod(shape[1:], dtype=np.float64)) * ds.dtype.itemsize)
+    step = max(1, BLOCK_BYTES // row)
+    for start in range(0, shape[0], step):
+        yield slice(start, start + step)
 
 
 def _zip_members(path: str) -> list[zipfile.ZipInfo]:
@@ -107,7 +186,16 @@ def unchanged_except(model: ModelFile, staged: str, written: dict[str, str]) -> 
     if model.format == "keras":
         compare_archives(model.path, staged, problems)
     with open_weights(model.path) as f1, open_weights(staged) as f2:
-        seen = compare_weights(f1, f2, written, problems)
+        try:
+            seen = compare_weights(f1, f2, written, problems)
+        except _Damaged as exc:
+            # The staged file is a copy of the input, so what cannot be read is the input's.
+            text = str(exc.exc).strip().splitlines()
+            detail = text[0][:160] if text else type(exc.exc).__name__
+            raise InputError(
+                f"{model.path}: damaged HDF5 data at '{exc.where}' ({detail}); "
+                "cannot check that it is carried over unchanged"
+            ) from None
     missing = set(written) - seen
     if missing:
         problems.append(f"written datasets not found again: {', '.join(sorted(missing))}")

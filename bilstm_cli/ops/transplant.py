@@ -366,7 +366,7 @@ def _forward_checks(
             x = reference.probe_batch(dw[0].shape[0], seed=0)
             y_d = reference.rnn_forward(x, *dw, _cell_config(src, pair.source.keras_major, False))
             y_w = reference.rnn_forward(x, *ww, _cell_config(tgt, major, False))
-            checks.append(_agreement(pair, "forward pass", float(np.max(np.abs(y_d - y_w)))))
+            checks.append(_agreement(pair, "forward pass", _max_diff(y_d, y_w)))
         for d_layer, t_layer in {
             (id(p.whole[0]), id(p.whole[1])): p.whole for p in pairs if p.whole
         }.values():
@@ -418,9 +418,16 @@ def _forward_checks(
 
 
 def _max_diff(a: Any, b: Any) -> float:
+    """Largest absolute difference; NaN where both have NaN counts as agreement."""
     if isinstance(a, list):
-        return max(float(np.max(np.abs(x - y))) for x, y in zip(a, b))
-    return float(np.max(np.abs(a - b)))
+        return max(_max_diff(x, y) for x, y in zip(a, b))
+    a, b = np.asarray(a), np.asarray(b)
+    both_nan = np.isnan(a) & np.isnan(b)
+    with np.errstate(invalid="ignore"):
+        d = np.where(both_nan, 0.0, np.abs(a - b))
+    if np.isnan(d).any():
+        return float("inf")
+    return float(d.max()) if d.size else 0.0
 
 
 def _agreement(pair: Pair, name: str, diff: float, label: str | None = None) -> Check:

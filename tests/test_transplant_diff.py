@@ -1,0 +1,237 @@
+"""`bilstm transplant` and `bilstm diff` end to end, across formats and Keras versions."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+
+from conftest import FIXTURES, run_cli
+from test_init import _weights
+
+MIXED = FIXTURES / "k3_functional_mixed.keras"
+K3_LSTM = FIXTURES / "k3_seq_input_lstm_concat.keras"
+K2_LSTM = FIXTURES / "k2_seq_lstm.h5"
+K2_TRAINED = FIXTURES / "k2_trained_adam.h5"
+K3_TRAINED = FIXTURES / "k3_trained_adam.keras"
+CUDNN = FIXTURES / "cudnn_seq_lstm.h5"
+
+
+def sha(path) -> str:
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+@pytest.fixture
+def donor(tmp_path):
+    """The mixed model with every Bidirectional weight re-drawn: a donor of the same shapes."""
+    path = tmp_path / "donor.keras"
+    assert (
+        run_cli("init", MIXED, "-o", path, "--init", "normal:stddev=0.3", "--seed", "5").exit_code
+        == 0
+    )
+    return path
+
+
+def test_transplant_by_name_moves_everything_and_diff_agrees(donor, tmp_path):
+    out = tmp_path / "out.keras"
+    before = sha(MIXED)
+    run = run_cli("transplant", donor, MIXED, "-o", out, "--json")
+    assert run.exit_code == 0, run.stderr
+    doc = run.json()
+    assert doc["verified"] and all(c["ok"] for c in doc["checks"])
+    assert {c["check"] for c in doc["checks"]} >= {
+        "equals donor",
+        "forward pass",
+        "Bidirectional forward pass",
+        "everything else unchanged",
+    }
+    assert sha(MIXED) == before
+    same = run_cli("diff", donor, out)
+    assert same.exit_code == 0 and same.stdout.rstrip().endswith("identical")
+    changed = run_cli("diff", MIXED, out, "--json")
+    assert changed.exit_code == 1 and changed.json()["identical"] is False
+
+
+def test_keras2_h5_into_keras3_archive_and_back(tmp_path):
+    out = tmp_path / "k3.keras"
+    assert run_cli("transplant", K2_LSTM, K3_LSTM, "-o", out).exit_code == 0
+    assert run_cli("diff", K2_LSTM, out).exit_code == 0
+    back = tmp_path / "k2.h5"
+    assert run_cli("transplant", K3_TRAINED, K2_TRAINED, "-o", back).exit_code == 0
+    assert run_cli("diff", K3_TRAINED, back).exit_code == 0
+
+
+def test_map_one_direction_onto_the_other_with_gates(tmp_path):
+    out = tmp_path / "o.keras"
+    run = run_cli(
+        "transplant",
+        MIXED,
+        MIXED,
+        "-o",
+        out,
+        "--map",
+        "bi_lstm_ave/forward=bi_lstm_ave/backward",
+        "--role",
+        "recurrent_kernel[i,f]",
+    )
+    assert run.exit_code == 0, run.stderr
+    old, new = _weights(MIXED, "bi_lstm_ave"), _weights(out, "bi_lstm_ave")
+    u = 3
+    rk_new, rk_fwd, rk_old = (
+        new[("backward", "recurrent_kernel")],
+        old[("forward", "recurrent_kernel")],
+        old[("backward", "recurrent_kernel")],
+    )
+    assert np.array_equal(rk_new[:, : 2 * u], rk_fwd[:, : 2 * u])
+    assert np.array_equal(rk_new[:, 2 * u :], rk_old[:, 2 * u :])
+    for key in old:
+        if key != ("backward", "recurrent_kernel"):
+            assert np.array_equal(old[key], new[key])
+    assert "expected: partial transplant" in run.stdout
+
+
+def test_map_from_an_unknown_layer_lists_what_the_donor_has(tmp_path):
+    out = tmp_path / "o.keras"
+    run = run_cli("transplant", K2_LSTM, K3_LSTM, "-o", out, "--map", "lstm=bidirectional/forward")
+    assert run.exit_code == 2 and "no layer 'lstm'" in run.stderr
+    assert "Bidirectional: bidirectional" in run.stderr
+
+
+def test_cudnn_donor_is_converted_like_keras_did(tmp_path):
+    out = tmp_path / "o.keras"
+    run = run_cli("transplant", CUDNN, K3_LSTM, "-o", out, "--by", "order")
+    assert run.exit_code == 0, run.stderr
+    assert "converted from CuDNN" in run.stdout
+    converted = np.load(FIXTURES / "cudnn_seq_lstm.converted.npz")
+    new = _weights(out, "bidirectional")
+    for (direction, role), values in new.items():
+        assert np.array_equal(values, converted[f"bidirectional_1/{direction}/{role}"])
+
+
+def test_shape_mismatch_names_both_layers_and_shapes(tmp_path):
+    out = tmp_path / "o.keras"
+    run = run_cli("transplant", MIXED, K3_LSTM, "-o", out, "--map", "bi_gru_mul=bidirectional")
+    assert run.exit_code == 3
+    assert "bi_gru_mul" in run.stderr and "bidirectional" in run.stderr
+    assert not out.exists()
+    run = run_cli(
+        "transplant",
+        FIXTURES / "k3_functional_nested.keras",
+        K3_LSTM,
+        "-o",
+        out,
+        "--map",
+        "top_bi=bidirectional",
+    )
+    assert run.exit_code == 3 and "shapes differ" in run.stderr and "(2, 8)" in run.stderr
+
+
+def test_unmatched_names_are_a_usage_error_not_a_silent_no_op(tmp_path):
+    run = run_cli("transplant", K3_TRAINED, K3_LSTM, "-o", tmp_path / "o.keras")
+    assert run.exit_code == 2
+    assert "--by order" in run.stderr and "bi_trained" in run.stderr
+
+
+def test_map_naming_a_missing_layer(tmp_path):
+    run = run_cli(
+        "transplant", MIXED, MIXED, "-o", tmp_path / "o.keras", "--map", "nope=bi_lstm_ave"
+    )
+    assert run.exit_code == 2 and "no layer 'nope'" in run.stderr
+    run = run_cli(
+        "transplant", MIXED, MIXED, "-o", tmp_path / "o.keras", "--map", "bi_lstm_ave=nope"
+    )
+    assert run.exit_code == 2 and "available: bi_lstm_ave" in run.stderr
+
+
+def test_settings_that_differ_are_reported(tmp_path):
+    out = tmp_path / "o.keras"
+    nested = FIXTURES / "k3_functional_backward_nobias.keras"
+    run = run_cli(
+        "transplant",
+        nested,
+        nested,
+        "-o",
+        out,
+        "--map",
+        "bi_custom_backward/backward=bi_custom_backward/forward",
+        "--json",
+    )
+    assert run.exit_code == 0, run.stderr
+    doc = run.json()
+    assert any("activation" in note for note in doc["notes"])
+
+
+def test_dry_run_shows_the_plan_and_writes_nothing(donor, tmp_path):
+    out = tmp_path / "o.keras"
+    run = run_cli("transplant", donor, MIXED, "-o", out, "--dry-run")
+    assert run.exit_code == 0 and not out.exists()
+    assert "from bi_lstm_ave/forward" in run.stdout and "dry run" in run.stdout
+
+
+def test_nonfinite_donor_refused_unless_allowed(tmp_path):
+    import h5py
+
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(K2_LSTM.read_bytes())
+    with h5py.File(bad, "r+") as f:
+        name = run_cli("inspect", K2_LSTM, "--json").json()["layers"][0]["weights"][0]["dataset"]
+        data = f[name][()]
+        data[0, 0] = np.nan
+        f[name][...] = data
+    assert (
+        run_cli("inspect", bad, "--json").json()["layers"][0]["weights"][0]["stats"]["finite"]
+        is False
+    )
+    out = tmp_path / "o.keras"
+    run = run_cli("transplant", bad, K3_LSTM, "-o", out)
+    assert run.exit_code == 3 and "--allow-nonfinite" in run.stderr and not out.exists()
+    assert run_cli("transplant", bad, K3_LSTM, "-o", out, "--allow-nonfinite").exit_code == 0
+
+
+def test_diff_per_gate_and_roles(tmp_path):
+    out = tmp_path / "o.keras"
+    assert (
+        run_cli(
+            "init",
+            MIXED,
+            "-o",
+            out,
+            "--layer",
+            "bi_lstm_ave",
+            "--init",
+            "bias[f]=ones",
+            "--seed",
+            "1",
+        ).exit_code
+        == 0
+    )
+    doc = run_cli("diff", MIXED, out, "--gates", "--json").json()
+    layers = {x["name"]: x for x in doc["layers"]}
+    assert layers["bi_gru_mul"]["status"] == "same"
+    rows = [w for w in layers["bi_lstm_ave"]["weights"] if w["role"] == "bias" and w["gate"]]
+    assert {w["gate"]: w["equal"] for w in rows if w["direction"] == "forward"} == {
+        "i": True,
+        "f": False,
+        "c": True,
+        "o": True,
+    }
+    only_kernel = run_cli("diff", MIXED, out, "--role", "kernel")
+    assert only_kernel.exit_code == 0
+    assert run_cli("diff", MIXED, out, "--role", "bias[f]", "--layer", "bi_lstm_ave").exit_code == 1
+    assert run_cli("diff", MIXED, out, "--role", "bias[i]", "--layer", "bi_lstm_ave").exit_code == 0
+    wrong = run_cli("diff", MIXED, out, "--role", "bias[f]")
+    assert wrong.exit_code == 2 and "GRU has gates z, r, h" in wrong.stderr
+
+
+def test_diff_lists_layers_present_in_one_file_only():
+    run = run_cli("diff", MIXED, K3_LSTM, "--json")
+    assert run.exit_code == 1
+    statuses = {x["name"]: x["status"] for x in run.json()["layers"]}
+    assert statuses["bi_lstm_ave"] == "only in A" and statuses["bidirectional"] == "only in B"
+
+
+def test_diff_unreadable_file_is_exit_3(tmp_path):
+    bad = tmp_path / "x.keras"
+    bad.write_text("nope")
+    assert run_cli("diff", MIXED, bad).exit_code == 3
