@@ -519,3 +519,20 @@ def test_array_file_errors(tmp_path: Path) -> None:
     (tmp_path / "junk.npy").write_bytes(b"not an array")
     with pytest.raises(InputError):
         check_fit(parse_spec(f"npy:{tmp_path / 'junk.npy'}"), info)
+
+
+def test_bfloat16_facts() -> None:
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    bf16 = np.dtype(ml_dtypes.bfloat16)
+    for text, tgt in (
+        ("orthogonal", info_for("LSTM", "recurrent_kernel", 16)),
+        ("constant:0.1", info_for("GRU", "bias", 4)),
+        ("chrono:100", info_for("LSTM", "bias", 8)),
+        ("he_normal", info_for("LSTM", "kernel", 8, input_dim=5)),
+    ):
+        spec = parse_spec(text)
+        a = generate(spec, tgt, SEED, dtype=bf16)
+        assert a.dtype == bf16
+        all_ok(spec, tgt, a)
+    bad = np.array([1.0, np.nan], dtype=bf16)
+    assert not facts(parse_spec("ones"), WeightInfo("SimpleRNN", "bias", (2,), 2), bad)[0][1]
