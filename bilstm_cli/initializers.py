@@ -443,15 +443,19 @@ _READ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError)
 def _load_npz_member(spec: Spec) -> np.ndarray:
     path, key = str(spec.args["path"]), str(spec.args["key"])
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            if not hasattr(archive, "files"):
-                raise UsageError(f"{path} is a .npy file, not a .npz archive; use npy:{path}")
-            if key not in archive.files:
-                held = ", ".join(archive.files) or "nothing"
-                raise UsageError(f"{path} has no array {key!r}; it holds {held}")
-            return np.asarray(archive[key])
+        loaded = np.load(path, allow_pickle=False)
     except _READ_ERRORS as exc:
-        raise InputError(f"cannot read array {key!r} from {path}: {exc}") from exc
+        raise InputError(f"cannot read {path}: {exc}") from exc
+    if isinstance(loaded, np.ndarray):
+        raise UsageError(f"{path} is a .npy file, not a .npz archive; use npy:{path}")
+    with loaded as archive:
+        if key not in archive.files:
+            held = ", ".join(archive.files) or "nothing"
+            raise UsageError(f"{path} has no array {key!r}; it holds {held}")
+        try:
+            return np.asarray(archive[key])
+        except _READ_ERRORS as exc:
+            raise InputError(f"cannot read array {key!r} from {path}: {exc}") from exc
 
 
 def _load_npy(spec: Spec, mmap: bool = False) -> np.ndarray:
@@ -636,13 +640,16 @@ def _column_bounds(spec: Spec, info: WeightInfo) -> np.ndarray:
     return np.full(width, _vs_bound(spec.name, variance), dtype=np.float64)
 
 
-def _orthogonal_matrix(
-    rows: int, cols: int, rng: np.random.Generator | None, normal: np.ndarray | None = None
-) -> np.ndarray:
-    """A (rows, cols) matrix with orthonormal columns (tall) or rows (wide), Keras' recipe."""
-    tall = (max(rows, cols), min(rows, cols))
-    a = normal if normal is not None else rng.standard_normal(tall)  # type: ignore[union-attr]
-    q, r = np.linalg.qr(a)
+def _tall_shape(rows: int, cols: int) -> tuple[int, int]:
+    return max(rows, cols), min(rows, cols)
+
+
+def _orthogonal_matrix(rows: int, cols: int, normal: np.ndarray) -> np.ndarray:
+    """A (rows, cols) matrix with orthonormal columns (tall) or rows (wide), Keras' recipe.
+
+    ``normal`` holds standard normal draws of shape :func:`_tall_shape` ``(rows, cols)``.
+    """
+    q, r = np.linalg.qr(normal)
     # Multiplying by the signs of R's diagonal makes the factorization unique, so Q is
     # distributed uniformly (Haar) rather than biased by the QR algorithm's sign convention.
     d = np.sign(np.diag(r))
@@ -748,14 +755,15 @@ def _orthogonal(
     shape = tuple(info.shape)
     rows = int(np.prod(shape[:-1]))
     if not per_gate:
-        tall = (max(rows, shape[-1]), min(rows, shape[-1]))
-        normal = _random("normal", tall, seed, np.dtype(np.float64))
-        q = _orthogonal_matrix(rows, shape[-1], None, normal)
+        normal = _random("normal", _tall_shape(rows, shape[-1]), seed, np.dtype(np.float64))
+        q = _orthogonal_matrix(rows, shape[-1], normal)
         return (gain * q).reshape(shape).astype(work)
     out = np.empty((rows, shape[-1]), dtype=work)
     for b, (_, sl) in enumerate(gate_blocks(info.cell, info.units)):
         # Each block draws from its own child stream, so blocks do not depend on each other.
-        out[:, sl] = gain * _orthogonal_matrix(rows, sl.stop - sl.start, _rng(seed, b))
+        cols = sl.stop - sl.start
+        normal = _rng(seed, b).standard_normal(_tall_shape(rows, cols))
+        out[:, sl] = gain * _orthogonal_matrix(rows, cols, normal)
     return out.reshape(shape)
 
 

@@ -508,6 +508,10 @@ def test_array_file_errors(tmp_path: Path) -> None:
         check_fit(parse_spec(f"npz:{tmp_path / 'w.npz'}:b"), info)
     with pytest.raises(UsageError, match="npz archive"):
         check_fit(parse_spec(f"npy:{tmp_path / 'w.npz'}"), info)
+    with pytest.raises(UsageError, match="not a .npz archive"):
+        check_fit(parse_spec(f"npz:{tmp_path / 'small.npy'}:a"), info)
+    with pytest.raises(InputError, match="cannot read"):
+        check_fit(parse_spec(f"npz:{tmp_path / 'missing.npz'}:a"), info)
     np.save(tmp_path / "obj.npy", np.array([{"x": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(InputError):
         check_fit(
