@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import FIXTURES, fixture_ids, manifest, run_cli
+
 from oracle.keras_truth import bidirectional_truth
 
 LOADABLE = [e for e in manifest() if e.get("loader")]
