@@ -44,8 +44,13 @@ class _Group(click.Group):
                 raise
             click.echo(f"Error: {exc.message}", err=True)
             ctx.exit(exc.exit_code)
-        except (click.exceptions.Exit, click.ClickException, click.Abort, KeyboardInterrupt):
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
+        except KeyboardInterrupt:
+            # Raised as Abort so that Click adds no blank line: main() prints the one line.
+            if _debug(ctx):
+                raise
+            raise click.Abort() from None
         except BrokenPipeError:
             # `bilstm inspect … | head` closed the pipe: not an error of ours.
             _silence_stdout()
@@ -75,6 +80,11 @@ def direction_option(f: Callable[..., Any]) -> Callable[..., Any]:
 def write_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """-o, --force, --dry-run and --json, shared by the commands that write a model."""
     f = json_option(f)
+    f = click.option(
+        "--verify",
+        type=click.Choice(["keras"]),
+        help="Also load the result with Keras (if installed) and compare; slower.",
+    )(f)
     f = click.option("--force", is_flag=True, help="Overwrite OUT if it exists (even the input).")(
         f
     )
@@ -150,6 +160,7 @@ def init(
     output: str | None,
     force: bool,
     dry_run: bool,
+    verify: str | None,
     as_json: bool,
 ) -> None:
     """Re-initialize weights of the Bidirectional layers of MODEL and write OUT.
@@ -162,7 +173,9 @@ def init(
     from bilstm_cli import render
     from bilstm_cli.ops.init import init as run_init
 
-    result = run_init(model, output, inits, layers, direction, seed, dry_run, force)
+    result = run_init(
+        model, output, inits, layers, direction, seed, dry_run, force, verify == "keras"
+    )
     render.write_result(result, as_json)
 
 
@@ -209,6 +222,7 @@ def transplant(
     output: str | None,
     force: bool,
     dry_run: bool,
+    verify: str | None,
     as_json: bool,
 ) -> None:
     """Copy Bidirectional weights from DONOR into MODEL and write OUT."""
@@ -216,7 +230,18 @@ def transplant(
     from bilstm_cli.ops.transplant import transplant as run_transplant
 
     result = run_transplant(
-        donor, model, output, maps, layers, direction, roles, by, dry_run, force, allow_nonfinite
+        donor,
+        model,
+        output,
+        maps,
+        layers,
+        direction,
+        roles,
+        by,
+        dry_run,
+        force,
+        allow_nonfinite,
+        verify == "keras",
     )
     render.write_result(result, as_json)
 
@@ -261,9 +286,18 @@ def main(argv: list[str] | None = None) -> None:
         code = cli.main(args=args, prog_name="bilstm", standalone_mode=False)
     except click.exceptions.Exit as exc:
         code = exc.exit_code
+    except click.exceptions.NoArgsIsHelpError as exc:
+        exc.show()  # `bilstm` alone: the help text, as usual
+        code = 2
+    except click.UsageError as exc:
+        # One line, like every other error: what was wrong, and where to read what is expected.
+        where = exc.ctx.command_path if exc.ctx is not None else "bilstm"
+        message = " ".join(exc.format_message().split())
+        click.echo(f"Error: {message} (see '{where} --help')", err=True)
+        code = 2
     except click.ClickException as exc:
-        exc.show()
-        code = 2 if isinstance(exc, click.UsageError) else exc.exit_code
+        click.echo(f"Error: {' '.join(exc.format_message().split())}", err=True)
+        code = exc.exit_code
     except (click.Abort, KeyboardInterrupt):
         click.echo("Error: interrupted", err=True)
         code = EXIT_INTERRUPTED

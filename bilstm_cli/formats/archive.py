@@ -139,6 +139,7 @@ class KerasArchive:
                 fields = _LOCAL_HEADER.unpack(header)
                 if fields[0] == b"PK\x03\x04":
                     start = info.header_offset + _LOCAL_HEADER.size + fields[9] + fields[10]
+                    self._check_crc(start, info)
                     return io.BufferedReader(_Window(self._file, start, info.file_size), 1 << 20)
             raise InputError(f"archive member '{WEIGHTS_H5}' has a damaged header")
         self._temp = tempfile.TemporaryFile()
@@ -149,6 +150,20 @@ class KerasArchive:
             raise InputError(f"archive member '{WEIGHTS_H5}' cannot be read ({exc})") from None
         self._temp.seek(0)
         return self._temp
+
+    def _check_crc(self, start: int, info: zipfile.ZipInfo) -> None:
+        """Read a stored member once, as zipfile would, so damaged bytes are reported here
+        rather than read as weights."""
+        crc, left = 0, info.file_size
+        self._file.seek(start)
+        while left > 0:
+            block = self._file.read(min(left, 1 << 20))
+            if not block:
+                raise InputError(f"archive member '{info.filename}' is cut short")
+            crc = zlib.crc32(block, crc)
+            left -= len(block)
+        if crc != info.CRC:
+            raise InputError(f"archive member '{info.filename}' is damaged (CRC mismatch)")
 
     def extract_weights_to(self, dest: str) -> None:
         """Copy ``model.weights.h5`` out to ``dest`` (for editing in place)."""

@@ -17,7 +17,7 @@ from bilstm_cli.formats.reader import open_weights, read_model
 from bilstm_cli.gates import CELL_GATES, ROLES, gate_mask, parse_gates
 from bilstm_cli.initializers import Target, parse_target
 from bilstm_cli.ops.apply import Check, Fact, Job, Part, WriteResult, execute
-from bilstm_cli.ops.init import bidirectional_layers_to_change
+from bilstm_cli.ops.init import bidirectional_layers_to_change, keras_check
 from bilstm_cli.ops.select import directions, layer_matches, select_layers
 
 SETTINGS_COMPARED = ("activation", "recurrent_activation", "use_bias", "reset_after")
@@ -452,6 +452,7 @@ def transplant(
     dry_run: bool = False,
     force: bool = False,
     allow_nonfinite: bool = False,
+    verify_keras: bool = False,
 ) -> WriteResult:
     """Copy weights from ``donor_path`` into ``path`` and write the result to ``output``."""
     if output is None and not dry_run:
@@ -495,4 +496,11 @@ def transplant(
         def verify(staged: str) -> list[Check]:
             return _forward_checks(pairs, donor, target, staged)
 
-        return execute(target, jobs, result, output, force, extra_verify=verify)
+        return execute(
+            target,
+            jobs,
+            result,
+            output,
+            force,
+            extra_verify=keras_check(target, verify_keras, verify),
+        )

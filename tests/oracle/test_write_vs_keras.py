@@ -206,3 +206,22 @@ def test_cudnn_donor_matches_tf_keras_conversion(tmp_path):
     layer = bidirectional_truth(out)[0]
     for (direction, role), values in layer["weights"].items():
         assert np.array_equal(values, truth[("bidirectional_1", direction, role)])
+
+
+@pytest.mark.parametrize(
+    "fixture, expect",
+    [
+        ("k3_functional_mixed.keras", "Keras sees the written values"),
+        ("k2_seq_lstm.h5", "tf-keras sees the written values"),
+        ("k3_lambda.keras", "skipped: Keras cannot load the input either"),
+        ("k3_functional_mixed.weights.h5", "skipped: a weights-only file"),
+    ],
+)
+def test_verify_keras(fixture, expect, tmp_path):
+    src = FIXTURES / fixture
+    out = tmp_path / ("o.keras" if fixture.endswith(".keras") else "o.h5")
+    run = run_cli("init", src, "-o", out, "--seed", "1", "--verify", "keras", "--json")
+    assert run.exit_code == 0, run.stderr
+    checks = [c for c in run.json()["checks"] if c["check"].startswith("--verify keras")]
+    assert checks and all(c["ok"] for c in checks)
+    assert any(expect in c["detail"] for c in checks)
