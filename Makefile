@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 DEMO   := fixtures/k3_seq_input_lstm_concat.keras
+DEMO_DONOR := fixtures/k2_seq_lstm.h5
 OUT    := build
 
 .DEFAULT_GOAL := help
@@ -29,6 +30,16 @@ demo: $(VENV)/.installed ## Install, then run the tool on a model shipped in fix
 	@mkdir -p $(OUT)
 	@echo '$$ bilstm inspect $(DEMO) --gates'
 	@$(BIN)/bilstm inspect $(DEMO) --gates
+	@echo
+	@echo '$$ bilstm init $(DEMO) -o $(OUT)/reseeded.keras --init kernel=glorot_uniform --init recurrent_kernel=orthogonal --init bias=zeros --init "bias[f]=ones" --seed 7 --force'
+	@$(BIN)/bilstm init $(DEMO) -o $(OUT)/reseeded.keras --init kernel=glorot_uniform \
+		--init recurrent_kernel=orthogonal --init bias=zeros --init 'bias[f]=ones' --seed 7 --force
+	@echo
+	@echo '$$ bilstm transplant $(DEMO_DONOR) $(OUT)/reseeded.keras -o $(OUT)/transplanted.keras --force   # Keras 2 .h5 into a Keras 3 .keras'
+	@$(BIN)/bilstm transplant $(DEMO_DONOR) $(OUT)/reseeded.keras -o $(OUT)/transplanted.keras --force
+	@echo
+	@echo '$$ bilstm diff $(DEMO_DONOR) $(OUT)/transplanted.keras'
+	@$(BIN)/bilstm diff $(DEMO_DONOR) $(OUT)/transplanted.keras
 
 test: $(VENV)/.installed-test ## Install with test dependencies, then run the whole suite
 	$(BIN)/python -m pytest -q
