@@ -138,6 +138,9 @@ def _compare_dataset(
     nbytes = _declared_bytes(d1)
     if nbytes > h5safe.MAX_DATASET_BYTES:
         raise ValueError(f"declares {nbytes} bytes, more than any model holds")
+    odd = h5safe.odd_type(d1.id.get_type())
+    if odd:
+        raise ValueError(f"declared as {odd}")
     for block in _blocks(d1):
         if not _same_value(d1[block], d2[block]):
             problems.append(f"dataset '{path}' changed but was not selected")

@@ -68,6 +68,43 @@ def dataset(root: h5py.Group, path: str) -> h5py.Dataset:
     return node
 
 
+# The IEEE layouts (sign, exponent position and size, mantissa position and size; exponent
+# bias) of half, single and double precision. HDF5 files can declare any other bit layout,
+# and converting values to a damaged one crashes the HDF5 library, so nothing else is used.
+IEEE_FLOATS = {
+    2: ((15, 10, 5, 0, 10), 15),
+    4: ((31, 23, 8, 0, 23), 127),
+    8: ((63, 52, 11, 0, 52), 1023),
+}
+
+
+def odd_type(tid: Any) -> str | None:
+    """What is wrong with an HDF5 datatype whose values would be converted, or None."""
+    if isinstance(tid, h5py.h5t.TypeFloatID):
+        size = tid.get_size()
+        standard = IEEE_FLOATS.get(size)
+        if (
+            standard is None
+            or (tid.get_fields(), tid.get_ebias()) != standard
+            or tid.get_offset() != 0
+            or tid.get_precision() != 8 * size
+            or tid.get_norm() != h5py.h5t.NORM_IMPLIED
+            or tid.get_order() not in (h5py.h5t.ORDER_LE, h5py.h5t.ORDER_BE)
+        ):
+            return f"a {size * 8}-bit floating-point type with a non-IEEE bit layout"
+    elif isinstance(tid, h5py.h5t.TypeIntegerID):
+        if tid.get_offset() != 0 or tid.get_precision() != 8 * tid.get_size():
+            return "an integer type with an unusual bit layout"
+    elif isinstance(tid, h5py.h5t.TypeCompoundID):
+        for k in range(tid.get_nmembers()):
+            problem = odd_type(tid.get_member_type(k))
+            if problem:
+                return problem
+    elif isinstance(tid, h5py.h5t.TypeArrayID | h5py.h5t.TypeEnumID | h5py.h5t.TypeVlenID):
+        return odd_type(tid.get_super())
+    return None
+
+
 def check_dataset(ds: h5py.Dataset, path: str) -> None:
     if ds.external:
         raise InputError(f"dataset '{path}' keeps its data in an external file; refused")
@@ -75,6 +112,9 @@ def check_dataset(ds: h5py.Dataset, path: str) -> None:
         raise InputError(f"dataset '{path}' is a virtual dataset; refused")
     if ds.dtype.kind not in FLOAT_KINDS:
         raise InputError(f"dataset '{path}' holds {ds.dtype}, not floating-point weights")
+    problem = odd_type(ds.id.get_type())
+    if problem:
+        raise InputError(f"dataset '{path}' is declared as {problem}; damaged or hostile")
     nbytes = int(np.prod(ds.shape, dtype=np.int64)) * ds.dtype.itemsize if ds.shape else 0
     if nbytes > MAX_DATASET_BYTES:
         raise InputError(f"dataset '{path}' declares {nbytes} bytes; refused as implausible")
