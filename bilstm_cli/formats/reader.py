@@ -298,7 +298,10 @@ def _tracked_direction(
 
 
 def _ref(f: h5py.File, path: str, direction: str, role: str) -> WeightRef:
-    ds = h5safe.dataset(f, path)
+    try:
+        ds = h5safe.dataset(f, path)
+    except KeyError:
+        raise InputError(f"{direction} {role} weight '{path}' is missing from the file") from None
     return WeightRef(
         direction=direction,
         role=role,
@@ -325,6 +328,7 @@ def expected_shape(settings: CellSettings, role: str, input_dim: int) -> tuple[i
 
 def _check_directions(layer: BiLayer) -> None:
     """Every weight's shape must fit the cell the configuration declares."""
+    inputs = {}
     for direction in ("forward", "backward"):
         settings = layer.settings(direction)
         if settings.cell not in GATE_COUNT:
@@ -332,6 +336,7 @@ def _check_directions(layer: BiLayer) -> None:
         kernel = layer.weight(direction, "kernel")
         if kernel is None or len(kernel.shape) != 2:
             raise InputError(f"layer '{layer.name}': {direction} kernel is missing or not a matrix")
+        inputs[direction] = kernel.shape[0]
         for w in layer.weights:
             if w.direction != direction:
                 continue
@@ -341,6 +346,11 @@ def _check_directions(layer: BiLayer) -> None:
                     f"layer '{layer.name}': {direction} {w.role} has shape {_shape(w.shape)}, "
                     f"but a {settings.cell} of {settings.units} units needs {_shape(want)}"
                 )
+    if len(set(inputs.values())) > 1:
+        raise InputError(
+            f"layer '{layer.name}': the forward kernel takes {inputs['forward']} inputs, the "
+            f"backward kernel {inputs['backward']}; both directions read the same input"
+        )
 
 
 def _shape(shape: tuple[int, ...]) -> str:
