@@ -1,0 +1,614 @@
+"""Mutation fuzzing of model files: damaged copies of the committed fixtures, fed to the CLI.
+
+Every mutant is derived deterministically from ``(fixture, kind, seed)``, so a failure can be
+replayed exactly. ``check_case`` runs ``bilstm inspect --json`` and ``bilstm init`` on the
+mutant in this process and returns the problems it saw (an empty list means the tool behaved):
+
+- the exit code is one of the documented ones and never the "unexpected error" fallback;
+- stderr has no traceback and at most one line, an ``Error:`` line naming the file on failure;
+- the mutant is byte-for-byte unchanged afterwards and no temporary file is left behind;
+- a successful ``init`` leaves a complete output that ``inspect`` reads; a failed one, none.
+
+Also home to the small file-editing helpers the hostile-input tests build their files with.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import io
+import json
+import os
+import random
+import shutil
+import signal
+import sys
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "fixtures"
+DOCUMENTED_EXIT_CODES = {0, 1, 2, 3, 4}
+WEIGHTS_H5 = "model.weights.h5"
+
+
+# --- helpers to build hostile files ------------------------------------------------------------
+
+
+def suffix_of(path: str | Path) -> str:
+    name = Path(path).name
+    for suffix in (".weights.h5", ".keras", ".h5"):
+        if name.endswith(suffix):
+            return suffix
+    return Path(path).suffix
+
+
+def sha256(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def is_keras(path: str | Path) -> bool:
+    return suffix_of(path) == ".keras"
+
+
+def read_members(path: str | Path) -> list[tuple[str, bytes]]:
+    with zipfile.ZipFile(path) as z:
+        return [(i.filename, z.read(i)) for i in z.infolist()]
+
+
+def write_members(
+    path: str | Path, members: list[tuple[str, bytes]], compression: int = zipfile.ZIP_STORED
+) -> None:
+    """A zip archive holding ``members`` in order (duplicates allowed, as a hostile file may)."""
+    with zipfile.ZipFile(path, "w", compression) as z:
+        for name, data in members:
+            info = zipfile.ZipInfo(name, date_time=(2024, 1, 1, 0, 0, 0))
+            info.compress_type = compression
+            with warnings_off():
+                z.writestr(info, data)
+
+
+@contextlib.contextmanager
+def warnings_off() -> Iterator[None]:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def edit_h5(src: str | Path, dst: str | Path, edit: Callable[[h5py.File], None]) -> None:
+    """Copy a model file to ``dst`` and let ``edit`` change its HDF5 weights in place
+    (for a ``.keras`` archive: its ``model.weights.h5`` member, re-zipped afterwards)."""
+    if not is_keras(src):
+        shutil.copyfile(src, dst)
+        with h5py.File(dst, "r+") as f:
+            edit(f)
+        return
+    members = read_members(src)
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = Path(tmp) / WEIGHTS_H5
+        weights.write_bytes(dict(members)[WEIGHTS_H5])
+        with h5py.File(weights, "r+") as f:
+            edit(f)
+        data = weights.read_bytes()
+    write_members(dst, [(n, data if n == WEIGHTS_H5 else d) for n, d in members])
+
+
+def load_config(path: str | Path) -> Any:
+    if is_keras(path):
+        return json.loads(dict(read_members(path))["config.json"])
+    with h5py.File(path, "r") as f:
+        raw = f.attrs["model_config"]
+    return json.loads(raw)
+
+
+def edit_config(src: str | Path, dst: str | Path, edit: Callable[[Any], Any]) -> None:
+    """Copy a model file to ``dst`` with its JSON configuration replaced by ``edit(config)``
+    (``edit`` may return bytes/str to store raw text instead of JSON)."""
+    new = edit(load_config(src))
+    raw = new if isinstance(new, bytes | str) else json.dumps(new)
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8", "surrogatepass")
+    if is_keras(src):
+        members = read_members(src)
+        write_members(dst, [(n, raw if n == "config.json" else d) for n, d in members])
+        return
+    shutil.copyfile(src, dst)
+    with h5py.File(dst, "r+") as f:
+        try:
+            f.attrs["model_config"] = raw
+        except ValueError:  # embedded NULs: store the bytes as opaque data instead
+            f.attrs["model_config"] = np.void(raw)
+
+
+def weight_datasets(f: h5py.Group) -> list[str]:
+    """Every dataset path of a Bidirectional's forward/backward weights, in file order."""
+    found: list[str] = []
+
+    def visit(name: str, obj: Any) -> None:
+        if isinstance(obj, h5py.Dataset) and ("forward" in name or "backward" in name):
+            found.append(name)
+
+    f.visititems(visit)
+    return found
+
+
+def temp_leftovers(directory: str | Path) -> list[str]:
+    """Files in ``directory`` that look like the tool's staged outputs."""
+    return sorted(n for n in os.listdir(directory) if n.startswith(".") and ".tmp" in n)
+
+
+# --- running the command in this process -------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    code: int
+    stdout: str
+    stderr: str
+
+
+class CaseTimeout(BaseException):
+    """Raised by the alarm when one case runs longer than its time bound."""
+
+
+def run_main(*args: str | Path, timeout: float | None = None) -> Outcome:
+    """``bilstm ARGS`` through the console-script entry point, stdout/stderr captured."""
+    from bilstm_cli.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    old = sys.stdout, sys.stderr
+    previous = None
+    if timeout:
+        previous = signal.signal(signal.SIGALRM, _alarm)
+        signal.setitimer(signal.ITIMER_REAL, timeout)
+    sys.stdout, sys.stderr = out, err
+    try:
+        main([str(a) for a in args])
+        code: Any = 0
+    except SystemExit as exc:
+        code = exc.code
+    finally:
+        sys.stdout, sys.stderr = old
+        if timeout:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+    return Outcome(code if isinstance(code, int) else 1, out.getvalue(), err.getvalue())
+
+
+def _alarm(signum: int, frame: Any) -> None:
+    raise CaseTimeout()
+
+
+def error_line_problems(outcome: Outcome, file: str | Path, what: str) -> list[str]:
+    """What is wrong with the stderr of one run (empty when nothing is)."""
+    problems = []
+    err = outcome.stderr
+    lines = err.splitlines()
+    if "Traceback" in err:
+        problems.append(f"{what}: traceback on stderr")
+    if outcome.code not in DOCUMENTED_EXIT_CODES:
+        problems.append(f"{what}: exit code {outcome.code}")
+    if outcome.code == 0:
+        return problems
+    if len(lines) != 1:
+        problems.append(f"{what}: {len(lines)} stderr lines: {err[:300]!r}")
+    elif not lines[0].startswith("Error: "):
+        problems.append(f"{what}: stderr does not start with 'Error: ': {lines[0][:200]!r}")
+    elif "unexpected" in lines[0]:
+        problems.append(f"{what}: unexpected error: {lines[0][:300]}")
+    elif Path(file).name not in lines[0]:
+        problems.append(f"{what}: error does not name {Path(file).name}: {lines[0][:200]}")
+    return problems
+
+
+# --- mutations ---------------------------------------------------------------------------------
+
+ODD_VALUES: list[Any] = [
+    None, True, False, 0, -1, 1, 2**40, -(2**63), 1.5, float("nan"), float("inf"), "", "x",
+    "LSTM", "GRU", "Bidirectional", "../../etc/passwd", [], [1, 2], {}, {"class_name": None},
+    {"module": "os", "class_name": "system", "config": "touch /tmp/never"}, "\u2603" * 3,
+]
+INTERESTING_KEYS = (
+    "units", "class_name", "layer", "backward_layer", "config", "layers", "name", "use_bias",
+    "reset_after", "merge_mode", "module", "registered_name", "activation",
+    "recurrent_activation", "go_backwards", "inbound_nodes", "build_config",
+)
+
+
+# Where HDF5 keeps structure (object headers, B-trees, heaps, symbol tables) and where a zip
+# keeps its headers: flips there reach the parsers instead of only changing weight values.
+SIGNATURES = (b"OHDR", b"TREE", b"HEAP", b"SNOD", b"GCOL", b"FRHP", b"FHDB", b"BTHD", b"BTLF",
+              b"\x89HDF", b"PK\x03\x04", b"PK\x01\x02", b"PK\x05\x06")
+
+
+def _structure_offsets(data: bytes) -> list[int]:
+    found = []
+    for sig in SIGNATURES:
+        start = data.find(sig)
+        while start >= 0 and len(found) < 5000:
+            found.append(start)
+            start = data.find(sig, start + 1)
+    return found
+
+
+def _flip(data: bytes, rng: random.Random) -> bytes:
+    buf = bytearray(data)
+    anchors = _structure_offsets(data) if rng.random() < 0.6 else []
+    for _ in range(rng.choice((1, 1, 2, 4, 8, 32))):
+        if anchors:
+            pos = min(len(buf) - 1, rng.choice(anchors) + rng.randrange(96))
+        else:
+            pos = rng.randrange(len(buf))
+        buf[pos] ^= rng.randrange(1, 256)
+    return bytes(buf)
+
+
+def _truncate(data: bytes, rng: random.Random) -> bytes:
+    roll = rng.random()
+    if roll < 0.15:
+        return data[: rng.randrange(0, 64)]
+    if roll < 0.3:
+        return data[: len(data) - rng.randrange(1, 64)]
+    return data[: rng.randrange(0, len(data))]
+
+
+def mutate_bytes(src: Path, dst: Path, kind: str, rng: random.Random) -> str:
+    data = src.read_bytes()
+    new = _flip(data, rng) if kind == "flip" else _truncate(data, rng)
+    dst.write_bytes(new)
+    return f"{kind} ({len(data)} -> {len(new)} bytes)"
+
+
+def mutate_zip(src: Path, dst: Path, rng: random.Random) -> str:
+    members = read_members(src)
+    names = [n for n, _ in members]
+    op = rng.choice(
+        ("remove", "duplicate", "swap", "rename", "evil_name", "deflate", "bad_crc", "empty",
+         "reorder", "extra_weights")
+    )
+    if op == "remove":
+        k = rng.randrange(len(members))
+        del members[k]
+        note = f"remove {names[k]}"
+    elif op == "duplicate":
+        k = rng.randrange(len(members))
+        other = rng.choice(members)[1] if rng.random() < 0.5 else members[k][1]
+        members.insert(rng.randrange(len(members) + 1), (names[k], other))
+        note = f"duplicate {names[k]}"
+    elif op == "swap":
+        i, j = rng.sample(range(len(members)), 2) if len(members) > 1 else (0, 0)
+        (a, da), (b, db) = members[i], members[j]
+        members[i], members[j] = (a, db), (b, da)
+        note = f"swap contents of {a} and {b}"
+    elif op == "rename":
+        k = rng.randrange(len(members))
+        members[k] = (rng.choice(("CONFIG.JSON", "x/config.json", "model.weights.npz",
+                                  names[k] + ".bak")), members[k][1])
+        note = f"rename {names[k]}"
+    elif op == "evil_name":
+        evil = rng.choice(("../escape.txt", "/abs/path", "assets/../../up", "C:/win.txt"))
+        members.insert(rng.randrange(len(members) + 1), (evil, b"x"))
+        note = f"add member {evil}"
+    elif op == "deflate":
+        write_members(dst, members, zipfile.ZIP_DEFLATED)
+        return "zip: recompress with deflate"
+    elif op == "bad_crc":
+        write_members(dst, members)
+        data = bytearray(dst.read_bytes())
+        target = rng.choice(names)
+        content = dict(members)[target]
+        pos = data.find(content[:64]) if content else -1
+        if pos >= 0 and content:
+            data[pos + rng.randrange(min(len(content), 64))] ^= 0xFF
+        dst.write_bytes(bytes(data))
+        return f"zip: corrupt stored bytes of {target}"
+    elif op == "empty":
+        k = rng.randrange(len(members))
+        members[k] = (names[k], b"")
+        note = f"empty {names[k]}"
+    elif op == "reorder":
+        rng.shuffle(members)
+        note = "reorder members"
+    else:
+        members.append(("model.weights.h5", dict(members).get(WEIGHTS_H5, b"")[:1000]))
+        note = "second, truncated model.weights.h5"
+    write_members(dst, members)
+    return f"zip: {note}"
+
+
+def _nodes(doc: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], Any]]:
+    yield path, doc
+    if isinstance(doc, dict):
+        for k, v in doc.items():
+            yield from _nodes(v, (*path, k))
+    elif isinstance(doc, list):
+        for i, v in enumerate(doc):
+            yield from _nodes(v, (*path, i))
+
+
+def _set(doc: Any, path: tuple[Any, ...], value: Any) -> Any:
+    if not path:
+        return value
+    node = doc
+    for p in path[:-1]:
+        node = node[p]
+    node[path[-1]] = value
+    return doc
+
+
+def _delete(doc: Any, path: tuple[Any, ...]) -> Any:
+    if not path:
+        return {}
+    node = doc
+    for p in path[:-1]:
+        node = node[p]
+    del node[path[-1]]
+    return doc
+
+
+def mutate_config_doc(config: Any, rng: random.Random) -> tuple[Any, str]:
+    """A changed copy of a configuration and what was changed."""
+    doc = copy.deepcopy(config)
+    nodes = list(_nodes(doc))
+    keyed = [(p, v) for p, v in nodes if p and p[-1] in INTERESTING_KEYS]
+    path, value = rng.choice(keyed) if keyed and rng.random() < 0.75 else rng.choice(nodes)
+    op = rng.choice(("replace", "replace", "delete", "retype", "raw"))
+    where = "/".join(str(p) for p in path) or "<root>"
+    if op == "raw":
+        text = json.dumps(doc)
+        cut = rng.randrange(len(text))
+        return text[:cut] + rng.choice(("", "}", "\x00", "[" * 5000, "\ud800")) , "raw text cut"
+    if op == "delete":
+        return _delete(doc, path), f"delete {where}"
+    if op == "retype":
+        if isinstance(value, dict):
+            new: Any = list(value.values())
+        elif isinstance(value, list):
+            new = {str(i): v for i, v in enumerate(value)}
+        elif isinstance(value, str):
+            new = [value]
+        elif isinstance(value, bool | int | float):
+            new = str(value)
+        else:
+            new = {"value": value}
+        return _set(doc, path, new), f"retype {where}"
+    new = rng.choice(ODD_VALUES)
+    if isinstance(value, str) and rng.random() < 0.3:
+        new = value + rng.choice(("_x", "Cell", "/", ".."))
+    return _set(doc, path, copy.deepcopy(new)), f"set {where} = {str(new)[:40]}"
+
+
+def mutate_config(src: Path, dst: Path, rng: random.Random) -> str:
+    notes: list[str] = []
+
+    def edit(config: Any) -> Any:
+        doc, note = mutate_config_doc(config, rng)
+        notes.append(note)
+        return doc
+
+    edit_config(src, dst, edit)
+    return f"config: {notes[0]}"
+
+
+def mutate_h5(src: Path, dst: Path, rng: random.Random) -> str:
+    notes: list[str] = []
+
+    def edit(f: h5py.File) -> None:
+        notes.append(_mutate_h5_file(f, rng))
+
+    edit_h5(src, dst, edit)
+    return f"h5: {notes[0]}"
+
+
+def _attr_holders(f: h5py.File) -> list[tuple[h5py.HLObject, str]]:
+    found: list[tuple[h5py.HLObject, str]] = [(f, k) for k in f.attrs]
+
+    def visit(name: str, obj: Any) -> None:
+        for k in obj.attrs:
+            found.append((obj, k))
+
+    f.visititems(visit)
+    return found
+
+
+def _mutate_h5_file(f: h5py.File, rng: random.Random) -> str:
+    weights = weight_datasets(f)
+    ops = ["attr", "attr", "attr", "drop", "replace", "link", "dtype"]
+    if not weights:
+        ops = ["attr"]
+    op = rng.choice(ops)
+    if op == "attr":
+        holders = _attr_holders(f)
+        if not holders:
+            return "no attributes"
+        obj, key = rng.choice(holders)
+        value = obj.attrs[key]
+        choice = rng.randrange(7)
+        if choice == 0:
+            del obj.attrs[key]
+            return f"delete attr {key} of {obj.name}"
+        if choice == 1 and isinstance(value, np.ndarray) and value.size > 1:
+            items = list(value)
+            rng.shuffle(items)
+            items = items[: rng.randrange(len(items) + 1)] + items[: rng.randrange(2)]
+            try:
+                obj.attrs[key] = np.array(items, dtype=value.dtype) if items else np.array([])
+            except (TypeError, ValueError):
+                obj.attrs[key] = np.array([str(i) for i in items], dtype=h5py.string_dtype())
+            return f"shuffle/drop items of attr {key} of {obj.name}"
+        if choice == 2 and isinstance(value, np.ndarray) and value.size >= 1:
+            items = [str(v.decode() if isinstance(v, bytes) else v) for v in value.reshape(-1)]
+            k = rng.randrange(len(items))
+            items[k] = rng.choice(("/", "..", "../../x", "/model_weights", "a" * 300, "",
+                                   items[k] + "/..", "kernel:0"))
+            obj.attrs[key] = np.array(items, dtype=h5py.string_dtype())
+            return f"bad item in attr {key} of {obj.name}"
+        new = rng.choice((0, -1, 3.5, b"\xff\xfe", "", "{}", "[]", np.arange(3), np.zeros((2, 2)),
+                          b"null", '{"class_name": "Sequential", "config": {"layers": 5}}'))
+        obj.attrs[key] = new
+        return f"set attr {key} of {obj.name} to {str(new)[:30]}"
+    path = rng.choice(weights)
+    ds = f[path]
+    if op == "drop":
+        del f[path]
+        return f"delete {path}"
+    if op == "replace":
+        shape = rng.choice(((), (0,), (1,), (ds.shape[0] + 1,) + ds.shape[1:], (3, 3, 3),
+                            ds.shape[::-1]))
+        del f[path]
+        f.create_dataset(path, data=np.ones(shape, np.float32))
+        return f"reshape {path} to {shape}"
+    if op == "link":
+        other = rng.choice(weights)
+        del f[path]
+        kind = rng.randrange(3)
+        if kind == 0:
+            f[path] = h5py.SoftLink("/" + other)
+        elif kind == 1:
+            f[path] = h5py.ExternalLink("elsewhere.h5", "/" + other)
+        else:
+            f.create_group(path)
+        return f"replace {path} by {('soft link', 'external link', 'group')[kind]}"
+    data = ds[()]
+    del f[path]
+    dtype = rng.choice((np.int32, np.float16, np.float64, np.uint8, h5py.string_dtype(), bool))
+    if dtype is h5py.string_dtype():
+        f.create_dataset(path, data=np.full(data.shape, "w", dtype=object), dtype=dtype)
+    else:
+        f.create_dataset(path, data=data.astype(dtype))
+    return f"retype {path} as {np.dtype(dtype)}"
+
+
+MUTATIONS = ("flip", "truncate", "zip", "config", "h5")
+
+
+def fixtures() -> list[Path]:
+    """Every committed model fixture (the manifest's files)."""
+    doc = json.loads((FIXTURES / "manifest.json").read_text())
+    entries = doc["fixtures"] if isinstance(doc, dict) else doc
+    return [FIXTURES / e["file"] for e in entries]
+
+
+def kinds_for(path: Path) -> tuple[str, ...]:
+    kinds = ["flip", "truncate", "h5"]
+    if is_keras(path):
+        kinds += ["zip", "config"]
+    else:
+        with h5py.File(path, "r") as f:
+            if "model_config" in f.attrs:
+                kinds.append("config")
+    return tuple(kinds)
+
+
+@dataclass(frozen=True)
+class Case:
+    fixture: str
+    kind: str
+    seed: int
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.fixture}:{self.seed}"
+
+
+def make_mutant(case: Case, directory: Path) -> tuple[Path, str]:
+    """Write the mutant of ``case`` into ``directory``; return its path and a description."""
+    src = FIXTURES / case.fixture
+    dst = directory / f"mutant{suffix_of(src)}"
+    rng = random.Random(f"{case.fixture}/{case.kind}/{case.seed}")
+    if case.kind in ("flip", "truncate"):
+        note = mutate_bytes(src, dst, case.kind, rng)
+    elif case.kind == "zip":
+        note = mutate_zip(src, dst, rng)
+    elif case.kind == "config":
+        note = mutate_config(src, dst, rng)
+    else:
+        note = mutate_h5(src, dst, rng)
+    return dst, note
+
+
+def cases(count: int, seed: int = 0) -> list[Case]:
+    """``count`` cases spread evenly over fixtures and the mutation kinds that apply to them."""
+    pairs = [(p.name, kind) for p in fixtures() for kind in kinds_for(p)]
+    rng = random.Random(seed)
+    rng.shuffle(pairs)
+    return [Case(pairs[i % len(pairs)][0], pairs[i % len(pairs)][1], seed * 1_000_003 + i)
+            for i in range(count)]
+
+
+@dataclass
+class Report:
+    case: Case
+    note: str = ""
+    codes: dict[str, int] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+
+def check_case(case: Case, workdir: Path, timeout: float = 10.0) -> Report:
+    """Build the mutant of ``case`` under ``workdir``, run the tool on it, report problems."""
+    directory = workdir / f"case{case.seed}"
+    outdir = directory / "out"
+    outdir.mkdir(parents=True, exist_ok=True)
+    report = Report(case)
+    try:
+        mutant, report.note = make_mutant(case, directory)
+    except Exception as exc:  # the mutation itself failed: not the tool's problem
+        report.note = f"mutation skipped ({type(exc).__name__}: {exc})"
+        shutil.rmtree(directory, ignore_errors=True)
+        return report
+    before = sha256(mutant)
+    output = outdir / f"out{suffix_of(mutant)}"
+    runs = (
+        ("inspect", ("inspect", mutant, "--json")),
+        ("init", ("init", mutant, "-o", output, "--init", "zeros", "--seed", "1", "--json")),
+    )
+    try:
+        for name, args in runs:
+            try:
+                outcome = run_main(*args, timeout=timeout)
+            except CaseTimeout:
+                report.problems.append(f"{name}: still running after {timeout:g} s")
+                continue
+            report.codes[name] = outcome.code
+            report.problems += error_line_problems(outcome, mutant, name)
+            if name == "inspect" and outcome.code == 0:
+                try:
+                    json.loads(outcome.stdout)
+                except ValueError:
+                    report.problems.append("inspect: --json printed no valid JSON")
+            if name == "init":
+                report.problems += _check_init_output(outcome, output, timeout)
+        if sha256(mutant) != before:
+            report.problems.append("the input file was modified")
+        for d in (directory, outdir):
+            left = temp_leftovers(d)
+            if left:
+                report.problems.append(f"temporary files left in {d.name}: {left}")
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    return report
+
+
+def _check_init_output(outcome: Outcome, output: Path, timeout: float) -> list[str]:
+    if outcome.code != 0:
+        if output.exists():
+            return [f"init: exit {outcome.code} but an output file exists"]
+        return []
+    if not output.exists():
+        return ["init: exit 0 but no output file"]
+    try:
+        again = run_main("inspect", output, "--json", timeout=timeout)
+    except CaseTimeout:
+        return ["inspect of the output: still running"]
+    if again.code != 0:
+        return [f"inspect of init's output: exit {again.code}: {again.stderr.strip()[:200]}"]
+    return []
