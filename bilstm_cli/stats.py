@@ -7,6 +7,7 @@ Inf still gets meaningful numbers and the JSON output never holds NaN (which is 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -16,13 +17,35 @@ from bilstm_cli.gates import gate_blocks
 STAT_KEYS: tuple[str, ...] = ("mean", "std", "min", "max", "l2", "finite")
 
 
+# Elements converted to float64 at a time: small enough to stay in cache,
+# so a weight is never copied whole and memory does not grow with the weight.
+_CHUNK = 1 << 18
+
+
 def _finite_values(a: np.ndarray) -> tuple[np.ndarray, int]:
-    """Flat float64 values of ``a`` that are finite, and how many entries were not."""
-    x = np.asarray(a).astype(np.float64, copy=False).ravel()
+    """Flat values of ``a`` that are finite (in their own dtype), and how many were not."""
+    x = np.asarray(a).ravel()
+    if x.dtype.kind not in "fc":
+        x = x.astype(np.float64)
     ok = np.isfinite(x)
     if ok.all():
         return x, 0
     return x[ok], int(x.size - np.count_nonzero(ok))
+
+
+def _moments(x: np.ndarray) -> tuple[float, float, float]:
+    """(mean, population std, L2 norm) of a flat array, accumulated in float64 chunk by chunk."""
+    n = x.size
+    total = float(np.add.reduce(x, dtype=np.float64))
+    mean = total / n
+    squares = 0.0
+    deviations = 0.0
+    for start in range(0, n, _CHUNK):
+        chunk = x[start : start + _CHUNK].astype(np.float64)
+        squares += float(np.einsum("i,i->", chunk, chunk))
+        chunk -= mean
+        deviations += float(np.einsum("i,i->", chunk, chunk))
+    return mean, math.sqrt(deviations / n), math.sqrt(squares)
 
 
 def weight_stats(a: np.ndarray) -> dict[str, Any]:
@@ -35,12 +58,13 @@ def weight_stats(a: np.ndarray) -> dict[str, Any]:
     if x.size == 0:
         out = dict.fromkeys(("mean", "std", "min", "max", "l2"))
     else:
+        mean, std, l2 = _moments(x)
         out = {
-            "mean": float(np.mean(x)),
-            "std": float(np.std(x)),
+            "mean": mean,
+            "std": std,
             "min": float(np.min(x)),
             "max": float(np.max(x)),
-            "l2": float(np.sqrt(np.dot(x, x))),
+            "l2": l2,
         }
     out["finite"] = nonfinite == 0
     out["count"] = int(np.asarray(a).size)

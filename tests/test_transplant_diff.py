@@ -89,6 +89,7 @@ def test_map_one_direction_onto_the_other_with_gates(tmp_path):
         if key != ("backward", "recurrent_kernel"):
             assert np.array_equal(old[key], new[key])
     assert "expected: partial transplant" in run.stdout
+    assert "forward pass" in run.stdout
 
 
 def test_map_from_an_unknown_layer_lists_what_the_donor_has(tmp_path):

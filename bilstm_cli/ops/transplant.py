@@ -354,7 +354,12 @@ def _forward_checks(
     checks = []
     major = _major(target)
     with open_weights(donor.path) as fd, open_weights(staged) as fw:
+        # A whole Bidirectional pair is checked as one layer below; run single cells only for
+        # the pairs that check does not cover.
+        covered = _whole_pairs(pairs)
         for pair in pairs:
+            if any(pair is p for _, _, moved in covered for p in moved):
+                continue
             src = pair.source.settings
             tgt = pair.target.settings(pair.direction)
             if src.activation is None or tgt.activation is None:
@@ -367,16 +372,7 @@ def _forward_checks(
             y_d = reference.rnn_forward(x, *dw, _cell_config(src, pair.source.keras_major, False))
             y_w = reference.rnn_forward(x, *ww, _cell_config(tgt, major, False))
             checks.append(_agreement(pair, "forward pass", _max_diff(y_d, y_w)))
-        for d_layer, t_layer in {
-            (id(p.whole[0]), id(p.whole[1])): p.whole for p in pairs if p.whole
-        }.values():
-            moved = [
-                p for p in pairs if p.whole and p.whole[0] is d_layer and p.whole[1] is t_layer
-            ]
-            if len(moved) != 2 or d_layer.merge_mode != t_layer.merge_mode:
-                continue
-            if any(s.activation is None for s in (d_layer.forward, t_layer.forward)):
-                continue
+        for d_layer, t_layer, moved in covered:
             label = f"{d_layer.name} → {t_layer.name}"
             src_f, src_b = (p.source for p in sorted(moved, key=lambda p: p.direction != "forward"))
             x = reference.probe_batch(
@@ -415,6 +411,23 @@ def _forward_checks(
             whole_pair.differences = [d for p in moved for d in p.differences]
             checks.append(_agreement(whole_pair, "Bidirectional forward pass", diff, label))
     return checks
+
+
+def _whole_pairs(pairs: list[Pair]) -> list[tuple[BiLayer, BiLayer, list[Pair]]]:
+    """Donor/target Bidirectional layers moved in both directions, runnable as whole layers."""
+    groups: dict[tuple[int, int], list[Pair]] = {}
+    for p in pairs:
+        if p.whole:
+            groups.setdefault((id(p.whole[0]), id(p.whole[1])), []).append(p)
+    out = []
+    for moved in groups.values():
+        d_layer, t_layer = moved[0].whole  # type: ignore[misc]
+        if len(moved) != 2 or d_layer.merge_mode != t_layer.merge_mode:
+            continue
+        if any(s.activation is None for s in (d_layer.forward, t_layer.forward)):
+            continue
+        out.append((d_layer, t_layer, moved))
+    return out
 
 
 def _max_diff(a: Any, b: Any) -> float:
