@@ -251,6 +251,13 @@ def _check_pair(pair: Pair, roles: list[Target], donor_path: str) -> list[tuple[
             continue
         if a != b:
             pair.differences.append(f"{key} {a} (donor) vs {b} (target)")
+    # Moving a backward cell onto a forward one flips go_backwards by design; within the same
+    # direction a difference means an explicit backward layer that reads time the other way.
+    same_direction = pair.source.label.endswith("/" + pair.direction)
+    if same_direction and src.go_backwards != tgt.go_backwards and src.activation is not None:
+        pair.differences.append(
+            f"go_backwards {src.go_backwards} (donor) vs {tgt.go_backwards} (target)"
+        )
     if src.activation is None or tgt.activation is None:
         pair.differences.append("cell settings unknown (weights-only file); not compared")
     return out

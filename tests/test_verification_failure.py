@@ -1,0 +1,52 @@
+"""A failed verification exits 1 and leaves nothing at the output path, temporary files included."""
+
+from __future__ import annotations
+
+import bilstm_cli.ops.apply as apply_module
+from conftest import FIXTURES, run_cli
+
+SRC = FIXTURES / "k3_seq_input_lstm_concat.keras"
+
+
+def _leftovers(directory):
+    return sorted(p.name for p in directory.iterdir())
+
+
+def test_unexpected_change_elsewhere_fails_verification(tmp_path, monkeypatch):
+    monkeypatch.setattr(
+        apply_module, "unchanged_except", lambda *a, **k: ["dataset 'layers/dense/vars/0' changed"]
+    )
+    out = tmp_path / "o.keras"
+    run = run_cli("init", SRC, "-o", out, "--seed", "1")
+    assert run.exit_code == 1
+    assert "verification failed" in run.stderr and "layers/dense/vars/0" in run.stderr
+    assert _leftovers(tmp_path) == []
+
+
+def test_a_failed_strategy_fact_fails_verification(tmp_path, monkeypatch):
+    import bilstm_cli.initializers as strategies
+
+    monkeypatch.setattr(strategies, "facts", lambda *a, **k: [("orthogonal blocks", False, "off")])
+    out = tmp_path / "o.keras"
+    out.write_bytes(b"previous")
+    run = run_cli("init", SRC, "-o", out, "--seed", "1", "--force")
+    assert run.exit_code == 1 and "orthogonal blocks" in run.stderr
+    assert out.read_bytes() == b"previous"  # the old file stays as it was
+    assert _leftovers(tmp_path) == ["o.keras"]
+
+
+def test_written_bytes_that_differ_from_the_intent_fail_verification(tmp_path, monkeypatch):
+    import bilstm_cli.formats.writer as writer
+
+    real = writer.StagedWrite.write
+
+    def corrupting_write(self, dataset, values):
+        real(self, dataset, values)
+        ds = self._h5[dataset]
+        ds[(0,) * ds.ndim] = ds[(0,) * ds.ndim] + 1.0  # after the digest was taken
+
+    monkeypatch.setattr(writer.StagedWrite, "write", corrupting_write)
+    out = tmp_path / "o.h5"
+    run = run_cli("init", FIXTURES / "k2_seq_lstm.h5", "-o", out, "--seed", "1")
+    assert run.exit_code == 1 and "intended values" in run.stderr
+    assert _leftovers(tmp_path) == []
