@@ -9,7 +9,6 @@ import zipfile
 import h5py
 import numpy as np
 import pytest
-
 from conftest import FIXTURES, fixture_ids, manifest, run_cli
 
 # Fixtures whose Bidirectional layers the tool can change (CuDNN layers are donors only).

@@ -11,7 +11,6 @@ import zipfile
 import h5py
 import numpy as np
 import pytest
-
 from conftest import FIXTURES, fixture_entries, fixture_ids, manifest, run_cli
 
 ALL = manifest()

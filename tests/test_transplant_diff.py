@@ -6,7 +6,6 @@ import hashlib
 
 import numpy as np
 import pytest
-
 from conftest import FIXTURES, run_cli
 from test_init import _weights
 

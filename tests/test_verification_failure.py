@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import bilstm_cli.ops.apply as apply_module
 from conftest import FIXTURES, run_cli
+
+import bilstm_cli.ops.apply as apply_module
 
 SRC = FIXTURES / "k3_seq_input_lstm_concat.keras"
 
