@@ -116,7 +116,10 @@ class StagedWrite:
             else:
                 self._edit_path = self.staged_path
                 shutil.copyfile(self.model.path, self._edit_path)
-            self._h5 = h5py.File(self._edit_path, "r+")
+            try:
+                self._h5 = h5py.File(self._edit_path, "r+")
+            except (OSError, RuntimeError, ValueError) as exc:
+                raise self._h5_error(exc, "opened for rewriting") from None
         except BaseException as exc:
             self.__exit__(type(exc), exc, None)
             if isinstance(exc, OSError):
@@ -139,16 +142,32 @@ class StagedWrite:
             )
         try:
             ds[...] = values
-        except OSError as exc:
-            raise _os_error(self.output, exc) from None
+        except (OSError, RuntimeError, ValueError, TypeError) as exc:
+            raise self._h5_error(exc, f"rewritten at '{dataset}'") from None
         self.written[dataset] = digest(values)
+
+    def _h5_error(self, exc: BaseException, what: str) -> OutputError | InputError:
+        """An HDF5 failure while editing the copy: the output's fault when the system
+        refused a write (disk full, read-only), otherwise the input's damaged structure."""
+        if isinstance(exc, OSError) and exc.errno is not None:
+            return _os_error(self.output, exc)
+        text = str(exc)
+        for code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EROFS, errno.EIO):
+            if f"errno = {code}," in text:
+                return _os_error(self.output, OSError(code, os.strerror(code)))
+        lines = text.strip().splitlines()
+        detail = lines[0][:160] if lines else type(exc).__name__
+        return InputError(f"{self.model.path}: damaged HDF5 data; it cannot be {what} ({detail})")
 
     def finish(self) -> None:
         """Close the edited weights and, for an archive, assemble the staged ``.keras``."""
         try:
             if self._h5 is not None:
-                self._h5.close()
-                self._h5 = None
+                h5, self._h5 = self._h5, None
+                try:
+                    h5.close()
+                except (OSError, RuntimeError, ValueError) as exc:
+                    raise self._h5_error(exc, "written back") from None
             if self.model.format == "keras":
                 assert self._edit_path is not None
                 rewrite_archive(self.model.path, self.staged_path, {WEIGHTS_H5: self._edit_path})
@@ -169,6 +188,13 @@ class StagedWrite:
         except OSError as exc:
             raise _os_error(self.output, exc) from None
         self._committed = True
+        # Make the rename itself durable; not every file system can sync a directory.
+        with contextlib.suppress(OSError):
+            fd = os.open(os.path.dirname(self.output) or ".", os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if self._h5 is not None:
