@@ -1,0 +1,397 @@
+"""The output of ``init`` is complete or absent, whatever happens while it is written.
+
+Refused outputs (missing or read-only directory, an existing file, the input itself) exit 4
+before anything is written; a full disk, Ctrl-C, SIGTERM or SIGKILL in the middle of a write
+never leaves a truncated file at the output path, and the first three leave no temporary
+file either. Two writers racing for the same path leave one of their two complete files.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from fuzzing import (
+    FIXTURES,
+    edit_config,
+    edit_h5,
+    run_main,
+    sha256,
+    suffix_of,
+    temp_leftovers,
+    weight_datasets,
+)
+
+KERAS = FIXTURES / "k3_seq_input_lstm_concat.keras"
+LEGACY = FIXTURES / "k3_legacy_seq_lstm.h5"
+BIG_UNITS = 1024  # about 34 MB of weights: long enough to interrupt, quick to write
+
+
+def one_error_line(stderr: str, code: int, expected_code: int, *words: str) -> str:
+    assert code == expected_code, (code, stderr)
+    assert "Traceback" not in stderr
+    lines = stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), stderr
+    for word in words:
+        assert word.lower() in lines[0].lower(), (word, lines[0])
+    return lines[0]
+
+
+def init_args(model: Path, out: Path, *extra: str) -> list[str]:
+    return ["init", str(model), "-o", str(out), "--init", "zeros", "--seed", "1", *extra]
+
+
+def cli(*args: str, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "bilstm_cli", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
+
+
+def finished(proc: subprocess.Popen, timeout: float = 120) -> tuple[int, str]:
+    _, err = proc.communicate(timeout=timeout)
+    return proc.returncode, err
+
+
+def _grow(units: int):
+    rng = np.random.default_rng(units)
+
+    def edit(f: h5py.File) -> None:
+        for path in weight_datasets(f):
+            if "/dense" in path:
+                continue
+            role = path.rsplit("/", 1)[-1]
+            index = {"kernel": 0, "recurrent_kernel": 1, "bias": 2}.get(role, None)
+            index = int(role) if index is None else index
+            shape = [(4, 4 * units), (units, 4 * units), (4 * units,)][index]
+            attrs = dict(f[path].attrs)
+            del f[path]
+            ds = f.create_dataset(path, data=rng.standard_normal(shape, np.float32) * 0.05)
+            for k, v in attrs.items():
+                ds.attrs[k] = v
+
+    return edit
+
+
+def _set_units(units: int):
+    def edit(config):
+        stack = [config]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, dict):
+                if node.get("class_name") == "LSTM" and isinstance(node.get("config"), dict):
+                    node["config"]["units"] = units
+                stack.extend(node.values())
+            elif isinstance(node, list):
+                stack.extend(node)
+        return config
+
+    return edit
+
+
+def make_big(source: Path, dest: Path, units: int = BIG_UNITS) -> Path:
+    """A copy of a one-layer LSTM fixture with ``units`` units (written with h5py)."""
+    staged = dest.with_name("grown" + suffix_of(source))
+    edit_h5(source, staged, _grow(units))
+    edit_config(staged, dest, _set_units(units))
+    staged.unlink()
+    return dest
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory):
+    d = tmp_path_factory.mktemp("big")
+    return {
+        ".h5": make_big(LEGACY, d / "big.h5"),
+        ".keras": make_big(KERAS, d / "big.keras"),
+    }
+
+
+@pytest.fixture(scope="module")
+def reference(big, tmp_path_factory):
+    """What a single, undisturbed run writes for each big model and seed."""
+    d = tmp_path_factory.mktemp("reference")
+    done = {}
+    for suffix, model in big.items():
+        for seed in ("1", "2"):
+            out = d / f"seed{seed}{suffix}"
+            outcome = run_main("init", model, "-o", out, "--init", "glorot_uniform",
+                               "--seed", seed)
+            assert outcome.code == 0, outcome.stderr
+            done[suffix, seed] = sha256(out)
+    return done
+
+
+# --- outputs refused before anything is written ------------------------------------------------
+
+
+def test_output_directory_missing(tmp_path):
+    out = tmp_path / "no" / "such" / "dir" / "out.keras"
+    outcome = run_main(*init_args(KERAS, out))
+    one_error_line(outcome.stderr, outcome.code, 4, str(out), "does not exist")
+    assert not out.parent.exists()
+
+
+def test_output_is_a_directory(tmp_path):
+    out = tmp_path / "out.keras"
+    out.mkdir()
+    outcome = run_main(*init_args(KERAS, out))
+    one_error_line(outcome.stderr, outcome.code, 4, "directory")
+    assert out.is_dir() and list(out.iterdir()) == []
+
+
+def test_existing_output_without_force(tmp_path):
+    out = tmp_path / "out.keras"
+    out.write_bytes(b"precious")
+    outcome = run_main(*init_args(KERAS, out))
+    one_error_line(outcome.stderr, outcome.code, 4, str(out), "--force")
+    assert out.read_bytes() == b"precious"
+    assert temp_leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("spelling", ["same", "dotted", "symlink"])
+def test_output_is_the_input_without_force(tmp_path, spelling):
+    model = tmp_path / "model.keras"
+    shutil.copyfile(KERAS, model)
+    before = sha256(model)
+    out = {
+        "same": model,
+        "dotted": tmp_path / "." / "model.keras",
+        "symlink": tmp_path / "alias.keras",
+    }[spelling]
+    if spelling == "symlink":
+        out.symlink_to(model)
+    outcome = run_main(*init_args(model, out))
+    one_error_line(outcome.stderr, outcome.code, 4, "input", "--force")
+    assert sha256(model) == before
+    assert temp_leftovers(tmp_path) == []
+
+
+def test_output_is_the_input_with_force_replaces_it_whole(tmp_path):
+    model = tmp_path / "model.h5"
+    shutil.copyfile(LEGACY, model)
+    outcome = run_main(*init_args(model, model, "--force"))
+    assert outcome.code == 0, outcome.stderr
+    doc = run_main("inspect", model, "--json")
+    assert doc.code == 0 and '"max": 0.0' in doc.stdout
+    assert temp_leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("where", ["/proc", "/sys"])
+def test_output_in_a_place_nobody_can_write(where):
+    """Kernel file systems refuse new files even to root: an honest unwritable directory."""
+    if not os.path.isdir(where):
+        pytest.skip(f"{where} is not mounted")
+    out = Path(where) / "bilstm-out.h5"
+    outcome = run_main(*init_args(LEGACY, out))
+    one_error_line(outcome.stderr, outcome.code, 4, str(out))
+    assert not out.exists()
+
+
+def _in_private_mounts(script: str) -> subprocess.CompletedProcess[str]:
+    """Run a shell script in a private mount namespace (root only), or skip."""
+    unshare = shutil.which("unshare")
+    if os.geteuid() != 0 or unshare is None:
+        pytest.skip("needs root and unshare(1) to mount a file system privately")
+    probe = subprocess.run([unshare, "-m", "--propagation", "private", "true"],
+                           capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("mount namespaces are not available here")
+    return subprocess.run([unshare, "-m", "--propagation", "private", "sh", "-c", script],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_read_only_directory(tmp_path):
+    """A directory made read-only by a bind mount: root's writes fail there too (EROFS)."""
+    target = tmp_path / "ro"
+    target.mkdir()
+    out = target / "out.h5"
+    if os.geteuid() != 0:
+        target.chmod(0o555)
+        outcome = run_main(*init_args(LEGACY, out))
+        one_error_line(outcome.stderr, outcome.code, 4, str(out), "not writable")
+        return
+    script = (
+        f"mount --bind '{target}' '{target}' && mount -o remount,ro,bind '{target}' && "
+        f"exec '{sys.executable}' -m bilstm_cli {' '.join(init_args(LEGACY, out))}"
+    )
+    run = _in_private_mounts(script)
+    one_error_line(run.stderr, run.returncode, 4, str(out), "not writable")
+    assert list(target.iterdir()) == []
+
+
+@pytest.mark.parametrize("suffix", [".h5", ".keras"])
+def test_disk_full_on_a_small_file_system(tmp_path, big, suffix):
+    """A 20 MB tmpfs cannot hold the 34 MB output: ENOSPC, exit 4, nothing left there."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    out = mnt / f"out{suffix}"
+    script = (
+        f"mount -t tmpfs -o size=20m tmpfs '{mnt}' && "
+        f"'{sys.executable}' -m bilstm_cli {' '.join(init_args(big[suffix], out))}; "
+        f"code=$?; ls -A '{mnt}' >&2; exit $code"
+    )
+    run = _in_private_mounts(script)
+    one_error_line(run.stderr, run.returncode, 4, str(out), "no space left")  # ls printed nothing
+
+
+def _limit_file_size(limit: int):
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # so a write fails with EFBIG instead
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+def _weights_member_size(model: Path) -> int:
+    with zipfile.ZipFile(model) as z:
+        return z.getinfo("model.weights.h5").file_size
+
+
+@pytest.mark.parametrize(
+    ("suffix", "stage"),
+    [(".h5", "copy"), (".keras", "extract"), (".keras", "archive")],
+)
+def test_disk_full_by_file_size_limit(tmp_path, big, suffix, stage):
+    """RLIMIT_FSIZE makes writes past a size fail with EFBIG, at the stage chosen: copying
+    the input, extracting an archive's weights, or writing the new archive."""
+    model = big[suffix]
+    if stage == "archive":
+        limit = _weights_member_size(model) + 64  # the weights fit, the archive does not
+    else:
+        limit = 5 * 1024 * 1024
+    out = tmp_path / f"out{suffix}"
+    proc = cli(*init_args(model, out), preexec_fn=_limit_file_size(limit))
+    code, err = finished(proc)
+    one_error_line(err, code, 4, str(out), "no space left")
+    assert not out.exists()
+    assert temp_leftovers(tmp_path) == []
+
+
+# --- interrupted writes ------------------------------------------------------------------------
+
+
+def _start_and_wait_for_staging(args: list[str], directory: Path) -> subprocess.Popen | None:
+    """Start the command; return it once its temporary file exists (None if it finished)."""
+    proc = cli(*args)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if temp_leftovers(directory):
+            return proc
+        if proc.poll() is not None:
+            return None
+        time.sleep(0.002)
+    proc.kill()
+    raise AssertionError("the command never staged its output")
+
+
+@pytest.mark.parametrize("suffix", [".h5", ".keras"])
+def test_sigkill_leaves_output_absent_or_complete(tmp_path, big, reference, suffix):
+    killed_mid_write = 0
+    for k, delay in enumerate((0.0, 0.02, 0.06, 0.12, 0.25)):
+        out = tmp_path / f"out{k}{suffix}"
+        args = ["init", str(big[suffix]), "-o", str(out), "--init", "glorot_uniform",
+                "--seed", "1"]
+        proc = _start_and_wait_for_staging(args, tmp_path)
+        if proc is not None:
+            time.sleep(delay)
+            proc.kill()
+            proc.communicate()
+            killed_mid_write += proc.returncode == -signal.SIGKILL and not out.exists()
+        if out.exists():
+            assert sha256(out) == reference[suffix, "1"], "a truncated or different output"
+        for name in temp_leftovers(tmp_path):  # SIGKILL cannot be cleaned up after
+            (tmp_path / name).unlink()
+    assert killed_mid_write >= 1, "no kill landed during the write; the model is too small"
+
+
+@pytest.mark.parametrize("suffix", [".h5", ".keras"])
+def test_ctrl_c_exits_130_and_cleans_up(tmp_path, big, suffix):
+    out = tmp_path / f"out{suffix}"
+    for _ in range(3):
+        proc = _start_and_wait_for_staging(init_args(big[suffix], out), tmp_path)
+        if proc is None:  # finished before the signal could land; try again
+            out.unlink()
+            continue
+        proc.send_signal(signal.SIGINT)
+        code, err = finished(proc)
+        if code == 0:
+            out.unlink()
+            continue
+        one_error_line(err, code, 130, "interrupted")
+        assert not out.exists()
+        assert temp_leftovers(tmp_path) == []
+        return
+    pytest.skip("the write always finished before the signal arrived")
+
+
+@pytest.mark.parametrize("suffix", [".h5", ".keras"])
+def test_sigterm_cleans_up(tmp_path, big, suffix):
+    out = tmp_path / f"out{suffix}"
+    for _ in range(3):
+        proc = _start_and_wait_for_staging(init_args(big[suffix], out), tmp_path)
+        if proc is None:
+            out.unlink()
+            continue
+        proc.send_signal(signal.SIGTERM)
+        code, err = finished(proc)
+        if code == 0:
+            out.unlink()
+            continue
+        assert code != 0 and "Traceback" not in err
+        assert len(err.splitlines()) <= 1
+        assert not out.exists()
+        assert temp_leftovers(tmp_path) == []
+        return
+    pytest.skip("the write always finished before the signal arrived")
+
+
+@pytest.mark.parametrize("suffix", [".h5", ".keras"])
+def test_two_writers_racing_for_one_output(tmp_path, big, reference, suffix):
+    out = tmp_path / f"out{suffix}"
+    for _ in range(2):
+        procs = [
+            cli("init", str(big[suffix]), "-o", str(out), "--init", "glorot_uniform",
+                "--seed", seed, "--force")
+            for seed in ("1", "2")
+        ]
+        for proc in procs:
+            code, err = finished(proc)
+            assert code == 0, err
+        assert sha256(out) in {reference[suffix, "1"], reference[suffix, "2"]}
+        assert temp_leftovers(tmp_path) == []
+
+
+# --- damaged structure found only when writing -------------------------------------------------
+
+
+def test_damage_found_when_writing_back_is_an_input_error(tmp_path):
+    """A weights file whose superblock names an impossible driver-info address reads fine but
+    cannot be closed after editing: the input is damaged (exit 3), nothing is left behind."""
+    p = tmp_path / "model.weights.h5"
+    data = bytearray((FIXTURES / "k3_functional_mixed.weights.h5").read_bytes())
+    assert data[48:56] == b"\xff" * 8  # superblock v0: driver information block address
+    data[55] = 0x7B
+    p.write_bytes(bytes(data))
+    before = sha256(p)
+    assert run_main("inspect", p).code == 0
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    out = outdir / "out.weights.h5"
+    outcome = run_main(*init_args(p, out))
+    one_error_line(outcome.stderr, outcome.code, 3, str(p), "damaged")
+    assert not out.exists() and temp_leftovers(outdir) == []
+    assert sha256(p) == before
