@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import zipfile
 from collections.abc import Iterator
 from typing import Any
@@ -141,6 +142,9 @@ def _compare_dataset(
     odd = h5safe.odd_type(d1.id.get_type())
     if odd:
         raise ValueError(f"declared as {odd}")
+    plugin = h5safe.plugin_filter(d1)
+    if plugin is not None:
+        raise ValueError(f"needs HDF5 filter {plugin}, which is not built into HDF5")
     for block in _blocks(d1):
         if not _same_value(d1[block], d2[block]):
             problems.append(f"dataset '{path}' changed but was not selected")
@@ -150,7 +154,7 @@ def _compare_dataset(
 def _declared_bytes(ds: h5py.Dataset) -> int:
     if not ds.shape:
         return ds.dtype.itemsize
-    return int(np.prod(ds.shape, dtype=np.float64)) * ds.dtype.itemsize
+    return math.prod(int(d) for d in ds.shape) * ds.dtype.itemsize
 
 
 def _blocks(ds: h5py.Dataset) -> Iterator[Any]:
@@ -159,7 +163,7 @@ def _blocks(ds: h5py.Dataset) -> Iterator[Any]:
     if not shape or 0 in shape:
         yield ()
         return
-    row = max(1, int(np.prod(shape[1:], dtype=np.float64)) * ds.dtype.itemsize)
+    row = max(1, math.prod(int(d) for d in shape[1:]) * ds.dtype.itemsize)
     step = max(1, BLOCK_BYTES // row)
     for start in range(0, shape[0], step):
         yield slice(start, start + step)

@@ -7,6 +7,7 @@ external or virtual datasets read their bytes from other files. All of them are 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import h5py
@@ -17,6 +18,21 @@ from bilstm_cli.errors import InputError
 # Larger than any single RNN weight anyone trains; a declared shape beyond this is hostile.
 MAX_DATASET_BYTES = 4 * 1024**3
 FLOAT_KINDS = ("f",)
+# Filters built into the HDF5 library: deflate, shuffle, fletcher32, szip, nbit, scaleoffset.
+BUILTIN_FILTERS = frozenset(range(1, 7))
+
+
+def _no_filter_plugins() -> None:
+    """To find a filter it lacks, HDF5 loads every shared library in its plugin path (running
+    their initialisers); a file naming an unknown filter must not make it load anything."""
+    try:
+        while h5py.h5pl.size():
+            h5py.h5pl.remove(0)
+    except (AttributeError, RuntimeError, OSError, ValueError):
+        pass
+
+
+_no_filter_plugins()
 
 
 def _child(parent: h5py.Group, part: str, path: str) -> Any:
@@ -112,12 +128,32 @@ def check_dataset(ds: h5py.Dataset, path: str) -> None:
         raise InputError(f"dataset '{path}' is a virtual dataset; refused")
     if ds.dtype.kind not in FLOAT_KINDS:
         raise InputError(f"dataset '{path}' holds {ds.dtype}, not floating-point weights")
+    # Python integers: a hostile shape must not overflow its way under the limit.
+    nbytes = math.prod(int(d) for d in ds.shape) * ds.dtype.itemsize if ds.shape else 0
+    if nbytes > MAX_DATASET_BYTES:
+        raise InputError(f"dataset '{path}' declares {nbytes} bytes; refused as implausible")
     problem = odd_type(ds.id.get_type())
     if problem:
         raise InputError(f"dataset '{path}' is declared as {problem}; damaged or hostile")
-    nbytes = int(np.prod(ds.shape, dtype=np.int64)) * ds.dtype.itemsize if ds.shape else 0
-    if nbytes > MAX_DATASET_BYTES:
-        raise InputError(f"dataset '{path}' declares {nbytes} bytes; refused as implausible")
+    plugin = plugin_filter(ds)
+    if plugin is not None:
+        raise InputError(
+            f"dataset '{path}' needs HDF5 filter {plugin}, which is not built into HDF5; "
+            "filter plugins are not loaded"
+        )
+
+
+def plugin_filter(ds: h5py.Dataset) -> int | None:
+    """The first filter of ``ds`` that only a plugin could provide, or None."""
+    try:
+        dcpl = ds.id.get_create_plist()
+        for k in range(dcpl.get_nfilters()):
+            code = int(dcpl.get_filter(k)[0])
+            if code not in BUILTIN_FILTERS:
+                return code
+    except (RuntimeError, ValueError, OSError, KeyError):
+        return None  # reading it will fail with its own message
+    return None
 
 
 def dtype_name(ds: h5py.Dataset) -> str:
