@@ -16,12 +16,15 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# Byte-compile the package once: with PYTHONDONTWRITEBYTECODE set, every run would compile it again.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e .
+	$(BIN)/python -m compileall -q bilstm_cli
 	@touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/python -m compileall -q bilstm_cli
 	@touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed ## Create .venv and install the tool (numpy, h5py, click, rich)

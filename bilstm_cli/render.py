@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bilstm_cli.ops.apply import WriteResult
-from bilstm_cli.ops.diff import DiffResult
-from bilstm_cli.ops.inspect import InspectResult, LayerReport
+if TYPE_CHECKING:  # only for annotations: each command imports just the ops it runs
+    from bilstm_cli.ops.apply import WriteResult
+    from bilstm_cli.ops.diff import DiffResult
+    from bilstm_cli.ops.inspect import InspectResult, LayerReport
 
 STAT_COLUMNS = ("mean", "std", "min", "max", "l2")
 
