@@ -105,6 +105,10 @@ class KerasArchive:
                     f"archive member '{name}' declares {info.file_size} bytes from "
                     f"{info.compress_size} stored; refused as a decompression bomb"
                 )
+            if name in names:
+                # Readers disagree on which copy counts, so the file could show one model
+                # here and load as another elsewhere.
+                raise InputError(f"archive member '{name}' appears more than once; refused")
             names.add(name)
         self.names = names
         if CONFIG not in names:
