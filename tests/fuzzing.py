@@ -25,6 +25,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import warnings
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -78,8 +79,6 @@ def write_members(
 
 @contextlib.contextmanager
 def warnings_off() -> Iterator[None]:
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         yield
@@ -172,16 +171,21 @@ def run_main(*args: str | Path, timeout: float | None = None) -> Outcome:
         previous = signal.signal(signal.SIGALRM, _alarm)
         signal.setitimer(signal.ITIMER_REAL, timeout)
     sys.stdout, sys.stderr = out, err
-    try:
-        main([str(a) for a in args])
-        code: Any = 0
-    except SystemExit as exc:
-        code = exc.code
-    finally:
-        sys.stdout, sys.stderr = old
-        if timeout:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, previous)
+    # A fresh process would print every warning on stderr: collect them and count them so.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            main([str(a) for a in args])
+            code: Any = 0
+        except SystemExit as exc:
+            code = exc.code
+        finally:
+            sys.stdout, sys.stderr = old
+            if timeout:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                signal.signal(signal.SIGALRM, previous)
+    for w in caught:
+        err.write(warnings.formatwarning(w.message, w.category, w.filename, w.lineno, w.line))
     return Outcome(code if isinstance(code, int) else 1, out.getvalue(), err.getvalue())
 
 

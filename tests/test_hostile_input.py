@@ -277,6 +277,15 @@ def test_huge_config_json_is_refused(tmp_path):
     refused_by_both(p, tmp_path, "config.json", "too large")
 
 
+def test_archive_with_a_member_twice(tmp_path):
+    """Readers differ on which copy of a duplicated member counts; such archives are refused
+    (rewriting one also made zipfile print a warning)."""
+    p = tmp_path / "twice.keras"
+    members = read_members(KERAS)
+    write_members(p, [*members, ("config.json", b'{"class_name": "Sequential"}')])
+    refused_by_both(p, tmp_path, "config.json", "more than once")
+
+
 def test_damaged_weights_member_is_reported_by_inspect_too(tmp_path):
     """A stored member whose bytes no longer match its CRC is damaged for every command."""
     p = tmp_path / "bitrot.keras"
@@ -656,3 +665,4 @@ def test_init_without_output(tmp_path):
 )
 def test_bad_inspect_options(args, words):
     assert_error(run_main(*args), 2, None, *words)
+
