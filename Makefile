@@ -59,6 +59,9 @@ fixtures: $(VENV)/.installed-test ## Regenerate the fixture models and their man
 bench: $(VENV)/.installed-test ## Time bilstm against the Keras way on a generated 57 MB model
 	$(BIN)/python bench/run.py
 
+fuzz: $(VENV)/.installed-test ## Long fuzzing run: thousands of damaged fixtures through inspect and init
+	$(BIN)/python bench/fuzz.py
+
 lint: $(VENV)/.installed-test ## ruff lint and format check
 	$(BIN)/ruff check bilstm_cli tests bench fixtures
 	$(BIN)/ruff format --check bilstm_cli
