@@ -20,6 +20,7 @@ MAX_SIZE = 100 * 1024
 MODEL_SUFFIXES = (".keras", ".h5")
 
 CELL_NAMES = {"LSTM", "GRU", "SimpleRNN", "CuDNNLSTM", "CuDNNGRU"}
+PLAIN_RNN_CLASSES = {"LSTM", "GRU", "SimpleRNN"}
 NESTED_MODEL_CLASSES = {"Sequential", "Functional", "Model"}
 
 
@@ -72,6 +73,35 @@ def bidirectionals_in_config(model_config, prefix=""):
     return out
 
 
+def plain_rnns_in_config(model_config, prefix=""):
+    """(name, class, units, layer entry) per plain (not Bidirectional) recurrent layer,
+    depth first in config order; nested models give ``outer/inner`` names."""
+    out = []
+    for layer in _layer_list(model_config):
+        cls = layer.get("class_name")
+        conf = layer.get("config", {})
+        name = conf.get("name", layer.get("name")) if isinstance(conf, dict) else None
+        if cls in PLAIN_RNN_CLASSES:
+            out.append((prefix + name, cls, conf["units"], layer))
+        elif cls in NESTED_MODEL_CLASSES:
+            out += plain_rnns_in_config(layer, prefix + name + "/")
+    return out
+
+
+def legacy_kernel_shape(path, name):
+    """Shape of a layer's input kernel in a legacy ``.h5`` model, from ``weight_names``
+    (``outer/inner`` names: the inner layer's weights in the outer model's group)."""
+    top, _, inner = name.partition("/")
+    leaf = inner.rsplit("/", 1)[-1] if inner else top
+    with h5py.File(path, "r") as f:
+        group = f["model_weights"][top]
+        for weight in (_text(n) for n in group.attrs["weight_names"]):
+            parts = weight.split("/")
+            if parts[0] == leaf and parts[-1] == "kernel:0":
+                return group[weight].shape
+    return None
+
+
 def class_names_in(obj):
     """Every class_name / registered_name anywhere in a configuration."""
     names = set()
@@ -101,7 +131,14 @@ def test_entry_fields(entry):
     assert entry["loader"] in ("keras3", "tf_keras", None)
     prefix = entry["file"].split("_")[0]
     assert prefix in ("k3", "k2", "cudnn") or (prefix.startswith("k3") and len(prefix) == 3)
-    assert entry["bidirectional"], "every fixture holds at least one Bidirectional"
+    assert entry["bidirectional"] or entry.get("rnn"), (
+        "every fixture holds at least one Bidirectional (or lists its plain recurrent layers)"
+    )
+    for rnn in entry.get("rnn", []):
+        assert set(rnn) == {"name", "cell", "units", "input_dim"}
+        assert rnn["cell"] in PLAIN_RNN_CLASSES
+        assert isinstance(rnn["units"], int) and rnn["units"] > 0
+        assert isinstance(rnn["input_dim"], int) and rnn["input_dim"] > 0
     for bi in entry["bidirectional"]:
         assert set(bi) >= {"name", "cell", "units", "merge_mode", "use_bias",
                            "reset_after", "input_dim"}
@@ -189,6 +226,30 @@ def test_bidirectionals_agree_with_config(entry):
         assert inner.get("use_bias", True) == bi["use_bias"], name
         if cls == "GRU":
             assert inner.get("reset_after", False) == bi["reset_after"], name
+
+
+WITH_RNN = [e for e in ENTRIES if "rnn" in e]
+
+
+@pytest.mark.parametrize("entry", WITH_RNN, ids=ids(WITH_RNN))
+def test_plain_rnns_agree_with_config(entry):
+    """The ``rnn`` list names every plain recurrent layer of the config, in order, with its
+    cell and units; ``input_dim`` is the input width Keras built it for (``build_config``)
+    or, in a legacy ``.h5`` without one, the first axis of the stored kernel."""
+    assert entry["format"] != "weights.h5"
+    path = FIXTURES / entry["file"]
+    found = plain_rnns_in_config(read_config(path, entry["format"]))
+    assert [f[0] for f in found] == [r["name"] for r in entry["rnn"]]
+    for (name, cls, units, layer), rnn in zip(found, entry["rnn"]):
+        assert cls == rnn["cell"], name
+        assert units == rnn["units"], name
+        input_shape = (layer.get("build_config") or {}).get("input_shape")
+        if input_shape:
+            assert input_shape[-1] == rnn["input_dim"], name
+        else:
+            assert entry["format"] == "h5", name
+            shape = legacy_kernel_shape(path, name)
+            assert shape is not None and shape[0] == rnn["input_dim"], name
 
 
 @pytest.mark.parametrize(
