@@ -120,7 +120,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 @cli.command()
-@click.argument("model", type=click.Path(dir_okay=True, allow_dash=False))
+@click.argument("model", type=click.Path(readable=False, dir_okay=True, allow_dash=False))
 @layer_option
 @click.option("--gates", "with_gates", is_flag=True, help="Add one row per gate block.")
 @json_option
@@ -137,7 +137,7 @@ def inspect(model: str, layers: tuple[str, ...], with_gates: bool, as_json: bool
 
 
 @cli.command()
-@click.argument("model", type=click.Path(dir_okay=True, allow_dash=False))
+@click.argument("model", type=click.Path(readable=False, dir_okay=True, allow_dash=False))
 @click.option(
     "--init",
     "inits",
@@ -180,8 +180,8 @@ def init(
 
 
 @cli.command()
-@click.argument("donor", type=click.Path(dir_okay=True, allow_dash=False))
-@click.argument("model", type=click.Path(dir_okay=True, allow_dash=False))
+@click.argument("donor", type=click.Path(readable=False, dir_okay=True, allow_dash=False))
+@click.argument("model", type=click.Path(readable=False, dir_okay=True, allow_dash=False))
 @click.option(
     "--map",
     "maps",
@@ -247,8 +247,8 @@ def transplant(
 
 
 @cli.command()
-@click.argument("a", type=click.Path(dir_okay=True, allow_dash=False))
-@click.argument("b", type=click.Path(dir_okay=True, allow_dash=False))
+@click.argument("a", type=click.Path(readable=False, dir_okay=True, allow_dash=False))
+@click.argument("b", type=click.Path(readable=False, dir_okay=True, allow_dash=False))
 @layer_option
 @click.option(
     "--role",

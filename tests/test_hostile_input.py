@@ -174,11 +174,6 @@ def test_unreadable_file(world_dir):
     assert "readable" in lines[0] or "permission denied" in lines[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the MODEL argument is a click.Path(readable=True), so Click rejects an unreadable "
-    "file as a usage error (2) before the reader can report it as unreadable input (3)",
-)
 def test_unreadable_file_exits_3(world_dir):
     p = world_dir / "secret.keras"
     shutil.copyfile(KERAS, p)

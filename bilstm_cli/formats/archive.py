@@ -34,6 +34,10 @@ class _ReadError(Exception):
     """Reading a member of the source archive failed."""
 
 
+# Stored weights members whose CRC this process has already checked, by file identity and state.
+_CRC_CHECKED: set[tuple[object, ...]] = set()
+
+
 class _Window(io.RawIOBase):
     """A read-only view of ``size`` bytes of ``f`` starting at ``start``."""
 
@@ -157,7 +161,26 @@ class KerasArchive:
 
     def _check_crc(self, start: int, info: zipfile.ZipInfo) -> None:
         """Read a stored member once, as zipfile would, so damaged bytes are reported here
-        rather than read as weights."""
+        rather than read as weights. A command opens the same archive several times (read,
+        edit, verify); an unchanged file is checked only the first time."""
+        try:
+            st = os.fstat(self._file.fileno())
+            key: tuple[object, ...] | None = (
+                st.st_dev,
+                st.st_ino,
+                st.st_size,
+                st.st_mtime_ns,
+                start,
+            )
+        except (OSError, ValueError):
+            key = None
+        if key is not None and key in _CRC_CHECKED:
+            return
+        self._crc_of(start, info)
+        if key is not None:
+            _CRC_CHECKED.add(key)
+
+    def _crc_of(self, start: int, info: zipfile.ZipInfo) -> None:
         crc, left = 0, info.file_size
         self._file.seek(start)
         while left > 0:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import h5py
@@ -18,6 +18,8 @@ from bilstm_cli.formats.reader import open_weights
 from bilstm_cli.formats.writer import digest
 
 MAX_PROBLEMS = 20
+# Called with (dataset path, values read back) for each dataset the command wrote.
+OnWritten = Callable[[str, np.ndarray], None]
 # Datasets are compared a block at a time, so memory stays bounded whatever the file declares.
 BLOCK_BYTES = 16 * 1024**2
 MAX_OBJECTS = 1_000_000
@@ -58,9 +60,14 @@ def _same_attrs(x: Any, y: Any) -> bool:
 
 
 def compare_weights(
-    before: h5py.Group, after: h5py.Group, written: dict[str, str], problems: list[str]
+    before: h5py.Group,
+    after: h5py.Group,
+    written: dict[str, str],
+    problems: list[str],
+    on_written: OnWritten | None = None,
 ) -> set[str]:
-    """Walk two HDF5 trees side by side; return the datasets seen.
+    """Walk two HDF5 trees side by side; return the datasets seen. ``on_written`` is given
+    each written dataset's values as read back, so callers check them without a second read.
 
     Raises ``_Damaged`` (naming the place) when either tree cannot be read.
     """
@@ -86,7 +93,7 @@ def compare_weights(
         for name in names:
             child = f"{path}/{name}" if path else name
             try:
-                _compare_child(g1, g2, name, child, written, problems, stack, seen)
+                _compare_child(g1, g2, name, child, written, problems, stack, seen, on_written)
             except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
                 raise _Damaged(child, exc) from None
     return seen
@@ -101,6 +108,7 @@ def _compare_child(
     problems: list[str],
     stack: list[str],
     seen: set[str],
+    on_written: OnWritten | None,
 ) -> None:
     l1, l2 = g1.get(name, getlink=True), g2.get(name, getlink=True)
     if not isinstance(l1, h5py.HardLink) or not isinstance(l2, h5py.HardLink):
@@ -114,7 +122,7 @@ def _compare_child(
         stack.append(child)
     elif isinstance(o1, h5py.Dataset) and isinstance(o2, h5py.Dataset):
         seen.add(child)
-        _compare_dataset(child, o1, o2, written, problems)
+        _compare_dataset(child, o1, o2, written, problems, on_written)
     elif isinstance(o1, h5py.Datatype) and isinstance(o2, h5py.Datatype):
         if o1.dtype != o2.dtype or not _same_attrs(o1, o2):
             problems.append(f"named datatype '{child}' changed")
@@ -123,7 +131,12 @@ def _compare_child(
 
 
 def _compare_dataset(
-    path: str, d1: h5py.Dataset, d2: h5py.Dataset, written: dict[str, str], problems: list[str]
+    path: str,
+    d1: h5py.Dataset,
+    d2: h5py.Dataset,
+    written: dict[str, str],
+    problems: list[str],
+    on_written: OnWritten | None,
 ) -> None:
     if d1.shape != d2.shape or d1.dtype != d2.dtype:
         problems.append(f"dataset '{path}' changed shape or dtype")
@@ -133,8 +146,11 @@ def _compare_dataset(
     if d1.external or d1.is_virtual:
         return  # never read data from elsewhere; the reader already refused such weights
     if path in written:
-        if digest(np.asarray(d2[()])) != written[path]:
+        values = np.asarray(d2[()])
+        if digest(values) != written[path]:
             problems.append(f"dataset '{path}' does not hold the intended values")
+        elif on_written is not None:
+            on_written(path, values)
         return
     nbytes = _declared_bytes(d1)
     if nbytes > h5safe.MAX_DATASET_BYTES:
@@ -187,14 +203,16 @@ def compare_archives(before: str, after: str, problems: list[str]) -> None:
             problems.append(f"archive member '{x.filename}' changed")
 
 
-def unchanged_except(model: ModelFile, staged: str, written: dict[str, str]) -> list[str]:
+def unchanged_except(
+    model: ModelFile, staged: str, written: dict[str, str], on_written: OnWritten | None = None
+) -> list[str]:
     """Everything that differs between input and staged output beyond the written datasets."""
     problems: list[str] = []
     if model.format == "keras":
         compare_archives(model.path, staged, problems)
     with open_weights(model.path) as f1, open_weights(staged) as f2:
         try:
-            seen = compare_weights(f1, f2, written, problems)
+            seen = compare_weights(f1, f2, written, problems, on_written)
         except _Damaged as exc:
             # The staged file is a copy of the input, so what cannot be read is the input's.
             text = str(exc.exc).strip().splitlines()

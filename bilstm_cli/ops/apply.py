@@ -183,19 +183,25 @@ def _verify(
     result: WriteResult,
     extra_verify: Callable[[str], list[Check]] | None,
 ) -> None:
-    problems = unchanged_except(model, staged.staged_path, staged.written)
-    result.checks.append(
+    by_dataset = {job.ref.dataset: job for job in jobs}
+
+    def check_facts(dataset: str, values: np.ndarray) -> None:
+        job = by_dataset.get(dataset)
+        if job is not None:
+            for name, ok, detail in job.facts(values):
+                result.checks.append(Check(where(job), name, ok, detail))
+
+    # One walk over both files: everything else unchanged, each written weight as intended,
+    # and each strategy's facts checked on the values as read back.
+    problems = unchanged_except(model, staged.staged_path, staged.written, check_facts)
+    result.checks.insert(
+        0,
         Check(
             "file",
             "everything else unchanged",
             not problems,
             "; ".join(problems) if problems else "other datasets, attributes and members as before",
-        )
+        ),
     )
-    with open_weights(staged.staged_path) as f:
-        for job in jobs:
-            values = h5safe.read(h5safe.dataset(f, job.ref.dataset), job.ref.dataset)
-            for name, ok, detail in job.facts(values):
-                result.checks.append(Check(where(job), name, ok, detail))
     if extra_verify is not None:
         result.checks.extend(extra_verify(staged.staged_path))
