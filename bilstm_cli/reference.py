@@ -265,8 +265,8 @@ MERGE_MODES: tuple[str | None, ...] = ("concat", "sum", "mul", "ave", None)
 
 def bidirectional_forward(
     x: np.ndarray,
-    fwd: Sequence[np.ndarray | None],
-    bwd: Sequence[np.ndarray | None],
+    fwd: Sequence[np.ndarray | None] | Callable[[], Sequence[np.ndarray | None]],
+    bwd: Sequence[np.ndarray | None] | Callable[[], Sequence[np.ndarray | None]],
     fwd_cfg: CellConfig,
     bwd_cfg: CellConfig,
     merge_mode: str | None,
@@ -277,7 +277,9 @@ def bidirectional_forward(
     ``bwd_cfg`` must describe the backward layer as it really is; for a Bidirectional built
     without a custom backward layer that is :func:`backward_config` of the forward settings.
     The two layers must have opposite ``go_backwards`` (Keras refuses anything else).
-    ``merge_mode`` None returns ``[forward, backward]``.
+    ``merge_mode`` None returns ``[forward, backward]``. ``fwd``/``bwd`` may also be functions
+    returning the weights, called just before their direction runs, so that only one
+    direction's weights are held at a time.
     """
     if merge_mode not in MERGE_MODES:
         raise InputError(
@@ -288,8 +290,12 @@ def bidirectional_forward(
             "the forward and backward layers must have opposite go_backwards; both have "
             f"go_backwards={fwd_cfg.go_backwards}"
         )
-    y = rnn_forward(x, *_unpack(fwd, fwd_cfg, "forward"), fwd_cfg, return_sequences)
-    y_rev = rnn_forward(x, *_unpack(bwd, bwd_cfg, "backward"), bwd_cfg, return_sequences)
+    y = rnn_forward(
+        x, *_unpack(fwd() if callable(fwd) else fwd, fwd_cfg, "forward"), fwd_cfg, return_sequences
+    )
+    y_rev = rnn_forward(
+        x, *_unpack(bwd() if callable(bwd) else bwd, bwd_cfg, "backward"), bwd_cfg, return_sequences
+    )
     if return_sequences:
         y_rev = y_rev[:, ::-1]
     if merge_mode == "concat":

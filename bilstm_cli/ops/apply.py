@@ -124,6 +124,7 @@ def execute(
     output: str | None,
     force: bool,
     extra_verify: Callable[[str], list[Check]] | None = None,
+    verify_keras: bool = False,
 ) -> WriteResult:
     """Run ``jobs`` against ``model``: predict only (dry run) or write, verify and commit."""
     clock = _Clock(result.timings)
@@ -163,6 +164,10 @@ def execute(
         staged.finish()
         t = clock.add("write", t)
         _verify(model, staged, jobs, result, extra_verify)
+        if verify_keras:
+            from bilstm_cli.verify_keras import verify as keras_verify
+
+            result.checks.extend(keras_verify(model, staged.staged_path))
         clock.add("verify", t)
         failed = [c for c in result.checks if not c.ok]
         if failed:

@@ -6,7 +6,6 @@ import secrets
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -198,19 +197,4 @@ def init(
         result.notes.append(f"no --seed given; used --seed {chosen_seed} (pass it to repeat this)")
     if not init_options:
         result.notes.append(f"no --init given; used {DEFAULT_INIT} (what a fresh Keras layer gets)")
-    return execute(
-        model, jobs, result, output, force, extra_verify=keras_check(model, verify_keras)
-    )
-
-
-def keras_check(model: ModelFile, wanted: bool, then: Any = None) -> Any:
-    """The extra verification step: ``then`` (if any) and, when asked, Keras' own look."""
-    if not wanted:
-        return then
-
-    def check(staged: str) -> list[Any]:
-        from bilstm_cli.verify_keras import verify
-
-        return (then(staged) if then else []) + verify(model, staged)
-
-    return check
+    return execute(model, jobs, result, output, force, verify_keras=verify_keras)
