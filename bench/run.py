@@ -175,10 +175,13 @@ def ensure_models(out_dir: Path) -> None:
     subprocess.run([sys.executable, str(MAKE_MODEL), str(out_dir)], check=True)
 
 
-def remove_outputs(work: Path, jobs: list[Job]) -> None:
-    for job in jobs:
-        for name in job.outputs:
-            (work / name).unlink(missing_ok=True)
+def make_work_dir(out_dir: Path) -> Path:
+    """A private directory for this run's outputs, with links to the models, so that the
+    commands name the files as a user would and concurrent runs never share an output."""
+    work = Path(tempfile.mkdtemp(prefix="run-", dir=out_dir))
+    for name in MODEL_FILES:
+        (work / name).symlink_to(out_dir / name)
+    return work
 
 
 def run_pair(job: Job, bilstm: list[str], keras: list[str], work: Path):
@@ -228,6 +231,22 @@ def versions() -> dict[str, str | None]:
     return out
 
 
+def source_state() -> dict[str, object]:
+    """The commit measured, and whether the tool's sources differ from it."""
+
+    def git(*args: str) -> str | None:
+        try:
+            run = subprocess.run(
+                ["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=30
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return run.stdout.strip() if run.returncode == 0 else None
+
+    changed = git("status", "--porcelain", "--", "bilstm_cli", "pyproject.toml")
+    return {"commit": git("rev-parse", "HEAD"), "bilstm_cli_modified": bool(changed)}
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         description="Time bilstm against the Keras way (see the module docstring)."
@@ -262,7 +281,7 @@ def main(argv: list[str]) -> int:
     out_dir = args.out_dir.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     ensure_models(out_dir)
-    work = out_dir  # the commands use the model file names relative to it
+    work = make_work_dir(out_dir)  # the commands name the models relative to it
 
     bilstm = find_bilstm()
     keras = [sys.executable, str(keras_way)]
@@ -270,7 +289,10 @@ def main(argv: list[str]) -> int:
     python_argv = [sys.executable, "-c", "pass"]
     print(f"bilstm: {' '.join(bilstm)}")
     print(f"keras way: {' '.join(keras)}")
-    print(f"models: {work}; rounds: {args.rounds} (after {args.warmup} warm-up)")
+    print(f"models: {out_dir}; rounds: {args.rounds} (after {args.warmup} warm-up)")
+    state = source_state()
+    dirty = " (bilstm_cli has uncommitted changes)" if state["bilstm_cli_modified"] else ""
+    print(f"commit: {state['commit']}{dirty}")
     print(f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}", flush=True)
 
     series = {(j.name, side): Series() for j in jobs for side in ("bilstm", "keras")}
@@ -296,7 +318,7 @@ def main(argv: list[str]) -> int:
         print(f"bench: a command failed: {exc}", file=sys.stderr)
         return 1
     finally:
-        remove_outputs(work, jobs)
+        shutil.rmtree(work, ignore_errors=True)
 
     rows = []
     results = []
@@ -380,7 +402,11 @@ def main(argv: list[str]) -> int:
         )
     if split_rows:
         print()
-        print("bilstm time split (medians, seconds; start-up = wall - sum of the phases):")
+        print(
+            "bilstm time split (medians, seconds): the phases from its --json 'timings'; "
+            "start-up = wall - their sum\n(interpreter, imports, reading the layout, staging "
+            "the copy, renaming, output, exit)"
+        )
         print_table(["job", "wall", *PHASES, "start-up"], split_rows, right=set(range(1, 8)))
     print()
     print(
@@ -399,9 +425,10 @@ def main(argv: list[str]) -> int:
             "cpus": os.cpu_count(),
             "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
         },
+        "source": state,
         "versions": versions(),
         "keras_way": str(keras_way),
-        "model_sizes": {n: (work / n).stat().st_size for n in MODEL_FILES},
+        "model_sizes": {n: (out_dir / n).stat().st_size for n in MODEL_FILES},
         "jobs": results,
         "bilstm_time_split": splits,
         "startup": {name: s.as_json() for name, s in floors.items()},
