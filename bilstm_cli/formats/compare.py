@@ -69,9 +69,10 @@ def compare_weights(
     """Walk two HDF5 trees side by side; return the datasets seen. ``on_written`` is given
     each written dataset's values as read back, so callers check them without a second read.
 
-    Raises ``_Damaged`` (naming the place) when either tree cannot be read.
+    Each object is compared once, however many hard links lead to it (a file may link a
+    group into itself). Raises ``_Damaged`` (naming the place) when a tree cannot be read.
     """
-    seen: set[str] = set()
+    walk = _Walk(written, problems, on_written, _written_objects(after, written, problems))
     stack = [""]
     visited = 0
     while stack and len(problems) < MAX_PROBLEMS:
@@ -82,6 +83,8 @@ def compare_weights(
         try:
             g1 = before[path] if path else before
             g2 = after[path] if path else after
+            if not walk.first_visit(g1):
+                continue
             if not _same_attrs(g1, g2):
                 problems.append(f"attributes of '{path or '/'}' changed")
             names = list(g1.keys())
@@ -93,41 +96,79 @@ def compare_weights(
         for name in names:
             child = f"{path}/{name}" if path else name
             try:
-                _compare_child(g1, g2, name, child, written, problems, stack, seen, on_written)
+                _compare_child(g1, g2, name, child, walk, stack)
             except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
                 raise _Damaged(child, exc) from None
-    return seen
+    return walk.seen
+
+
+class _Walk:
+    """What a comparison has seen so far."""
+
+    def __init__(
+        self,
+        written: dict[str, str],
+        problems: list[str],
+        on_written: OnWritten | None,
+        written_at: dict[Any, str],
+    ) -> None:
+        self.written = written
+        self.problems = problems
+        self.on_written = on_written
+        self.written_at = written_at  # object in the new file -> the path it was written at
+        self.seen: set[str] = set()
+        self._done: set[Any] = set()
+
+    def first_visit(self, obj: h5py.HLObject) -> bool:
+        key = h5safe.object_key(obj)
+        if key in self._done:
+            return False
+        self._done.add(key)
+        return True
+
+
+def _written_objects(
+    after: h5py.Group, written: dict[str, str], problems: list[str]
+) -> dict[Any, str]:
+    found: dict[Any, str] = {}
+    for path in written:
+        try:
+            key = h5safe.object_key(after[path])
+        except (OSError, RuntimeError, KeyError, ValueError, TypeError):
+            continue  # reported as not found again
+        if key in found:
+            problems.append(
+                f"'{found[key]}' and '{path}' are one dataset linked under two names, "
+                "so writing one overwrote the other"
+            )
+        found[key] = path
+    return found
 
 
 def _compare_child(
-    g1: h5py.Group,
-    g2: h5py.Group,
-    name: str,
-    child: str,
-    written: dict[str, str],
-    problems: list[str],
-    stack: list[str],
-    seen: set[str],
-    on_written: OnWritten | None,
+    g1: h5py.Group, g2: h5py.Group, name: str, child: str, walk: _Walk, stack: list[str]
 ) -> None:
     l1, l2 = g1.get(name, getlink=True), g2.get(name, getlink=True)
     if not isinstance(l1, h5py.HardLink) or not isinstance(l2, h5py.HardLink):
         if l1 is None:
             raise KeyError(f"'{name}' is listed but cannot be found")
         if _link_key(l1) != _link_key(l2):
-            problems.append(f"link '{child}' changed")
+            walk.problems.append(f"link '{child}' changed")
         return
     o1, o2 = g1[name], g2[name]
     if isinstance(o1, h5py.Group) and isinstance(o2, h5py.Group):
         stack.append(child)
     elif isinstance(o1, h5py.Dataset) and isinstance(o2, h5py.Dataset):
-        seen.add(child)
-        _compare_dataset(child, o1, o2, written, problems, on_written)
+        if walk.first_visit(o1):
+            # A dataset reached by another name than the one it was written at is still it.
+            path = walk.written_at.get(h5safe.object_key(o2), child)
+            walk.seen.add(path)
+            _compare_dataset(path, o1, o2, walk.written, walk.problems, walk.on_written)
     elif isinstance(o1, h5py.Datatype) and isinstance(o2, h5py.Datatype):
         if o1.dtype != o2.dtype or not _same_attrs(o1, o2):
-            problems.append(f"named datatype '{child}' changed")
+            walk.problems.append(f"named datatype '{child}' changed")
     else:
-        problems.append(f"'{child}' changed kind")
+        walk.problems.append(f"'{child}' changed kind")
 
 
 def _compare_dataset(

@@ -65,6 +65,15 @@ def group(root: h5py.Group, path: str) -> h5py.Group:
     return node
 
 
+def object_key(obj: h5py.HLObject) -> Any:
+    """The same value for every path to one object: hard links can make cycles and aliases."""
+    try:
+        info = h5py.h5o.get_info(obj.id)
+        return (info.fileno, info.addr)
+    except (AttributeError, RuntimeError, ValueError, OSError, KeyError):
+        return hash(obj.id)
+
+
 def has(root: h5py.Group, path: str) -> bool:
     try:
         group(root, path)

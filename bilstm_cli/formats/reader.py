@@ -547,6 +547,7 @@ def _inferred_layer(
 def _tracked_layers_inferred(f: h5py.File) -> list[BiLayer]:
     found = []
     visited = 0
+    seen = set()
     stack = [""]
     while stack:
         path = stack.pop()
@@ -554,6 +555,10 @@ def _tracked_layers_inferred(f: h5py.File) -> list[BiLayer]:
         if visited > MAX_GROUPS_VISITED:
             raise InputError("the weights file has too many groups to search")
         g = h5safe.group(f, path) if path else f
+        key = h5safe.object_key(g)
+        if key in seen:
+            continue  # reached again through another hard link (a cycle or an alias)
+        seen.add(key)
         children = [k for k in g.keys() if k != "vars"]
         if "forward_layer" in children and "backward_layer" in children:
             layer = _tracked_bidirectional_inferred(f, path)
