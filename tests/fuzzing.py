@@ -208,7 +208,7 @@ def error_line_problems(outcome: Outcome, file: str | Path, what: str) -> list[s
         problems.append(f"{what}: {len(lines)} stderr lines: {err[:300]!r}")
     elif not lines[0].startswith("Error: "):
         problems.append(f"{what}: stderr does not start with 'Error: ': {lines[0][:200]!r}")
-    elif "unexpected" in lines[0]:
+    elif lines[0].startswith("Error: unexpected "):
         problems.append(f"{what}: unexpected error: {lines[0][:300]}")
     elif Path(file).name not in lines[0]:
         problems.append(f"{what}: error does not name {Path(file).name}: {lines[0][:200]}")
