@@ -82,9 +82,12 @@ class KerasArchive:
         self._temp: IO[bytes] | None = None
         try:
             self.zip = zipfile.ZipFile(self._file)
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
+        except BaseException as exc:
             self._file.close()
-            raise InputError(f"not a readable .keras archive ({exc})") from None
+            # NotImplementedError: a zip format version or feature zipfile does not know.
+            if isinstance(exc, _DAMAGED + (zipfile.LargeZipFile, OSError, ValueError)):
+                raise InputError(f"not a readable .keras archive ({_short(exc)})") from None
+            raise
         try:
             self._check_members()
         except BaseException:
