@@ -27,6 +27,8 @@ REGRESSIONS = [
     "flip:k3_functional_mixed.weights.h5:11004052",
     # a stored model.weights.h5 whose CRC no longer matches: BadZipFile while copying it out
     "flip:k3_functional_nested.keras:3",
+    # zip "version needed" 21.0: NotImplementedError left the archive file open (a warning)
+    "flip:k3_lambda.keras:23004915",
 ]
 
 

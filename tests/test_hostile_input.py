@@ -282,6 +282,17 @@ def test_archive_with_a_member_twice(tmp_path):
     refused_by_both(p, tmp_path, "config.json", "more than once")
 
 
+def test_archive_needing_an_unknown_zip_version(tmp_path):
+    """zipfile raises NotImplementedError for such an archive; it is reported like any
+    other unreadable archive, and the file handle is not leaked."""
+    data = bytearray(KERAS.read_bytes())
+    entry = data.find(b"PK\x01\x02")
+    data[entry + 6] = 210  # version needed to extract: 21.0
+    p = tmp_path / "future.keras"
+    p.write_bytes(bytes(data))
+    line = refused_by_both(p, tmp_path, "not a readable .keras archive")
+    assert "version" in line
+
 def test_damaged_weights_member_is_reported_by_inspect_too(tmp_path):
     """A stored member whose bytes no longer match its CRC is damaged for every command."""
     p = tmp_path / "bitrot.keras"
