@@ -193,8 +193,11 @@ def _alarm(signum: int, frame: Any) -> None:
     raise CaseTimeout()
 
 
-def error_line_problems(outcome: Outcome, file: str | Path, what: str) -> list[str]:
-    """What is wrong with the stderr of one run (empty when nothing is)."""
+def error_line_problems(
+    outcome: Outcome, file: str | Path, what: str, output: str | Path | None = None
+) -> list[str]:
+    """What is wrong with the stderr of one run (empty when nothing is). The error must name
+    the input, or the output when that is what failed (exit 4, or 1: verification)."""
     problems = []
     err = outcome.stderr
     lines = err.splitlines()
@@ -210,7 +213,9 @@ def error_line_problems(outcome: Outcome, file: str | Path, what: str) -> list[s
         problems.append(f"{what}: stderr does not start with 'Error: ': {lines[0][:200]!r}")
     elif lines[0].startswith("Error: unexpected "):
         problems.append(f"{what}: unexpected error: {lines[0][:300]}")
-    elif Path(file).name not in lines[0]:
+    elif Path(file).name not in lines[0] and not (
+        output is not None and outcome.code in (1, 4) and Path(output).name in lines[0]
+    ):
         problems.append(f"{what}: error does not name {Path(file).name}: {lines[0][:200]}")
     return problems
 
@@ -427,10 +432,12 @@ def _attr_holders(f: h5py.File) -> list[tuple[h5py.HLObject, str]]:
 
 def _mutate_h5_file(f: h5py.File, rng: random.Random) -> str:
     weights = weight_datasets(f)
-    ops = ["attr", "attr", "attr", "drop", "replace", "link", "dtype"]
+    ops = ["attr", "attr", "attr", "drop", "replace", "link", "dtype", "structure"]
     if not weights:
         ops = ["attr"]
     op = rng.choice(ops)
+    if op == "structure":
+        return _mutate_structure(f, weights, rng)
     if op == "attr":
         holders = _attr_holders(f)
         if not holders:
@@ -491,6 +498,43 @@ def _mutate_h5_file(f: h5py.File, rng: random.Random) -> str:
     else:
         f.create_dataset(path, data=data.astype(dtype))
     return f"retype {path} as {np.dtype(dtype)}"
+
+
+def _groups(f: h5py.File) -> list[str]:
+    found = [""]
+    f.visititems(lambda name, obj: found.append(name) if isinstance(obj, h5py.Group) else None)
+    return found
+
+
+def _mutate_structure(f: h5py.File, weights: list[str], rng: random.Random) -> str:
+    """Hard-link cycles and aliases, and data kept elsewhere, anywhere in the file."""
+    groups = _groups(f)
+    op = rng.randrange(6)
+    where = rng.choice(groups)
+    name = f"{where}/fuzz_{rng.randrange(1000)}" if where else f"fuzz_{rng.randrange(1000)}"
+    if op == 0:
+        target = rng.choice(groups)
+        f[name] = f[target] if target else f["/"]
+        return f"hard link {name} -> /{target} (may be a cycle)"
+    if op == 1:
+        source, target = rng.sample(weights, 2) if len(weights) > 1 else (weights[0],) * 2
+        del f[target]
+        f[target] = f[source]
+        return f"weight {target} made a second name of {source}"
+    if op == 2:
+        f.create_dataset(name, shape=(4, 4), dtype="f4", chunks=(4, 4), compression=32001,
+                         allow_unknown_filter=True)
+        return f"dataset {name} needing filter 32001"
+    if op == 3:
+        f.create_dataset(name, shape=(4,), dtype="f4", external=[("/dev/zero", 0, 16)])
+        return f"dataset {name} stored in /dev/zero"
+    if op == 4:
+        layout = h5py.VirtualLayout(shape=(4,), dtype="f4")
+        layout[...] = h5py.VirtualSource("/etc/passwd", "x", shape=(4,))
+        f.create_virtual_dataset(name, layout, fillvalue=0)
+        return f"virtual dataset {name}"
+    f.create_dataset(name, shape=(2**20, 2**20), dtype="f8", chunks=(1, 1024))
+    return f"dataset {name} declaring 8 TB"
 
 
 MUTATIONS = ("flip", "truncate", "zip", "config", "h5")
@@ -583,7 +627,7 @@ def check_case(case: Case, workdir: Path, timeout: float = 10.0) -> Report:
                 report.problems.append(f"{name}: still running after {timeout:g} s")
                 continue
             report.codes[name] = outcome.code
-            report.problems += error_line_problems(outcome, mutant, name)
+            report.problems += error_line_problems(outcome, mutant, name, output)
             if name == "inspect" and outcome.code == 0:
                 try:
                     json.loads(outcome.stdout)
