@@ -302,3 +302,28 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("Error: interrupted", err=True)
         code = EXIT_INTERRUPTED
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def run() -> None:
+    """The console script: :func:`main`, then leave without tearing the interpreter down.
+
+    By the time a command returns, every file is closed and the output renamed into place;
+    what is left is freeing NumPy, h5py and their caches, which takes longer than some
+    commands. Flushing and exiting at once keeps ``bilstm`` quick in shell loops.
+    """
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if exc.code is not None and not isinstance(exc.code, int):
+            print(exc.code, file=sys.stderr)
+    try:
+        sys.stdout.flush()
+    except (BrokenPipeError, ValueError, OSError):
+        pass
+    try:
+        sys.stderr.flush()
+    except (ValueError, OSError):
+        pass
+    os._exit(code)
