@@ -16,9 +16,9 @@ import contextlib
 import errno
 import hashlib
 import os
+import secrets
 import shutil
 import signal
-import tempfile
 from typing import Any
 
 import h5py
@@ -105,10 +105,7 @@ class StagedWrite:
         directory, base = os.path.split(self.output)
         suffix = ".keras" if self.model.format == "keras" else os.path.splitext(base)[1]
         try:
-            fd, self.staged_path = tempfile.mkstemp(
-                prefix=f".{base}.", suffix=f".tmp{suffix}", dir=directory
-            )
-            os.close(fd)
+            self._create_staged(directory, base, suffix)
             if self.model.format == "keras":
                 self._edit_path = self.staged_path + ".weights.h5"
                 with KerasArchive(self.model.path) as archive:
@@ -126,6 +123,22 @@ class StagedWrite:
                 raise _os_error(self.output, exc) from None
             raise
         return self
+
+    def _create_staged(self, directory: str, base: str, suffix: str) -> None:
+        """Create the staged file, naming it before it exists: a Ctrl-C or SIGTERM landing
+        at any moment then finds the name to clean up (tempfile.mkstemp only tells it once
+        the file is already there)."""
+        for _ in range(100):
+            self.staged_path = os.path.join(
+                directory, f".{base}.{secrets.token_hex(6)}.tmp{suffix}"
+            )
+            try:
+                fd = os.open(self.staged_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                continue
+            os.close(fd)
+            return
+        raise FileExistsError(errno.EEXIST, "no free temporary name", directory)
 
     def read(self, dataset: str) -> np.ndarray:
         assert self._h5 is not None
