@@ -378,14 +378,38 @@ def test_two_writers_racing_for_one_output(tmp_path, big, reference, suffix):
 # --- damaged structure found only when writing -------------------------------------------------
 
 
-def test_damage_found_when_writing_back_is_an_input_error(tmp_path):
-    """A weights file whose superblock names an impossible driver-info address reads fine but
-    cannot be closed after editing: the input is damaged (exit 3), nothing is left behind."""
-    p = tmp_path / "model.weights.h5"
-    data = bytearray((FIXTURES / "k3_functional_mixed.weights.h5").read_bytes())
+def _chunked_copy(src: Path, dest: Path) -> None:
+    """The same weights file with every dataset stored chunked, so that it cannot be edited
+    in place and goes through HDF5's own writer."""
+    import h5py
+
+    with h5py.File(src, "r") as fin, h5py.File(dest, "w") as fout:
+        def copy(name, obj):
+            if isinstance(obj, h5py.Group):
+                g = fout.require_group(name)
+            else:
+                g = fout.create_dataset(name, data=obj[()], chunks=True)
+            for k, v in obj.attrs.items():
+                g.attrs[k] = v
+
+        for k, v in fin.attrs.items():
+            fout.attrs[k] = v
+        fin.visititems(copy)
+
+
+def _bogus_driver_info(p: Path) -> None:
+    data = bytearray(p.read_bytes())
     assert data[48:56] == b"\xff" * 8  # superblock v0: driver information block address
     data[55] = 0x7B
     p.write_bytes(bytes(data))
+
+
+def test_damage_found_when_writing_back_is_an_input_error(tmp_path):
+    """A weights file whose superblock names an impossible driver-info address reads fine but
+    cannot be closed after HDF5 edits it: the input is damaged (exit 3), nothing is left."""
+    p = tmp_path / "model.weights.h5"
+    _chunked_copy(FIXTURES / "k3_functional_mixed.weights.h5", p)
+    _bogus_driver_info(p)
     before = sha256(p)
     assert run_main("inspect", p).code == 0
     outdir = tmp_path / "out"
@@ -395,3 +419,19 @@ def test_damage_found_when_writing_back_is_an_input_error(tmp_path):
     one_error_line(outcome.stderr, outcome.code, 3, str(p), "damaged")
     assert not out.exists() and temp_leftovers(outdir) == []
     assert sha256(p) == before
+
+
+def test_in_place_editing_leaves_the_rest_of_the_file_alone(tmp_path):
+    """Contiguous weights are overwritten where they lie, so even a superblock HDF5 could not
+    write back is carried over byte for byte, and the copy reads exactly as the input did."""
+    p = tmp_path / "model.weights.h5"
+    p.write_bytes((FIXTURES / "k3_functional_mixed.weights.h5").read_bytes())
+    _bogus_driver_info(p)
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    out = outdir / "out.weights.h5"
+    outcome = run_main(*init_args(p, out))
+    assert outcome.code == 0, outcome.stderr
+    a, b = p.read_bytes(), out.read_bytes()
+    assert len(a) == len(b) and a[:56] == b[:56]
+    assert run_main("inspect", out).code == 0 and temp_leftovers(outdir) == []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from conftest import FIXTURES, run_cli
 
 import bilstm_cli.ops.apply as apply_module
@@ -42,9 +44,14 @@ def test_written_bytes_that_differ_from_the_intent_fail_verification(tmp_path, m
     real = writer.StagedWrite.write
 
     def corrupting_write(self, dataset, values):
-        real(self, dataset, values)
-        ds = self._h5[dataset]
-        ds[(0,) * ds.ndim] = ds[(0,) * ds.ndim] + 1.0  # after the digest was taken
+        real(self, dataset, values)  # the digest of the intended values is taken here
+        if self.in_place:
+            offset, _ = self._spans[dataset]
+            first = os.pread(self._fd, 1, offset)
+            os.pwrite(self._fd, bytes([first[0] ^ 0x01]), offset)
+        else:
+            ds = self._h5[dataset]
+            ds[(0,) * ds.ndim] = ds[(0,) * ds.ndim] + 1.0
 
     monkeypatch.setattr(writer.StagedWrite, "write", corrupting_write)
     out = tmp_path / "o.h5"

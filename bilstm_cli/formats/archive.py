@@ -38,6 +38,21 @@ class _ReadError(Exception):
 _CRC_CHECKED: set[tuple[object, ...]] = set()
 
 
+def _crc_key(fileno: int, start: int) -> tuple[object, ...]:
+    st = os.fstat(fileno)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, start)
+
+
+def mark_crc_checked(path: str, start: int) -> None:
+    """Record that the stored member at ``start`` in ``path`` has a correct CRC (the caller
+    has just computed it from the bytes on disk)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        _CRC_CHECKED.add(_crc_key(fd, start))
+    finally:
+        os.close(fd)
+
+
 class _Window(io.RawIOBase):
     """A read-only view of ``size`` bytes of ``f`` starting at ``start``."""
 
@@ -167,14 +182,7 @@ class KerasArchive:
         rather than read as weights. A command opens the same archive several times (read,
         edit, verify); an unchanged file is checked only the first time."""
         try:
-            st = os.fstat(self._file.fileno())
-            key: tuple[object, ...] | None = (
-                st.st_dev,
-                st.st_ino,
-                st.st_size,
-                st.st_mtime_ns,
-                start,
-            )
+            key: tuple[object, ...] | None = _crc_key(self._file.fileno(), start)
         except (OSError, ValueError):
             key = None
         if key is not None and key in _CRC_CHECKED:

@@ -19,6 +19,7 @@ import os
 import secrets
 import shutil
 import signal
+from collections.abc import Sequence
 from typing import Any
 
 import h5py
@@ -26,8 +27,22 @@ import numpy as np
 
 from bilstm_cli.errors import InputError, OutputError
 from bilstm_cli.formats import h5safe
-from bilstm_cli.formats.archive import WEIGHTS_H5, KerasArchive, rewrite_archive
+from bilstm_cli.formats.archive import (
+    WEIGHTS_H5,
+    KerasArchive,
+    mark_crc_checked,
+    rewrite_archive,
+)
+from bilstm_cli.formats.inplace import (
+    MemberSpan,
+    crc32_of,
+    dataset_span,
+    patch_crc,
+    pwrite_all,
+    stored_member,
+)
 from bilstm_cli.formats.model import ModelFile
+from bilstm_cli.formats.reader import open_weights
 
 HDF5_SUFFIXES = (".h5", ".hdf5")
 
@@ -87,7 +102,7 @@ class StagedWrite:
     (an error, Ctrl-C, SIGTERM) removes every temporary file.
     """
 
-    def __init__(self, model: ModelFile, output: str) -> None:
+    def __init__(self, model: ModelFile, output: str, datasets: Sequence[str] = ()) -> None:
         self.model = model
         self.output = output
         self.written: dict[str, str] = {}
@@ -96,6 +111,18 @@ class StagedWrite:
         self._edit_path: str | None = None
         self._committed = False
         self._previous_term: Any = None
+        # In-place editing (see inplace.py): the datasets to write, where their bytes are in
+        # the staged copy, the input opened for reading, and the staged copy's descriptor.
+        self._datasets = list(datasets)
+        self._spans: dict[str, tuple[int, int]] = {}
+        self._member: MemberSpan | None = None
+        self._source: contextlib.ExitStack | None = None
+        self._source_h5: h5py.File | None = None
+        self._fd: int | None = None
+
+    @property
+    def in_place(self) -> bool:
+        return self._fd is not None
 
     def __enter__(self) -> StagedWrite:
         try:
@@ -106,17 +133,21 @@ class StagedWrite:
         suffix = ".keras" if self.model.format == "keras" else os.path.splitext(base)[1]
         try:
             self._create_staged(directory, base, suffix)
-            if self.model.format == "keras":
+            if self._plan_in_place():
+                shutil.copyfile(self.model.path, self.staged_path)
+                self._fd = os.open(self.staged_path, os.O_RDWR)
+            elif self.model.format == "keras":
                 self._edit_path = self.staged_path + ".weights.h5"
                 with KerasArchive(self.model.path) as archive:
                     archive.extract_weights_to(self._edit_path)
             else:
                 self._edit_path = self.staged_path
                 shutil.copyfile(self.model.path, self._edit_path)
-            try:
-                self._h5 = h5py.File(self._edit_path, "r+")
-            except (OSError, RuntimeError, ValueError) as exc:
-                raise self._h5_error(exc, "opened for rewriting") from None
+            if not self.in_place:
+                try:
+                    self._h5 = h5py.File(self._edit_path, "r+")
+                except (OSError, RuntimeError, ValueError) as exc:
+                    raise self._h5_error(exc, "opened for rewriting") from None
         except BaseException as exc:
             self.__exit__(type(exc), exc, None)
             if isinstance(exc, OSError):
@@ -140,19 +171,62 @@ class StagedWrite:
             return
         raise FileExistsError(errno.EEXIST, "no free temporary name", directory)
 
+    def _plan_in_place(self) -> bool:
+        """Whether every dataset to write is one plain run of bytes in a plainly stored file;
+        if so, remember where each one is."""
+        if not self._datasets:
+            return False
+        base = 0
+        if self.model.format == "keras":
+            self._member = stored_member(self.model.path, WEIGHTS_H5)
+            if self._member is None:
+                return False
+            base = self._member.data_offset
+        self._source = contextlib.ExitStack()
+        self._source_h5 = self._source.enter_context(open_weights(self.model.path))
+        for name in self._datasets:
+            span = dataset_span(h5safe.dataset(self._source_h5, name))
+            if span is None:
+                self._close_source()
+                self._spans.clear()
+                return False
+            self._spans[name] = (base + span[0], span[1])
+        return True
+
+    def _close_source(self) -> None:
+        if self._source is not None:
+            source, self._source, self._source_h5 = self._source, None, None
+            source.close()
+
     def read(self, dataset: str) -> np.ndarray:
-        assert self._h5 is not None
-        return h5safe.read(h5safe.dataset(self._h5, dataset), dataset)
+        h5 = self._source_h5 if self.in_place else self._h5
+        assert h5 is not None
+        return h5safe.read(h5safe.dataset(h5, dataset), dataset)
 
     def write(self, dataset: str, values: np.ndarray) -> None:
         """Overwrite one dataset; shape and dtype must be the dataset's own."""
-        assert self._h5 is not None
-        ds = h5safe.dataset(self._h5, dataset)
+        h5 = self._source_h5 if self.in_place else self._h5
+        assert h5 is not None
+        ds = h5safe.dataset(h5, dataset)
         if tuple(ds.shape) != tuple(values.shape) or ds.dtype != values.dtype:
             raise InputError(
                 f"{self.model.path}: '{dataset}' is {ds.dtype}{tuple(ds.shape)}, "
                 f"cannot take {values.dtype}{tuple(values.shape)}"
             )
+        if self.in_place:
+            assert self._fd is not None and dataset in self._spans, dataset
+            offset, length = self._spans[dataset]
+            data = np.ascontiguousarray(values)
+            if data.nbytes != length:
+                raise InputError(
+                    f"{self.model.path}: '{dataset}' holds {length} bytes, not {data.nbytes}"
+                )
+            try:
+                pwrite_all(self._fd, memoryview(data).cast("B"), offset)
+            except OSError as exc:
+                raise _os_error(self.output, exc) from None
+            self.written[dataset] = digest(values)
+            return
         try:
             ds[...] = values
         except (OSError, RuntimeError, ValueError, TypeError) as exc:
@@ -174,6 +248,9 @@ class StagedWrite:
 
     def finish(self) -> None:
         """Close the edited weights and, for an archive, assemble the staged ``.keras``."""
+        if self.in_place:
+            self._finish_in_place()
+            return
         try:
             if self._h5 is not None:
                 h5, self._h5 = self._h5, None
@@ -190,6 +267,25 @@ class StagedWrite:
                 os.fsync(f.fileno())
         except OSError as exc:
             raise _os_error(self.output, exc) from None
+
+    def _finish_in_place(self) -> None:
+        assert self._fd is not None
+        self._close_source()
+        fd, self._fd = self._fd, None
+        try:
+            if self._member is not None:
+                # The member's bytes changed, so its CRC-32 in both zip headers must too.
+                patch_crc(
+                    fd, self._member, crc32_of(fd, self._member.data_offset, self._member.size)
+                )
+            os.fsync(fd)
+        except OSError as exc:
+            raise _os_error(self.output, exc) from None
+        finally:
+            os.close(fd)
+        if self._member is not None:
+            # Just computed from the bytes on disk: checking it again on reopening adds nothing.
+            mark_crc_checked(self.staged_path, self._member.data_offset)
 
     def commit(self) -> None:
         """Give the staged file ordinary permissions and rename it over the output."""
@@ -210,6 +306,11 @@ class StagedWrite:
                 os.close(fd)
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self._close_source()
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
         if self._h5 is not None:
             with contextlib.suppress(Exception):
                 self._h5.close()

@@ -148,7 +148,7 @@ def execute(
     assert output is not None
     out = check_output(model, output, force)
     result.output = output
-    with StagedWrite(model, out) as staged:
+    with StagedWrite(model, out, [job.ref.dataset for job in jobs]) as staged:
         for job in jobs:
             t = time.perf_counter()
             current = staged.read(job.ref.dataset)

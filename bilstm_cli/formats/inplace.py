@@ -1,0 +1,125 @@
+"""Editing weights in place, byte for byte, in a copy of the model file.
+
+Keras writes weights as plain contiguous HDF5 datasets, and stores ``model.weights.h5`` in a
+``.keras`` archive uncompressed. A weight's bytes therefore sit at a fixed offset in the file:
+overwriting exactly those bytes (and, in an archive, the member's CRC-32 in its two headers)
+changes nothing else, not even HDF5's own bookkeeping. Anything that does not fit that picture
+(chunked or filtered datasets, a compressed member) is left to the general writer.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zipfile
+import zlib
+from dataclasses import dataclass
+
+import h5py
+
+_LOCAL = struct.Struct("<4s5H3L2H")  # local file header, 30 bytes
+_CENTRAL = struct.Struct("<4s6H3L5H2L")  # central directory header, 46 bytes
+LOCAL_CRC_AT = 14
+CENTRAL_CRC_AT = 16
+_DATA_DESCRIPTOR = 0x08
+_ENCRYPTED = 0x01
+
+
+@dataclass(frozen=True)
+class MemberSpan:
+    """Where a stored archive member's bytes are, and where its CRC is recorded."""
+
+    data_offset: int
+    size: int
+    local_header: int
+    central_header: int
+
+
+def stored_member(path: str, name: str) -> MemberSpan | None:
+    """The span of member ``name`` if it is stored plainly (no compression, no encryption, no
+    trailing data descriptor); None otherwise."""
+    with open(path, "rb") as f, zipfile.ZipFile(f) as z:
+        infos = z.infolist()
+        matches = [i for i, info in enumerate(infos) if info.filename == name]
+        if len(matches) != 1:
+            return None
+        index = matches[0]
+        info = infos[index]
+        if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & (
+            _ENCRYPTED | _DATA_DESCRIPTOR
+        ):
+            return None
+        f.seek(info.header_offset)
+        header = f.read(_LOCAL.size)
+        if len(header) != _LOCAL.size:
+            return None
+        fields = _LOCAL.unpack(header)
+        if fields[0] != b"PK\x03\x04":
+            return None
+        data_offset = info.header_offset + _LOCAL.size + fields[9] + fields[10]
+        central = _central_header_offset(f, z, index)
+        if central is None:
+            return None
+        return MemberSpan(data_offset, info.file_size, info.header_offset, central)
+
+
+def _central_header_offset(f: object, z: zipfile.ZipFile, index: int) -> int | None:
+    """Offset of the ``index``-th central directory entry (entries are in infolist order)."""
+    start = getattr(z, "start_dir", None)
+    if not isinstance(start, int):
+        return None
+    offset = start
+    for _ in range(index + 1):
+        f.seek(offset)  # type: ignore[attr-defined]
+        header = f.read(_CENTRAL.size)  # type: ignore[attr-defined]
+        if len(header) != _CENTRAL.size:
+            return None
+        fields = _CENTRAL.unpack(header)
+        if fields[0] != b"PK\x01\x02":
+            return None
+        current = offset
+        offset += _CENTRAL.size + fields[10] + fields[11] + fields[12]
+    return current
+
+
+def dataset_span(ds: h5py.Dataset) -> tuple[int, int] | None:
+    """(offset, length) of a dataset's raw bytes in its HDF5 file, if they are one plain run."""
+    if ds.chunks is not None or ds.compression is not None or ds.external or ds.is_virtual:
+        return None
+    try:
+        if ds.id.get_create_plist().get_nfilters():
+            return None
+        offset = ds.id.get_offset()
+        length = ds.id.get_storage_size()
+    except (OSError, RuntimeError, ValueError):
+        return None
+    expected = ds.dtype.itemsize * int(ds.size)
+    if offset is None or length != expected or expected == 0:
+        return None
+    return int(offset), int(length)
+
+
+def pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+    while len(data):
+        written = os.pwrite(fd, data, offset)
+        data = data[written:]
+        offset += written
+
+
+def crc32_of(fd: int, offset: int, size: int) -> int:
+    crc = 0
+    block = 1 << 20
+    while size > 0:
+        chunk = os.pread(fd, min(block, size), offset)
+        if not chunk:
+            raise OSError("the staged archive is shorter than its member")
+        crc = zlib.crc32(chunk, crc)
+        offset += len(chunk)
+        size -= len(chunk)
+    return crc
+
+
+def patch_crc(fd: int, span: MemberSpan, crc: int) -> None:
+    packed = struct.pack("<L", crc)
+    pwrite_all(fd, memoryview(packed), span.local_header + LOCAL_CRC_AT)
+    pwrite_all(fd, memoryview(packed), span.central_header + CENTRAL_CRC_AT)
