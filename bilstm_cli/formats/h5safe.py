@@ -8,6 +8,7 @@ external or virtual datasets read their bytes from other files. All of them are 
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import h5py
@@ -221,3 +222,94 @@ def attr_string(node: h5py.Group | h5py.File, name: str) -> str | None:
         item = value.reshape(-1)[0]
         return item.decode("utf-8", "replace") if isinstance(item, bytes) else str(item)
     return None
+
+
+# --- global heaps ------------------------------------------------------------------------------
+# Variable-length strings (Keras' model_config, weight_names, layer_names…) live in "global
+# heap" collections. HDF5 walks a collection's objects by their declared sizes, and a damaged
+# free-space entry of size zero makes it loop forever, inside the library, where no signal
+# reaches. The collections are therefore walked here first, the same way, with bounds.
+
+_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+_GCOL = b"GCOL"
+_SCAN_BLOCK = 16 * 1024 * 1024
+
+
+def _lengths_size(f: Any) -> int:
+    """The superblock's "size of lengths" (8 in every file h5py writes)."""
+    offset = 0
+    while offset < 1 << 30:
+        f.seek(offset)
+        head = f.read(16)
+        if len(head) < 16:
+            break
+        if head[:8] == _SIGNATURE:
+            size = head[15] if head[8] in (0, 1) else head[10]
+            return size if size in (2, 4, 8) else 8
+        offset = 512 if offset == 0 else offset * 2
+    return 8
+
+
+def check_global_heaps(f: Any) -> None:
+    """Refuse an HDF5 file (a seekable binary file object) whose global heap collections
+    HDF5 could not walk to their end; InputError names the first bad one."""
+    f.seek(0, 2)
+    end_of_file = f.tell()
+    lengths = _lengths_size(f)
+    found = []
+    offset, tail = 0, b""
+    f.seek(0)
+    while True:
+        block = f.read(_SCAN_BLOCK)
+        if not block:
+            break
+        data = tail + block
+        base = offset - len(tail)
+        at = data.find(_GCOL)
+        while at >= 0:
+            found.append(base + at)
+            at = data.find(_GCOL, at + 1)
+        offset += len(block)
+        tail = data[-(len(_GCOL) - 1) :]
+    for at in found:
+        _check_collection(f, at, lengths, end_of_file)
+
+
+def _check_collection(f: Any, at: int, lengths: int, end_of_file: int) -> None:
+    f.seek(at)
+    header = f.read(8 + lengths)
+    if len(header) < 8 + lengths or header[4] != 1 or header[5:8] != b"\0\0\0":
+        return  # not a collection HDF5 would accept as one (or four bytes of data)
+    size = int.from_bytes(header[8:], "little")
+    if size < len(header) or at + size > end_of_file:
+        raise InputError(
+            f"global heap at byte {at} declares {size} bytes, beyond the end of the file"
+        )
+    f.seek(at)
+    heap = f.read(size)
+    object_header = 8 + lengths
+    p = len(header)
+    while p < size:
+        if p + object_header > size:
+            break  # the remainder is free space too small to describe itself
+        index = int.from_bytes(heap[p : p + 2], "little")
+        length = int.from_bytes(heap[p + 8 : p + 8 + lengths], "little")
+        need = object_header + (length + 7) // 8 * 8 if index > 0 else length
+        if need <= 0 or p + need > size:
+            raise InputError(
+                f"global heap at byte {at} is damaged (object {index} of {length} bytes at "
+                f"offset {p} does not fit)"
+            )
+        p += need
+
+
+def check_heaps_of(source: Any) -> None:
+    """``check_global_heaps`` on a path or on a seekable file object (left at its start)."""
+    if isinstance(source, str | bytes | os.PathLike):
+        with open(source, "rb") as f:
+            check_global_heaps(f)
+        return
+    try:
+        check_global_heaps(source)
+    finally:
+        source.seek(0)

@@ -68,6 +68,7 @@ def sniff(path: str) -> str:
 
 def _open_h5(source: Any) -> h5py.File:
     try:
+        h5safe.check_heaps_of(source)  # before HDF5 can loop forever on a damaged one
         return h5py.File(source, "r")
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         raise InputError(f"the HDF5 data cannot be opened ({_first_line(exc)})") from None
