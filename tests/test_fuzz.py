@@ -29,6 +29,8 @@ REGRESSIONS = [
     "flip:k3_functional_nested.keras:3",
     # zip "version needed" 21.0: NotImplementedError left the archive file open (a warning)
     "flip:k3_lambda.keras:23004915",
+    # a global heap collection declared too long: HDF5 looped forever reading an attribute
+    "flip:k3_legacy_functional_gru.h5:41006981",
 ]
 
 

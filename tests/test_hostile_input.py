@@ -485,6 +485,25 @@ def test_float_type_with_damaged_bit_layout(tmp_path):
     refused_by_both(p, tmp_path, "non-IEEE")
 
 
+def test_global_heap_that_would_hang_hdf5(tmp_path):
+    """A global heap collection declaring more bytes than it holds makes HDF5 walk into a
+    zero-sized free-space entry and loop forever while reading a string attribute (no signal
+    stops it). Such heaps are walked and refused first."""
+    source = FIXTURES / "k3_legacy_functional_gru.h5"
+    data = bytearray(source.read_bytes())
+    at = data.find(b"GCOL")
+    assert data[at + 8 : at + 16] == (8192).to_bytes(8, "little")
+    data[at + 9] = 0x49  # declares 18688 bytes
+    p = tmp_path / "looping.h5"
+    p.write_bytes(bytes(data))
+    for command in (["inspect", str(p)], ["init", str(p), "-o", str(tmp_path / "o.h5")]):
+        run = subprocess.run([sys.executable, "-m", "bilstm_cli", *command],
+                             capture_output=True, text=True, timeout=60)
+        assert run.returncode == 3, run.stderr
+        assert run.stderr.startswith(f"Error: {p}: global heap at byte {at}")
+        assert len(run.stderr.splitlines()) == 1
+    assert not (tmp_path / "o.h5").exists()
+
 # --- links, virtual and external datasets ------------------------------------------------------
 
 
