@@ -42,6 +42,9 @@ def sniff(path: str) -> str:
         raise InputError("no such file")
     if os.path.isdir(path):
         raise InputError("is a directory, not a model file")
+    if not os.path.isfile(path):
+        # Opening a pipe would wait for a writer forever; devices never end.
+        raise InputError("is a pipe, device or socket, not a model file")
     try:
         with open(path, "rb") as f:
             head = f.read(8)

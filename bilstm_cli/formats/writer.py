@@ -55,6 +55,8 @@ def check_output(model: ModelFile, output: str, force: bool) -> str:
         raise OutputError(f"{output}: directory {directory} does not exist")
     if os.path.isdir(out):
         raise OutputError(f"{output}: is a directory")
+    if os.path.exists(out) and not os.path.isfile(out):
+        raise OutputError(f"{output}: is a device, pipe or socket, not a file; not replacing it")
     same = os.path.exists(out) and os.path.samefile(out, model.path)
     if same and not force:
         raise OutputError(f"{output}: is the input file; pass --force to replace it")
