@@ -91,6 +91,21 @@ def test_directory(tmp_path):
     refused_by_both(d, tmp_path, "directory")
 
 
+def test_named_pipe_does_not_hang(tmp_path):
+    """Opening a FIFO waits for a writer that never comes; it is refused before that."""
+    p = tmp_path / "model.h5"
+    os.mkfifo(p)
+    started = time.monotonic()
+    refused_by_both(p, tmp_path, "pipe")
+    assert time.monotonic() - started < 10
+
+
+@pytest.mark.parametrize("device", ["/dev/zero", "/dev/urandom"])
+def test_device_is_not_a_model(tmp_path, device):
+    if not os.path.exists(device):
+        pytest.skip(f"no {device}")
+    refused_by_both(Path(device), tmp_path, "device")
+
 def test_empty_file(tmp_path):
     p = tmp_path / "empty.keras"
     p.write_bytes(b"")

@@ -162,6 +162,14 @@ def test_existing_output_without_force(tmp_path):
     assert temp_leftovers(tmp_path) == []
 
 
+def test_output_that_is_a_pipe_is_not_replaced_even_with_force(tmp_path):
+    out = tmp_path / "out.h5"
+    os.mkfifo(out)
+    outcome = run_main(*init_args(LEGACY, out, "--force"))
+    one_error_line(outcome.stderr, outcome.code, 4, str(out), "not a file")
+    assert out.is_fifo()
+    assert temp_leftovers(tmp_path) == []
+
 @pytest.mark.parametrize("spelling", ["same", "dotted", "symlink"])
 def test_output_is_the_input_without_force(tmp_path, spelling):
     model = tmp_path / "model.keras"
