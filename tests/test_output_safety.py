@@ -443,3 +443,14 @@ def test_in_place_editing_leaves_the_rest_of_the_file_alone(tmp_path):
     a, b = p.read_bytes(), out.read_bytes()
     assert len(a) == len(b) and a[:56] == b[:56]
     assert run_main("inspect", out).code == 0 and temp_leftovers(outdir) == []
+
+
+@pytest.mark.parametrize("source", [LEGACY, KERAS], ids=lambda p: p.name)
+def test_longest_output_name_still_has_room_for_the_staged_file(tmp_path, source):
+    """The staged name adds a prefix and suffix; a valid 250-character output name must not
+    make it too long for the file system."""
+    suffix = suffix_of(source)
+    out = tmp_path / ("m" * (250 - len(suffix)) + suffix)
+    outcome = run_main(*init_args(source, out))
+    assert outcome.code == 0, outcome.stderr
+    assert out.exists() and temp_leftovers(tmp_path) == []
