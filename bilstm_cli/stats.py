@@ -33,19 +33,36 @@ def _finite_values(a: np.ndarray) -> tuple[np.ndarray, int]:
     return x[ok], int(x.size - np.count_nonzero(ok))
 
 
-def _moments(x: np.ndarray) -> tuple[float, float, float]:
-    """(mean, population std, L2 norm) of a flat array, accumulated in float64 chunk by chunk."""
+def _moments(x: np.ndarray, peak: float) -> tuple[float, float, float]:
+    """(mean, population std, L2 norm) of a flat array of finite values, accumulated in
+    float64 chunk by chunk. ``peak`` is the largest magnitude: values so large that their
+    squares would overflow are scaled by a power of two first, which is exact."""
     n = x.size
-    total = float(np.add.reduce(x, dtype=np.float64))
-    mean = total / n
+    scale = 2.0 ** math.frexp(peak)[1] if peak > 1e150 else 1.0
+    if scale == 1.0:
+        total = float(np.add.reduce(x, dtype=np.float64))
+    else:
+        total = sum(
+            float(np.add.reduce(x[i : i + _CHUNK].astype(np.float64) / scale))
+            for i in range(0, n, _CHUNK)
+        )
+    mean = total / n  # in units of ``scale``
     squares = 0.0
     deviations = 0.0
     for start in range(0, n, _CHUNK):
         chunk = x[start : start + _CHUNK].astype(np.float64)
+        if scale != 1.0:
+            chunk /= scale
         squares += float(np.einsum("i,i->", chunk, chunk))
         chunk -= mean
         deviations += float(np.einsum("i,i->", chunk, chunk))
-    return mean, math.sqrt(deviations / n), math.sqrt(squares)
+    return mean * scale, math.sqrt(deviations / n) * scale, math.sqrt(squares) * scale
+
+
+def _json_number(x: float) -> float | None:
+    """A statistic of finite values can still exceed float64 (the L2 norm of many values near
+    1e308); JSON has no infinity, so such a number is reported as unknown."""
+    return x if math.isfinite(x) else None
 
 
 def weight_stats(a: np.ndarray) -> dict[str, Any]:
@@ -58,13 +75,14 @@ def weight_stats(a: np.ndarray) -> dict[str, Any]:
     if x.size == 0:
         out = dict.fromkeys(("mean", "std", "min", "max", "l2"))
     else:
-        mean, std, l2 = _moments(x)
+        lo, hi = float(np.min(x)), float(np.max(x))
+        mean, std, l2 = _moments(x, max(abs(lo), abs(hi)))
         out = {
-            "mean": mean,
-            "std": std,
-            "min": float(np.min(x)),
-            "max": float(np.max(x)),
-            "l2": l2,
+            "mean": _json_number(mean),
+            "std": _json_number(std),
+            "min": lo,
+            "max": hi,
+            "l2": _json_number(l2),
         }
     out["finite"] = nonfinite == 0
     out["count"] = int(np.asarray(a).size)
