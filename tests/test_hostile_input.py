@@ -652,6 +652,29 @@ def test_finite_weights_whose_squares_overflow(tmp_path):
     assert stats["mean"] == pytest.approx(1e300) and stats["std"] <= 1e-12 * 1e300
     assert stats["l2"] == pytest.approx(1e300 * np.sqrt(np.prod(weight["shape"])), rel=1e-9)
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="stats._moments scales by 2.0 ** 1024 for weights at the float64 maximum, which "
+    "raises OverflowError ('Error: unexpected OverflowError', exit 1)",
+)
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_weights_at_the_float64_limit(tmp_path, sign):
+    p = tmp_path / "limit.h5"
+    top = np.finfo(np.float64).max
+
+    def saturate(f):
+        path = weight_datasets(f)[0]
+        values = np.full(f[path].shape, sign * top)
+        del f[path]
+        f[path] = values
+
+    edit_h5(LEGACY, p, saturate)
+    outcome = run_main("inspect", p, "--json")
+    assert outcome.code == 0, outcome.stderr
+    json.loads(outcome.stdout)
+    out = tmp_path / "out.h5"
+    assert run_main("init", p, "-o", out, "--init", "zeros", "--seed", "1").code == 0
+
 def _enlarged_weight(doc):
     weights = [w for layer in doc["layers"] for w in layer["weights"]]
     return next(w for w in weights if w["stats"]["max"] == 1e300)
