@@ -200,6 +200,12 @@ def bidirectional_settings(entry: LayerEntry) -> tuple[CellSettings, CellSetting
     forward = cell_settings(conf.get("layer"), where)
     if conf.get("backward_layer") is not None:
         backward = cell_settings(conf["backward_layer"], where)
+        if backward.go_backwards == forward.go_backwards:
+            # Keras refuses to build such a layer; its backward pass would run forwards.
+            raise InputError(
+                f"{where}: the forward and backward layers both have "
+                f"go_backwards={forward.go_backwards}; Keras requires them to differ"
+            )
     else:
         backward = CellSettings(
             **{**forward.__dict__, "go_backwards": not forward.go_backwards, "name": None}
