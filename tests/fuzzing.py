@@ -194,10 +194,15 @@ def _alarm(signum: int, frame: Any) -> None:
 
 
 def error_line_problems(
-    outcome: Outcome, file: str | Path, what: str, output: str | Path | None = None
+    outcome: Outcome,
+    file: str | Path,
+    what: str,
+    output: str | Path | None = None,
+    also: str | Path | None = None,
 ) -> list[str]:
     """What is wrong with the stderr of one run (empty when nothing is). The error must name
-    the input, or the output when that is what failed (exit 4, or 1: verification)."""
+    the input (or ``also``, a second input), or the output when that is what failed (exit 4,
+    or 1: verification)."""
     problems = []
     err = outcome.stderr
     lines = err.splitlines()
@@ -213,8 +218,10 @@ def error_line_problems(
         problems.append(f"{what}: stderr does not start with 'Error: ': {lines[0][:200]!r}")
     elif lines[0].startswith("Error: unexpected "):
         problems.append(f"{what}: unexpected error: {lines[0][:300]}")
-    elif Path(file).name not in lines[0] and not (
-        output is not None and outcome.code in (1, 4) and Path(output).name in lines[0]
+    elif (
+        Path(file).name not in lines[0]
+        and not (also is not None and str(also) in lines[0])
+        and not (output is not None and outcome.code in (1, 4) and Path(output).name in lines[0])
     ):
         problems.append(f"{what}: error does not name {Path(file).name}: {lines[0][:200]}")
     return problems
@@ -627,8 +634,16 @@ class Report:
     problems: list[str] = field(default_factory=list)
 
 
-def check_case(case: Case, workdir: Path, timeout: float = 10.0) -> Report:
-    """Build the mutant of ``case`` under ``workdir``, run the tool on it, report problems."""
+COMMANDS = ("inspect", "init", "diff", "transplant")
+
+
+def check_case(
+    case: Case, workdir: Path, timeout: float = 10.0, commands: tuple[str, ...] = COMMANDS
+) -> Report:
+    """Build the mutant of ``case`` under ``workdir``, run the tool on it, report problems.
+
+    ``diff`` compares the mutant with its intact fixture, ``transplant`` uses the mutant as
+    the donor for the intact fixture."""
     directory = workdir / f"case{case.seed}"
     outdir = directory / "out"
     outdir.mkdir(parents=True, exist_ok=True)
@@ -639,30 +654,40 @@ def check_case(case: Case, workdir: Path, timeout: float = 10.0) -> Report:
         report.note = f"mutation skipped ({type(exc).__name__}: {exc})"
         shutil.rmtree(directory, ignore_errors=True)
         return report
-    before = sha256(mutant)
+    intact = FIXTURES / case.fixture
+    before = sha256(mutant), sha256(intact)
     output = outdir / f"out{suffix_of(mutant)}"
-    runs = (
-        ("inspect", ("inspect", mutant, "--json")),
-        ("init", ("init", mutant, "-o", output, "--init", "zeros", "--seed", "1", "--json")),
-    )
+    transplanted = outdir / f"transplanted{suffix_of(intact)}"
+    runs = {
+        "inspect": ("inspect", mutant, "--json"),
+        "init": ("init", mutant, "-o", output, "--init", "zeros", "--seed", "1", "--json"),
+        "diff": ("diff", mutant, intact, "--json"),
+        "transplant": ("transplant", mutant, intact, "-o", transplanted, "--json"),
+    }
     try:
-        for name, args in runs:
+        for name in commands:
             try:
-                outcome = run_main(*args, timeout=timeout)
+                outcome = run_main(*runs[name], timeout=timeout)
             except CaseTimeout:
                 report.problems.append(f"{name}: still running after {timeout:g} s")
                 continue
             report.codes[name] = outcome.code
-            report.problems += error_line_problems(outcome, mutant, name, output)
-            if name == "inspect" and outcome.code == 0:
+            written = {"init": output, "transplant": transplanted}.get(name)
+            if name == "diff" and outcome.code == 1 and not outcome.stderr:
+                pass  # differences found: a result, not an error
+            else:
+                report.problems += error_line_problems(
+                    outcome, mutant, name, written, also=intact if name != "init" else None
+                )
+            if outcome.code in (0, 1) and name in ("inspect", "diff") and outcome.stdout:
                 try:
                     json.loads(outcome.stdout)
                 except ValueError:
-                    report.problems.append("inspect: --json printed no valid JSON")
-            if name == "init":
-                report.problems += _check_init_output(outcome, output, timeout)
-        if sha256(mutant) != before:
-            report.problems.append("the input file was modified")
+                    report.problems.append(f"{name}: --json printed no valid JSON")
+            if written is not None:
+                report.problems += _check_written(name, outcome, written, timeout)
+        if (sha256(mutant), sha256(intact)) != before:
+            report.problems.append("an input file was modified")
         for d in (directory, outdir):
             left = temp_leftovers(d)
             if left:
@@ -672,17 +697,17 @@ def check_case(case: Case, workdir: Path, timeout: float = 10.0) -> Report:
     return report
 
 
-def _check_init_output(outcome: Outcome, output: Path, timeout: float) -> list[str]:
+def _check_written(name: str, outcome: Outcome, output: Path, timeout: float) -> list[str]:
     if outcome.code != 0:
         if output.exists():
-            return [f"init: exit {outcome.code} but an output file exists"]
+            return [f"{name}: exit {outcome.code} but an output file exists"]
         return []
     if not output.exists():
-        return ["init: exit 0 but no output file"]
+        return [f"{name}: exit 0 but no output file"]
     try:
         again = run_main("inspect", output, "--json", timeout=timeout)
     except CaseTimeout:
-        return ["inspect of the output: still running"]
+        return [f"inspect of {name}'s output: still running"]
     if again.code != 0:
-        return [f"inspect of init's output: exit {again.code}: {again.stderr.strip()[:200]}"]
+        return [f"inspect of {name}'s output: exit {again.code}: {again.stderr.strip()[:200]}"]
     return []

@@ -379,6 +379,35 @@ def test_bad_configuration(tmp_path, source, case):
     refused_by_both(p, tmp_path, words)
 
 
+@pytest.mark.parametrize(
+    "source",
+    [FIXTURES / "k3_functional_backward_nobias.keras", FIXTURES / "k2_functional_mixed.h5"],
+    ids=lambda p: p.name,
+)
+def test_custom_backward_layer_running_forwards(tmp_path, source):
+    """Keras refuses a Bidirectional whose two layers run the same way; so does every
+    command (transplant used to fail in its reference pass without naming the file)."""
+    p = tmp_path / f"same_way{suffix_of(source)}"
+
+    def same_direction(config):
+        stack = [config]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, dict):
+                if node.get("class_name") == "Bidirectional" and node["config"].get(
+                    "backward_layer"
+                ):
+                    node["config"]["backward_layer"]["config"]["go_backwards"] = False
+                stack.extend(node.values())
+            elif isinstance(node, list):
+                stack.extend(node)
+        return config
+
+    edit_config(source, p, same_direction)
+    refused_by_both(p, tmp_path, "go_backwards")
+    outcome = run_main("transplant", p, source, "-o", tmp_path / f"t{suffix_of(source)}")
+    assert_error(outcome, 3, p, "go_backwards")
+
 def test_model_config_attribute_not_text(tmp_path):
     p = tmp_path / "binary_config.h5"
     shutil.copyfile(LEGACY, p)
