@@ -1,4 +1,5 @@
-"""Long fuzzing run: thousands of damaged fixture files through ``bilstm inspect`` and ``init``.
+"""Long fuzzing run: thousands of damaged fixture files through ``inspect``, ``init``, ``diff``
+and ``transplant``.
 
     python bench/fuzz.py [--cases 4000] [--seed 7] [--workers N] [--timeout 30]
     python bench/fuzz.py --replay flip:k2_seq_lstm.h5:262      # one case, in detail
@@ -133,7 +134,7 @@ def summary(reports: list[fuzzing.Report], elapsed: float) -> int:
         per_kind[r.case.kind] += 1
         if r.note.startswith("mutation skipped"):
             skipped[r.case.kind] += 1
-        for command in ("inspect", "init"):
+        for command in fuzzing.COMMANDS:
             if command in r.codes:
                 codes[command][r.codes[command]] += 1
         if r.problems:
@@ -161,6 +162,7 @@ def replay(spec: str, timeout: float) -> int:
     case = fuzzing.Case(fixture, kind, int(seed))
     with tempfile.TemporaryDirectory() as tmp:
         mutant, note = fuzzing.make_mutant(case, Path(tmp))
+        intact = fuzzing.FIXTURES / fixture
         print(f"{case}: {note}")
         out = Path(tmp) / "out"
         out.mkdir()
@@ -168,12 +170,15 @@ def replay(spec: str, timeout: float) -> int:
             ("inspect", mutant, "--json"),
             ("init", mutant, "-o", out / f"out{fuzzing.suffix_of(mutant)}", "--init", "zeros",
              "--seed", "1"),
+            ("diff", mutant, intact),
+            ("transplant", mutant, intact, "-o", out / f"t{fuzzing.suffix_of(intact)}"),
         ):
             outcome = fuzzing.run_main(*args, timeout=timeout)
             print(f"$ bilstm {' '.join(str(a) for a in args)}\n  exit {outcome.code}")
             if outcome.stderr:
                 print("  stderr: " + outcome.stderr.rstrip())
-    report = fuzzing.check_case(case, Path(tempfile.mkdtemp()), timeout=timeout)
+    with tempfile.TemporaryDirectory() as tmp:
+        report = fuzzing.check_case(case, Path(tmp), timeout=timeout)
     for problem in report.problems:
         print(f"PROBLEM: {problem}")
     return 1 if report.problems else 0
