@@ -38,7 +38,9 @@ def _moments(x: np.ndarray, peak: float) -> tuple[float, float, float]:
     float64 chunk by chunk. ``peak`` is the largest magnitude: values so large that their
     squares would overflow are scaled by a power of two first, which is exact."""
     n = x.size
-    scale = 2.0 ** math.frexp(peak)[1] if peak > 1e150 else 1.0
+    # 2**(e-2) with peak < 2**e: scaled values stay below 4 and the scale itself stays
+    # representable even for weights at the float64 maximum (where 2**e would overflow).
+    scale = math.ldexp(1.0, math.frexp(peak)[1] - 2) if peak > 1e150 else 1.0
     if scale == 1.0:
         total = float(np.add.reduce(x, dtype=np.float64))
     else:

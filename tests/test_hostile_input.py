@@ -681,11 +681,6 @@ def test_finite_weights_whose_squares_overflow(tmp_path):
     assert stats["mean"] == pytest.approx(1e300) and stats["std"] <= 1e-12 * 1e300
     assert stats["l2"] == pytest.approx(1e300 * np.sqrt(np.prod(weight["shape"])), rel=1e-9)
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="stats._moments scales by 2.0 ** 1024 for weights at the float64 maximum, which "
-    "raises OverflowError ('Error: unexpected OverflowError', exit 1)",
-)
 @pytest.mark.parametrize("sign", [1.0, -1.0])
 def test_weights_at_the_float64_limit(tmp_path, sign):
     p = tmp_path / "limit.h5"
