@@ -17,6 +17,7 @@ import zlib
 from typing import IO, Any
 
 from bilstm_cli.errors import InputError
+from bilstm_cli.formats import h5safe
 
 CONFIG = "config.json"
 METADATA = "metadata.json"
@@ -39,8 +40,7 @@ _CRC_CHECKED: set[tuple[object, ...]] = set()
 
 
 def _crc_key(fileno: int, start: int) -> tuple[object, ...]:
-    st = os.fstat(fileno)
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, start)
+    return h5safe.identity(fileno, start)
 
 
 def mark_crc_checked(path: str, start: int) -> None:
@@ -95,6 +95,8 @@ class KerasArchive:
         self.path = path
         self._file = open(path, "rb")  # noqa: SIM115 - closed in close()
         self._temp: IO[bytes] | None = None
+        # Identity of the weights member's bytes (see h5safe.identity), None when inflated.
+        self.weights_key: tuple[object, ...] | None = None
         try:
             self.zip = zipfile.ZipFile(self._file)
         except BaseException as exc:
@@ -166,6 +168,10 @@ class KerasArchive:
                 if fields[0] == b"PK\x03\x04":
                     start = info.header_offset + _LOCAL_HEADER.size + fields[9] + fields[10]
                     self._check_crc(start, info)
+                    try:
+                        self.weights_key = h5safe.identity(self._file.fileno(), start)
+                    except (OSError, ValueError):
+                        self.weights_key = None
                     return io.BufferedReader(_Window(self._file, start, info.file_size), 1 << 20)
             raise InputError(f"archive member '{WEIGHTS_H5}' has a damaged header")
         self._temp = tempfile.TemporaryFile()

@@ -232,7 +232,31 @@ def attr_string(node: h5py.Group | h5py.File, name: str) -> str | None:
 
 _SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _GCOL = b"GCOL"
-_SCAN_BLOCK = 16 * 1024 * 1024
+_SCAN_BLOCK = 1024 * 1024  # small: the scan should not grow memory with the file
+
+# Files (by identity and state, see ``identity``) whose heaps this process has checked.
+_HEAPS_CHECKED: set[tuple[object, ...]] = set()
+
+
+def identity(fileno: int, start: int = 0) -> tuple[object, ...]:
+    """A file's identity and state (device, inode, size, modification time) and the offset
+    of the part meant: equal keys mean the same unchanged bytes."""
+    st = os.fstat(fileno)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, start)
+
+
+def path_identity(path: str, start: int = 0) -> tuple[object, ...]:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return identity(fd, start)
+    finally:
+        os.close(fd)
+
+
+def mark_heaps_checked(key: tuple[object, ...]) -> None:
+    """Record that the HDF5 data identified by ``key`` needs no heap check (its heaps were
+    checked, or it is a byte copy of data whose heaps were)."""
+    _HEAPS_CHECKED.add(key)
 
 
 def _lengths_size(f: Any) -> int:
@@ -303,13 +327,18 @@ def _check_collection(f: Any, at: int, lengths: int, end_of_file: int) -> None:
         p += need
 
 
-def check_heaps_of(source: Any) -> None:
-    """``check_global_heaps`` on a path or on a seekable file object (left at its start)."""
+def check_heaps_of(source: Any, key: tuple[object, ...] | None = None) -> None:
+    """``check_global_heaps`` on a path or on a seekable file object (left at its start),
+    once per process for the same unchanged data (``key``)."""
+    if key is not None and key in _HEAPS_CHECKED:
+        return
     if isinstance(source, str | bytes | os.PathLike):
         with open(source, "rb") as f:
             check_global_heaps(f)
-        return
-    try:
-        check_global_heaps(source)
-    finally:
-        source.seek(0)
+    else:
+        try:
+            check_global_heaps(source)
+        finally:
+            source.seek(0)
+    if key is not None:
+        _HEAPS_CHECKED.add(key)

@@ -69,9 +69,9 @@ def sniff(path: str) -> str:
     raise InputError("not a Keras model file (neither a .keras zip archive nor HDF5)")
 
 
-def _open_h5(source: Any) -> h5py.File:
+def _open_h5(source: Any, key: tuple[object, ...] | None = None) -> h5py.File:
     try:
-        h5safe.check_heaps_of(source)  # before HDF5 can loop forever on a damaged one
+        h5safe.check_heaps_of(source, key)  # before HDF5 can loop forever on a damaged one
         return h5py.File(source, "r")
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         raise InputError(f"the HDF5 data cannot be opened ({_first_line(exc)})") from None
@@ -89,7 +89,10 @@ def open_weights(path: str) -> Iterator[h5py.File]:
         kind = sniff(path)
         archive = KerasArchive(path) if kind == "zip" else None
         try:
-            f = _open_h5(archive.weights_file() if archive else path)
+            if archive:
+                f = _open_h5(archive.weights_file(), archive.weights_key)
+            else:
+                f = _open_h5(path, h5safe.path_identity(path))
         except BaseException:
             if archive:
                 archive.close()
@@ -133,7 +136,7 @@ def _read_archive(path: str) -> ModelFile:
             meta = load_json(archive.read_member(METADATA, 1 << 20), METADATA)
             if isinstance(meta, dict) and isinstance(meta.get("keras_version"), str):
                 version = meta["keras_version"]
-        with _open_h5(archive.weights_file()) as f:
+        with _open_h5(archive.weights_file(), archive.weights_key) as f:
             layers = _tracked_layers_from_config(f, config)
             rnns = _tracked_rnns_from_config(f, config)
             optimizer = ["optimizer"] if h5safe.has(f, "optimizer") else []
@@ -365,7 +368,7 @@ def _shape(shape: tuple[int, ...]) -> str:
 
 
 def _read_hdf5(path: str) -> ModelFile:
-    with _open_h5(path) as f:
+    with _open_h5(path, h5safe.path_identity(path)) as f:
         version = h5safe.attr_string(f, "keras_version")
         if "model_config" in f.attrs:
             raw = f.attrs["model_config"]

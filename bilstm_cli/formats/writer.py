@@ -285,9 +285,13 @@ class StagedWrite:
             raise _os_error(self.output, exc) from None
         finally:
             os.close(fd)
+        start = self._member.data_offset if self._member is not None else 0
         if self._member is not None:
             # Just computed from the bytes on disk: checking it again on reopening adds nothing.
-            mark_crc_checked(self.staged_path, self._member.data_offset)
+            mark_crc_checked(self.staged_path, start)
+        # Only weight bytes changed; the HDF5 structure (heaps included) is the input's,
+        # which was checked when it was read.
+        h5safe.mark_heaps_checked(h5safe.path_identity(self.staged_path, start))
 
     def commit(self) -> None:
         """Give the staged file ordinary permissions and rename it over the output."""
