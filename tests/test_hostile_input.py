@@ -844,12 +844,6 @@ def test_transplant_donor_with_unknown_activation_is_named(tmp_path):
     assert_error(outcome, 3, donor, "activation")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finite float64 donor weights beyond float32's range become inf when cast for a "
-    "float32 model: NumPy prints a RuntimeWarning and the output holds inf (exit 0), or "
-    "verification fails (exit 1); the donor should be refused clearly (ops/transplant.py)",
-)
 def test_transplant_donor_values_beyond_the_target_dtype(tmp_path):
     donor = tmp_path / "donor.h5"
 

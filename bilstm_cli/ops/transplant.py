@@ -312,7 +312,17 @@ def _job(
                 f"{donor_path}: {pair.source.label} {role} has {bad} non-finite value(s); "
                 "pass --allow-nonfinite to copy them anyway"
             )
-        return values.astype(dtype, copy=False)
+        if values.dtype == dtype:
+            return values
+        with np.errstate(over="ignore", invalid="ignore"):
+            cast = values.astype(dtype)
+        lost = int(np.count_nonzero(np.isfinite(values) & ~np.isfinite(cast)))
+        if lost:
+            raise InputError(
+                f"{donor_path}: {pair.source.label} {role} has {lost} value(s) beyond the "
+                f"range of the target's {np.dtype(dtype).name} weights"
+            )
+        return cast
 
     sel = (Ellipsis,) if whole else (Ellipsis, mask)
     # The donor's part, fingerprinted as read from the donor file; the written file's part is
