@@ -388,6 +388,10 @@ def _forward_checks(
             if src.activation is None or tgt.activation is None:
                 checks.append(Check(pair.label, "forward pass", True, "skipped: settings unknown"))
                 continue
+            unknown = _unknown_activation([(src, pair.source.keras_major), (tgt, major)])
+            if unknown:
+                checks.append(Check(pair.label, "forward pass", True, f"skipped: {unknown}"))
+                continue
             wrefs = {w.role: w for w in pair.target.weights if w.direction == pair.direction}
             dw = _weights(fd, pair.source.refs, pair.source, donor.path)
             ww = _weights(fw, wrefs, None, staged)
@@ -398,6 +402,15 @@ def _forward_checks(
         for d_layer, t_layer, moved in covered:
             label = f"{d_layer.name} → {t_layer.name}"
             src_f, src_b = (p.source for p in sorted(moved, key=lambda p: p.direction != "forward"))
+            unknown = _unknown_activation(
+                [(s.settings, s.keras_major) for s in (src_f, src_b)]
+                + [(t_layer.forward, major), (t_layer.backward, major)]
+            )
+            if unknown:
+                checks.append(
+                    Check(label, "Bidirectional forward pass", True, f"skipped: {unknown}")
+                )
+                continue
             x = reference.probe_batch(
                 t_layer.weight("forward", "kernel").shape[0],
                 seed=1,  # type: ignore[union-attr]
@@ -428,6 +441,21 @@ def _forward_checks(
             whole_pair.differences = [d for p in moved for d in p.differences]
             checks.append(_agreement(whole_pair, "Bidirectional forward pass", diff, label))
     return checks
+
+
+def _unknown_activation(settings: list[tuple[CellSettings, int]]) -> str | None:
+    """Why the reference cannot run these cells (an activation it does not know), if so.
+    A custom activation's code is never run: the check is skipped and says why."""
+    for cell, major in settings:
+        for name in (cell.activation, cell.recurrent_activation):
+            if name is None:
+                continue
+            try:
+                reference.get_activation(name, major)
+            except InputError:
+                owner = cell.name or cell.cell
+                return f"activation '{name}' of {owner} is not one the reference knows"
+    return None
 
 
 def _whole_pairs(pairs: list[Pair]) -> list[tuple[BiLayer, BiLayer, list[Pair]]]:
