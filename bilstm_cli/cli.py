@@ -17,6 +17,9 @@ from bilstm_cli import __version__
 from bilstm_cli.errors import BilstmError
 
 EXIT_INTERRUPTED = 130
+# Model arguments are checked by the reader, which says precisely what is wrong (exit 3);
+# Click's own existence and permission checks would turn that into a usage error.
+MODEL_PATH = click.Path(readable=False, dir_okay=True, allow_dash=False)
 
 
 def layer_option(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -120,7 +123,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 @cli.command()
-@click.argument("model", type=click.Path(readable=False, dir_okay=True, allow_dash=False))
+@click.argument("model", type=MODEL_PATH)
 @layer_option
 @click.option("--gates", "with_gates", is_flag=True, help="Add one row per gate block.")
 @json_option
@@ -137,7 +140,7 @@ def inspect(model: str, layers: tuple[str, ...], with_gates: bool, as_json: bool
 
 
 @cli.command()
-@click.argument("model", type=click.Path(readable=False, dir_okay=True, allow_dash=False))
+@click.argument("model", type=MODEL_PATH)
 @click.option(
     "--init",
     "inits",
@@ -180,8 +183,8 @@ def init(
 
 
 @cli.command()
-@click.argument("donor", type=click.Path(readable=False, dir_okay=True, allow_dash=False))
-@click.argument("model", type=click.Path(readable=False, dir_okay=True, allow_dash=False))
+@click.argument("donor", type=MODEL_PATH)
+@click.argument("model", type=MODEL_PATH)
 @click.option(
     "--map",
     "maps",
@@ -247,8 +250,8 @@ def transplant(
 
 
 @cli.command()
-@click.argument("a", type=click.Path(readable=False, dir_okay=True, allow_dash=False))
-@click.argument("b", type=click.Path(readable=False, dir_okay=True, allow_dash=False))
+@click.argument("a", type=MODEL_PATH)
+@click.argument("b", type=MODEL_PATH)
 @layer_option
 @click.option(
     "--role",
