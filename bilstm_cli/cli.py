@@ -40,11 +40,17 @@ class _Group(click.Group):
     """Turns the library's errors into one line and the documented exit code."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        import signal
+
         try:
             return super().invoke(ctx)
         except BilstmError as exc:
             if _debug(ctx):
                 raise
+            if getattr(signal.getsignal(signal.SIGINT), "landed", False):
+                # Ctrl-C hit a library calling back into Python (h5py reading an archive
+                # member), which reported it as a failure of its own: it is an interruption.
+                raise click.Abort() from None
             click.echo(f"Error: {exc.message}", err=True)
             ctx.exit(exc.exit_code)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
@@ -61,6 +67,8 @@ class _Group(click.Group):
         except Exception as exc:
             if _debug(ctx):
                 raise
+            if getattr(signal.getsignal(signal.SIGINT), "landed", False):
+                raise click.Abort() from None
             detail = str(exc).splitlines()[0] if str(exc) else ""
             click.echo(
                 f"Error: unexpected {type(exc).__name__}: {detail} "
@@ -284,7 +292,20 @@ def diff(
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``bilstm`` console script and of ``python -m bilstm_cli``."""
+    import signal
+
     args = list(sys.argv[1:] if argv is None else argv)
+
+    def on_interrupt(signum: int, frame: Any) -> None:
+        on_interrupt.landed = True  # type: ignore[attr-defined]
+        raise KeyboardInterrupt
+
+    previous = None
+    try:
+        if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # `cmd &` ignores Ctrl-C
+            previous = signal.signal(signal.SIGINT, on_interrupt)
+    except ValueError:  # not the main thread: Python's own handling stays
+        previous = None
     try:
         code = cli.main(args=args, prog_name="bilstm", standalone_mode=False)
     except click.exceptions.Exit as exc:
@@ -304,6 +325,9 @@ def main(argv: list[str] | None = None) -> None:
     except (click.Abort, KeyboardInterrupt):
         click.echo("Error: interrupted", err=True)
         code = EXIT_INTERRUPTED
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -92,10 +92,6 @@ class _Terminated(BaseException):
     """SIGTERM, raised so that temporary files are removed on the way out."""
 
 
-def _on_term(signum: int, frame: Any) -> None:
-    raise _Terminated()
-
-
 class StagedWrite:
     """An editable copy of a model's weights, staged beside the final output.
 
@@ -112,6 +108,7 @@ class StagedWrite:
         self._h5: h5py.File | None = None
         self._edit_path: str | None = None
         self._committed = False
+        self._terminated = False
         self._previous_term: Any = None
         # In-place editing (see inplace.py): the datasets to write, where their bytes are in
         # the staged copy, the input opened for reading, and the staged copy's descriptor.
@@ -128,7 +125,7 @@ class StagedWrite:
 
     def __enter__(self) -> StagedWrite:
         try:
-            self._previous_term = signal.signal(signal.SIGTERM, _on_term)
+            self._previous_term = signal.signal(signal.SIGTERM, self._on_term)
         except ValueError:  # not the main thread: nothing to install
             self._previous_term = None
         directory, base = os.path.split(self.output)
@@ -156,6 +153,12 @@ class StagedWrite:
                 raise _os_error(self.output, exc) from None
             raise
         return self
+
+    def _on_term(self, signum: int, frame: Any) -> None:
+        # Remembered as well as raised: h5py may swallow the exception in a callback and
+        # fail in some other way, which must still end as an interruption.
+        self._terminated = True
+        raise _Terminated()
 
     def _create_staged(self, directory: str, base: str, suffix: str) -> None:
         """Create the staged file, naming it before it exists: a Ctrl-C or SIGTERM landing
@@ -328,5 +331,5 @@ class StagedWrite:
         if self._previous_term is not None:
             signal.signal(signal.SIGTERM, self._previous_term)
             self._previous_term = None
-        if exc_type is _Terminated:
+        if exc_type is _Terminated or (self._terminated and exc_type is not None):
             raise KeyboardInterrupt from None
