@@ -193,21 +193,28 @@ class KerasArchive:
             key = None
         if key is not None and key in _CRC_CHECKED:
             return
-        self._crc_of(start, info)
+        collections = self._crc_of(start, info)
         if key is not None:
             _CRC_CHECKED.add(key)
+        # The same pass found the HDF5 global heaps: walk them now, before HDF5 would.
+        h5safe.check_collections(_Window(self._file, start, info.file_size), collections)
+        if key is not None:
+            h5safe.mark_heaps_checked(key)
 
-    def _crc_of(self, start: int, info: zipfile.ZipInfo) -> None:
+    def _crc_of(self, start: int, info: zipfile.ZipInfo) -> list[int]:
         crc, left = 0, info.file_size
+        finder = h5safe.CollectionFinder()
         self._file.seek(start)
         while left > 0:
             block = self._file.read(min(left, 1 << 20))
             if not block:
                 raise InputError(f"archive member '{info.filename}' is cut short")
             crc = zlib.crc32(block, crc)
+            finder.feed(block)
             left -= len(block)
         if crc != info.CRC:
             raise InputError(f"archive member '{info.filename}' is damaged (CRC mismatch)")
+        return finder.found
 
     def extract_weights_to(self, dest: str) -> None:
         """Copy ``model.weights.h5`` out to ``dest`` (for editing in place)."""

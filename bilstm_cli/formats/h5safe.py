@@ -274,29 +274,54 @@ def _lengths_size(f: Any) -> int:
     return 8
 
 
-def check_global_heaps(f: Any) -> None:
-    """Refuse an HDF5 file (a seekable binary file object) whose global heap collections
-    HDF5 could not walk to their end; InputError names the first bad one."""
+class CollectionFinder:
+    """Where the global-heap signature occurs in data fed to it block by block (so a pass
+    that reads the bytes anyway, such as a CRC check, finds the collections too)."""
+
+    def __init__(self) -> None:
+        self.found: list[int] = []
+        self._offset = 0
+        self._tail = b""
+
+    def feed(self, block: bytes) -> None:
+        keep = len(_GCOL) - 1
+        # Matches that start in the last bytes seen before this block and end inside it.
+        edge = self._tail + block[:keep]
+        base = self._offset - len(self._tail)
+        at = edge.find(_GCOL)
+        while 0 <= at < len(self._tail):
+            self.found.append(base + at)
+            at = edge.find(_GCOL, at + 1)
+        at = block.find(_GCOL)
+        while at >= 0:
+            self.found.append(self._offset + at)
+            at = block.find(_GCOL, at + 1)
+        self._offset += len(block)
+        self._tail = (self._tail + block)[-keep:]
+
+
+def check_collections(f: Any, found: list[int]) -> None:
+    """Walk each candidate collection at the offsets ``found`` in the seekable file ``f``."""
+    if not found:
+        return
     f.seek(0, 2)
     end_of_file = f.tell()
     lengths = _lengths_size(f)
-    found = []
-    offset, tail = 0, b""
+    for at in found:
+        _check_collection(f, at, lengths, end_of_file)
+
+
+def check_global_heaps(f: Any) -> None:
+    """Refuse an HDF5 file (a seekable binary file object) whose global heap collections
+    HDF5 could not walk to their end; InputError names the first bad one."""
+    finder = CollectionFinder()
     f.seek(0)
     while True:
         block = f.read(_SCAN_BLOCK)
         if not block:
             break
-        data = tail + block
-        base = offset - len(tail)
-        at = data.find(_GCOL)
-        while at >= 0:
-            found.append(base + at)
-            at = data.find(_GCOL, at + 1)
-        offset += len(block)
-        tail = data[-(len(_GCOL) - 1) :]
-    for at in found:
-        _check_collection(f, at, lengths, end_of_file)
+        finder.feed(block)
+    check_collections(f, finder.found)
 
 
 def _check_collection(f: Any, at: int, lengths: int, end_of_file: int) -> None:
