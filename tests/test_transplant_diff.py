@@ -234,3 +234,43 @@ def test_diff_unreadable_file_is_exit_3(tmp_path):
     bad = tmp_path / "x.keras"
     bad.write_text("nope")
     assert run_cli("diff", MIXED, bad).exit_code == 3
+
+
+@pytest.mark.parametrize("donor", ["k3_plain_lstm_lm.keras", "k2_plain_lstm_lm.h5"])
+def test_plain_lstm_donor_fills_one_direction(donor, tmp_path):
+    out = tmp_path / "o.keras"
+    run = run_cli(
+        "transplant",
+        FIXTURES / donor,
+        K3_LSTM,
+        "-o",
+        out,
+        "--map",
+        "lm=bidirectional/forward",
+        "--json",
+    )
+    assert run.exit_code == 0, run.stderr
+    doc = run.json()
+    assert [p["donor"] for p in doc["pairs"]] == ["lm"]
+    forward = [c for c in doc["checks"] if c["check"] == "forward pass"]
+    assert forward and forward[0]["ok"] and "difference 0" in forward[0]["detail"]
+    old, new = _weights(K3_LSTM, "bidirectional"), _weights(out, "bidirectional")
+    for role in ("kernel", "recurrent_kernel", "bias"):
+        assert np.array_equal(new[("backward", role)], old[("backward", role)])
+        assert not np.array_equal(new[("forward", role)], old[("forward", role)])
+    # A plain layer has no direction of its own, and fills exactly one.
+    bad = run_cli(
+        "transplant", FIXTURES / donor, K3_LSTM, "-o", out, "--force", "--map", "lm=bidirectional"
+    )
+    assert bad.exit_code == 2 and "lm=bidirectional/forward" in bad.stderr
+    gru = run_cli(
+        "transplant",
+        FIXTURES / donor,
+        K3_LSTM,
+        "-o",
+        out,
+        "--force",
+        "--map",
+        "lm_gru=bidirectional/forward",
+    )
+    assert gru.exit_code == 3 and "GRU" in gru.stderr and not (tmp_path / "x").exists()

@@ -225,3 +225,34 @@ def test_verify_keras(fixture, expect, tmp_path):
     checks = [c for c in run.json()["checks"] if c["check"].startswith("--verify keras")]
     assert checks and all(c["ok"] for c in checks)
     assert any(expect in c["detail"] for c in checks)
+
+
+def test_plain_lstm_donor_matches_keras(tmp_path):
+    """The forward direction filled from a plain Keras 2 LSTM computes what that LSTM did."""
+    from oracle.keras_truth import load
+
+    out = tmp_path / "o.keras"
+    donor = FIXTURES / "k2_plain_lstm_lm.h5"
+    run = run_cli(
+        "transplant",
+        donor,
+        FIXTURES / "k3_seq_input_lstm_concat.keras",
+        "-o",
+        out,
+        "--map",
+        "lm=bidirectional/forward",
+    )
+    assert run.exit_code == 0, run.stderr
+    lm = next(layer for layer in load(donor).layers if layer.name == "lm")
+    target = bidirectional_truth(out)[0]
+    for role, values in zip(("kernel", "recurrent_kernel", "bias"), lm.get_weights()):
+        assert np.array_equal(target["weights"][("forward", role)], values)
+    x = np.random.default_rng(0).standard_normal((2, 5, 4)).astype("float32")
+    expected = to_numpy(lm(x))
+    from oracle.keras_truth import find_bidirectional
+
+    bi = find_bidirectional(load(out), target["name"])
+    got = to_numpy(bi.forward_layer(x))
+    if got.ndim == 2:  # the target returns only the last step, the donor every step
+        expected = expected[:, -1, :]
+    np.testing.assert_allclose(got, expected, atol=1e-5)
