@@ -343,6 +343,12 @@ def parse_init_option(text: str) -> tuple[Target, Spec]:
     ``bias=chrono:tmax=200`` is a target and a spec.
     """
     left, eq, right = text.partition("=")
+    head = re.match(r"\s*(kernel|recurrent_kernel|bias)\s*(\[|$)", text if not eq else "")
+    if head:
+        raise UsageError(
+            f"--init {text.strip()!r}: a target needs a strategy after '=', "
+            f"e.g. {head.group(1)}=zeros or {head.group(1)}[GATES]=ones"
+        )
     if eq and ":" not in left:
         name = left.strip().lower().replace("-", "_")
         if name in _PARAMS:

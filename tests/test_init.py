@@ -221,6 +221,8 @@ def test_chrono_lstm_bias(tmp_path):
     [
         (["--init", "bogus"], "bogus"),
         (["--init", "bias[=zeros"], "bias["),
+        (["--init", "bias["], "a target needs a strategy after '='"),
+        (["--init", "recurrent_kernel"], "recurrent_kernel=zeros"),
         (["--init", "foo=zeros"], "foo"),
         (["--layer", "bi_gru_mul", "--init", "bias[f]=ones"], "GRU has gates z, r, h"),
         (["--layer", "bi_lstm_ave", "--init", "kernel=identity"], "identity"),
