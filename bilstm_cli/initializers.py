@@ -61,7 +61,7 @@ from bilstm_cli.stats import orthogonality_error
 ArgValue = float | int | bool | str
 
 #: Elements per independently seeded chunk of the flattened array (part of the seed contract).
-CHUNK_SIZE: int = 1 << 20
+CHUNK_SIZE: int = 1 << 18
 #: Threads that fill chunks; the output does not depend on it.
 WORKERS: int = 2
 
