@@ -20,7 +20,6 @@ from bilstm_cli.formats.model import CellSettings
 # Wrapped-layer classes whose weights the tool knows how to read. CuDNN layers come from
 # Keras 2.0-2.3 files; their weights are read and converted by the legacy reader.
 RNN_CLASSES = ("LSTM", "GRU", "SimpleRNN", "CuDNNLSTM", "CuDNNGRU")
-MODEL_CLASSES = ("Sequential", "Functional", "Model")
 
 # A configuration larger than this is not a model anyone saved; refuse rather than parse it.
 MAX_CONFIG_BYTES = 64 * 1024 * 1024

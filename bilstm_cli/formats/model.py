@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 SUPPORTED_CELLS = ("LSTM", "GRU", "SimpleRNN")
-DIRECTIONS = ("forward", "backward")
 
 
 @dataclass(frozen=True)

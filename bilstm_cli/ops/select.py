@@ -8,8 +8,6 @@ from fnmatch import fnmatchcase
 from bilstm_cli.errors import UsageError
 from bilstm_cli.formats.model import BiLayer
 
-DIRECTION_CHOICES = ("forward", "backward", "both")
-
 
 def layer_matches(layer: BiLayer, pattern: str) -> bool:
     """A glob matches a layer's full name (``outer/inner``) or its own last part."""

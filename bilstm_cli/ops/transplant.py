@@ -14,7 +14,7 @@ from bilstm_cli import cudnn, reference
 from bilstm_cli.errors import InputError, UsageError
 from bilstm_cli.formats import h5safe
 from bilstm_cli.formats.model import BiLayer, CellSettings, ModelFile, RnnLayer, WeightRef
-from bilstm_cli.formats.reader import open_weights, read_model
+from bilstm_cli.formats.reader import expected_shape, open_weights, read_model
 from bilstm_cli.formats.writer import digest
 from bilstm_cli.gates import CELL_GATES, ROLES, gate_mask, parse_gates
 from bilstm_cli.initializers import Target, parse_target
@@ -266,15 +266,10 @@ def _check_pair(pair: Pair, roles: list[Target], donor_path: str) -> list[tuple[
 
 
 def _converted_shape(source: Source, role: str) -> tuple[int, ...]:
-    shape = source.refs[role].shape
+    """The donor weight's shape once in the Keras layout (a CuDNN bias changes shape)."""
     if cudnn.is_cudnn(source.stored_cell) and role == "bias":
-        blocks = 4 if source.stored_cell == "CuDNNLSTM" else 3
-        return (
-            (blocks * source.settings.units,)
-            if blocks == 4
-            else (2, blocks * source.settings.units)
-        )
-    return shape
+        return expected_shape(source.settings, "bias", 0)
+    return source.refs[role].shape
 
 
 def _donor_values(f: Any, source: Source, role: str, donor_path: str) -> np.ndarray:
