@@ -46,3 +46,16 @@ def test_readme_commands_run(tmp_path):
     # The recipes produced what they say.
     assert (tmp_path / "m2.keras").exists() and (tmp_path / "ready.keras").exists()
     assert not (tmp_path / "m5.keras").exists()  # the --dry-run recipe
+
+
+def test_every_command_has_help_text():
+    from conftest import run_cli
+
+    top = run_cli("--help")
+    assert top.exit_code == 0
+    for command in ("inspect", "init", "transplant", "diff"):
+        assert command in top.stdout
+        run = run_cli(command, "--help")
+        assert run.exit_code == 0 and "Usage: " in run.stdout
+        assert len(run.stdout.splitlines()) > 5
+    assert run_cli("--version").stdout.startswith("bilstm, version ")
