@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import weakref
 from typing import Any
 
 import h5py
@@ -52,17 +53,31 @@ def _child(parent: h5py.Group, part: str, path: str) -> Any:
         raise InputError(f"'{path}' cannot be opened ({exc})") from None
 
 
+# Groups already reached through hard links, per open file: weights share long prefixes
+# (layers/bidirectional/forward_layer/cell/vars), and each step costs two HDF5 calls.
+_GROUPS: weakref.WeakKeyDictionary[h5py.File, dict[str, h5py.Group]] = weakref.WeakKeyDictionary()
+
+
 def group(root: h5py.Group, path: str) -> h5py.Group:
     """The group at ``path`` below ``root``; KeyError when absent."""
+    cache = _GROUPS.setdefault(root, {}) if isinstance(root, h5py.File) else None
+    parts = [part for part in path.split("/") if part]
     node: Any = root
-    done = []
-    for part in path.split("/"):
-        if not part:
-            continue
-        done.append(part)
-        node = _child(node, part, "/".join(done))
+    start = 0
+    if cache is not None:
+        # Resume from the longest prefix already checked.
+        for k in range(len(parts), 0, -1):
+            hit = cache.get("/".join(parts[:k]))
+            if hit is not None:
+                node, start = hit, k
+                break
+    for k in range(start, len(parts)):
+        done = "/".join(parts[: k + 1])
+        node = _child(node, parts[k], done)
         if not isinstance(node, h5py.Group):
-            raise InputError(f"'{'/'.join(done)}' is a dataset where a group was expected")
+            raise InputError(f"'{done}' is a dataset where a group was expected")
+        if cache is not None:
+            cache[done] = node
     return node
 
 
