@@ -18,6 +18,7 @@ import os
 import secrets
 import shutil
 import signal
+import threading
 import zlib
 from collections.abc import Sequence
 from typing import Any
@@ -121,6 +122,8 @@ class StagedWrite:
         self._source: contextlib.ExitStack | None = None
         self._source_h5: h5py.File | None = None
         self._fd: int | None = None
+        self._syncing: tuple[int, threading.Thread] | None = None
+        self._sync_error: OSError | None = None
 
     @property
     def in_place(self) -> bool:
@@ -286,11 +289,13 @@ class StagedWrite:
                 patch_crc(
                     fd, self._member, crc32_of(fd, self._member.data_offset, self._member.size)
                 )
-            os.fsync(fd)
         except OSError as exc:
-            raise _os_error(self.output, exc) from None
-        finally:
             os.close(fd)
+            raise _os_error(self.output, exc) from None
+        # Flushing to disk needs nothing from us: it runs while the copy is verified, and
+        # commit() waits for it (and reports its failure) before renaming.
+        self._syncing = (fd, threading.Thread(target=self._sync, args=(fd,), daemon=True))
+        self._syncing[1].start()
         start = self._member.data_offset if self._member is not None else 0
         if self._member is not None:
             # Just computed from the bytes on disk: checking it again on reopening adds nothing.
@@ -299,8 +304,25 @@ class StagedWrite:
         # which was checked when it was read.
         h5safe.mark_heaps_checked(h5safe.path_identity(self.staged_path, start))
 
+    def _sync(self, fd: int) -> None:
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            self._sync_error = exc
+
+    def _wait_for_sync(self) -> None:
+        if self._syncing is None:
+            return
+        fd, thread = self._syncing
+        self._syncing = None
+        thread.join()
+        os.close(fd)
+
     def commit(self) -> None:
         """Give the staged file ordinary permissions and rename it over the output."""
+        self._wait_for_sync()
+        if self._sync_error is not None:
+            raise _os_error(self.output, self._sync_error)
         try:
             umask = os.umask(0)
             os.umask(umask)
@@ -318,6 +340,7 @@ class StagedWrite:
                 os.close(fd)
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self._wait_for_sync()
         self._close_source()
         if self._fd is not None:
             with contextlib.suppress(OSError):
