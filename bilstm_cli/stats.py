@@ -27,6 +27,13 @@ def _finite_values(a: np.ndarray) -> tuple[np.ndarray, int]:
     x = np.asarray(a).ravel()
     if x.dtype.kind not in "fc":
         x = x.astype(np.float64)
+    # A NaN or an infinity makes the float64 sum NaN or infinite, and a sum of float32 values
+    # cannot overflow float64: a finite sum proves every value finite without a mask.
+    if x.dtype.itemsize <= 4:
+        with np.errstate(invalid="ignore", over="ignore"):
+            total = np.add.reduce(x, dtype=np.float64)
+        if np.isfinite(total):
+            return x, 0
     ok = np.isfinite(x)
     if ok.all():
         return x, 0
