@@ -117,6 +117,14 @@ def _about(path: str) -> Iterator[None]:
         raise InputError(f"{path}: damaged or unreadable model data ({_first_line(exc)})") from None
 
 
+def read_weight(f: h5py.File, ref: WeightRef, path: str) -> Any:
+    """One weight's values from an open weights file, with errors naming ``path``."""
+    try:
+        return h5safe.read(h5safe.dataset(f, ref.dataset), ref.dataset)
+    except InputError as exc:
+        raise InputError(f"{path}: {exc.message}") from None
+
+
 def read_model(path: str) -> ModelFile:
     """Everything the tool needs to know about a model file, without reading weight values."""
     with _about(path):

@@ -8,10 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from bilstm_cli.errors import InputError, UsageError
-from bilstm_cli.formats import h5safe
-from bilstm_cli.formats.model import BiLayer, WeightRef
-from bilstm_cli.formats.reader import open_weights, read_model
+from bilstm_cli.errors import UsageError
+from bilstm_cli.formats.model import BiLayer
+from bilstm_cli.formats.reader import open_weights, read_model, read_weight
 from bilstm_cli.gates import gate_blocks, gate_mask, parse_gates
 from bilstm_cli.initializers import parse_target
 from bilstm_cli.ops.select import layer_matches
@@ -65,13 +64,6 @@ def _compare(a: np.ndarray, b: np.ndarray) -> tuple[bool, float, float]:
     max_abs = float(d[finite].max()) if finite.any() else 0.0
     max_rel = float(rel[finite].max()) if finite.any() else 0.0
     return equal, max_abs, max_rel
-
-
-def _read(f: Any, ref: WeightRef, path: str) -> np.ndarray:
-    try:
-        return h5safe.read(h5safe.dataset(f, ref.dataset), ref.dataset)
-    except InputError as exc:
-        raise InputError(f"{path}: {exc.message}") from None
 
 
 def _masked(values: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
@@ -143,7 +135,7 @@ def _layer_diff(
             result.status = "different"
             result.weights.append(WeightDiff(ra.direction, ra.role, None, False, ra.shape, None))
             continue
-        a, b = _read(fa, ra, path_a), _read(fb, rb, path_b)
+        a, b = read_weight(fa, ra, path_a), read_weight(fb, rb, path_b)
         if a.shape != b.shape:
             result.status = "different"
             result.weights.append(WeightDiff(ra.direction, ra.role, None, False, a.shape, b.shape))

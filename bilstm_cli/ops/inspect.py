@@ -7,10 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bilstm_cli import gates as gate_layout
-from bilstm_cli.errors import InputError
-from bilstm_cli.formats import h5safe
 from bilstm_cli.formats.model import BiLayer, ModelFile, WeightRef
-from bilstm_cli.formats.reader import open_weights, read_model
+from bilstm_cli.formats.reader import open_weights, read_model, read_weight
 from bilstm_cli.ops.select import select_layers
 from bilstm_cli.stats import gate_stats, weight_stats
 
@@ -55,11 +53,3 @@ def inspect(path: str, layer_globs: Sequence[str] = (), with_gates: bool = False
                     report.weights.append(WeightReport(ref, weight_stats(values), gates))
                     del values  # one dataset in memory at a time
     return InspectResult(model, reports)
-
-
-def read_weight(f: Any, ref: WeightRef, path: str) -> Any:
-    """One weight's values, with errors naming the file."""
-    try:
-        return h5safe.read(h5safe.dataset(f, ref.dataset), ref.dataset)
-    except InputError as exc:
-        raise InputError(f"{path}: {exc.message}") from None

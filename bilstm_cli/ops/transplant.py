@@ -14,7 +14,7 @@ from bilstm_cli import cudnn, reference
 from bilstm_cli.errors import InputError, UsageError
 from bilstm_cli.formats import h5safe
 from bilstm_cli.formats.model import BiLayer, CellSettings, ModelFile, RnnLayer, WeightRef
-from bilstm_cli.formats.reader import expected_shape, open_weights, read_model
+from bilstm_cli.formats.reader import expected_shape, open_weights, read_model, read_weight
 from bilstm_cli.formats.writer import digest
 from bilstm_cli.gates import CELL_GATES, ROLES, gate_mask, parse_gates
 from bilstm_cli.initializers import Target, parse_target
@@ -273,11 +273,7 @@ def _converted_shape(source: Source, role: str) -> tuple[int, ...]:
 
 
 def _donor_values(f: Any, source: Source, role: str, donor_path: str) -> np.ndarray:
-    ref = source.refs[role]
-    try:
-        values = h5safe.read(h5safe.dataset(f, ref.dataset), ref.dataset)
-    except InputError as exc:
-        raise InputError(f"{donor_path}: {exc.message}") from None
+    values = read_weight(f, source.refs[role], donor_path)
     if cudnn.is_cudnn(source.stored_cell):
         values = cudnn.to_keras(source.stored_cell, role, values, source.settings.units)
     return values
