@@ -331,6 +331,28 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(code if isinstance(code, int) else 0)
 
 
+def _keep_freed_memory() -> None:
+    """Ask glibc's allocator to keep freed memory for reuse rather than hand it back.
+
+    A command allocates and frees one weight-sized array after another. By default glibc
+    returns such blocks to the system at once, so the next weight faults in fresh pages
+    (some 30,000 faults on a 57 MB model, a tenth of the run time). Keeping them bounds the
+    process at its working set, which it reaches anyway, and costs a run of a second nothing.
+    Elsewhere (no glibc) nothing changes.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError, ImportError):
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    mallopt(m_mmap_threshold, 32 << 20)  # glibc's largest: blocks below it come from the heap
+    mallopt(m_trim_threshold, 1 << 30)  # and stay there once freed
+
+
 def run() -> None:
     """The console script: :func:`main`, then leave without tearing the interpreter down.
 
@@ -338,6 +360,7 @@ def run() -> None:
     what is left is freeing NumPy, h5py and their caches, which takes longer than some
     commands. Flushing and exiting at once keeps ``bilstm`` quick in shell loops.
     """
+    _keep_freed_memory()
     try:
         main()
         code = 0
