@@ -138,28 +138,22 @@ def _as_f64(a: np.ndarray, what: str) -> np.ndarray:
         raise InputError(f"{what} is not numeric: {exc}") from exc
 
 
-def _check_shapes(
-    x: np.ndarray,
-    kernel: np.ndarray,
-    recurrent_kernel: np.ndarray,
-    bias: np.ndarray | None,
-    cfg: CellConfig,
-) -> None:
+def _shape_error(
+    what: str, shape: tuple[int, ...], desc: str, expected: tuple[int, ...]
+) -> InputError:
+    return InputError(f"{what} of shape {shape} does not fit {desc}; expected {expected}")
+
+
+def _describe(cfg: CellConfig) -> str:
+    return f"{cfg.cell} with {int(cfg.units)} units"
+
+
+def _check_recurrent(rk: np.ndarray, bias: np.ndarray | None, cfg: CellConfig) -> None:
     u = int(cfg.units)
     width = block_count(cfg.cell) * u
-    desc = f"{cfg.cell} with {u} units"
-    if x.ndim != 3:
-        raise InputError(f"input of shape {x.shape} is not (batch, time, features)")
-    if kernel.shape != (x.shape[2], width):
-        raise InputError(
-            f"kernel of shape {kernel.shape} does not fit {desc} and {x.shape[2]} input "
-            f"features; expected {(x.shape[2], width)}"
-        )
-    if recurrent_kernel.shape != (u, width):
-        raise InputError(
-            f"recurrent kernel of shape {recurrent_kernel.shape} does not fit {desc}; "
-            f"expected {(u, width)}"
-        )
+    desc = _describe(cfg)
+    if rk.shape != (u, width):
+        raise _shape_error("recurrent kernel", rk.shape, desc, (u, width))
     if not cfg.use_bias:
         if bias is not None:
             raise InputError(f"{desc} has use_bias=False but a bias was given")
@@ -170,47 +164,65 @@ def _check_shapes(
     expected = (2, width) if two_rows else (width,)
     if bias.shape != expected:
         extra = f" (reset_after={cfg.reset_after})" if cfg.cell == "GRU" else ""
-        raise InputError(
-            f"bias of shape {bias.shape} does not fit {desc}{extra}; expected {expected}"
+        raise _shape_error("bias", bias.shape, desc + extra, expected)
+
+
+# Kernel rows converted to float64 at a time: a large kernel is never copied whole.
+_PROJECTION_ROWS = 256
+
+
+def _check_input(xs: np.ndarray, kernel: np.ndarray, cfg: CellConfig) -> None:
+    if xs.ndim != 3:
+        raise InputError(f"input of shape {xs.shape} is not (batch, time, features)")
+    width = block_count(cfg.cell) * int(cfg.units)
+    if kernel.shape != (xs.shape[2], width):
+        raise _shape_error(
+            "kernel",
+            kernel.shape,
+            f"{_describe(cfg)} and {xs.shape[2]} input features",
+            (xs.shape[2], width),
         )
 
 
-def rnn_forward(
-    x: np.ndarray,
-    kernel: np.ndarray,
+def input_projection(x: np.ndarray, kernel: np.ndarray, cfg: CellConfig) -> np.ndarray:
+    """``x · W`` for every step at once, in float64, in the order the layer reads the steps
+    (reversed for ``go_backwards``), without the bias: the part of the cell that does not
+    depend on the state. Pass it to :func:`recurrence` with the recurrent kernel and bias."""
+    check_cell(cfg.cell)
+    xs = _as_f64(x, "input")
+    kernel = np.asarray(kernel)
+    _check_input(xs, kernel, cfg)
+    if cfg.go_backwards:
+        xs = xs[:, ::-1]
+    proj = np.zeros((xs.shape[0], xs.shape[1], kernel.shape[1]))
+    for start in range(0, kernel.shape[0], _PROJECTION_ROWS):
+        rows = slice(start, start + _PROJECTION_ROWS)
+        proj += xs[:, :, rows] @ _as_f64(kernel[rows], "kernel")
+    return proj
+
+
+def recurrence(
+    proj: np.ndarray,
     recurrent_kernel: np.ndarray,
     bias: np.ndarray | None,
     cfg: CellConfig,
     return_sequences: bool = True,
 ) -> np.ndarray:
-    """Run one Keras recurrent layer on ``x`` (batch, time, features) from a zero state.
-
-    Returns (batch, time, units) when ``return_sequences`` (in processing order, so reversed in
-    time for ``go_backwards=True``, as Keras returns it), else the last output (batch, units).
-    Raises :class:`InputError` when a shape or an activation does not fit ``cfg``.
-    """
-    check_cell(cfg.cell)
-    xs = _as_f64(x, "input")
-    w = _as_f64(kernel, "kernel")
+    """Run the cell over the steps of ``proj`` (from :func:`input_projection`) from a zero
+    state; see :func:`rnn_forward` for what it returns."""
     rk = _as_f64(recurrent_kernel, "recurrent kernel")
     b = None if bias is None else _as_f64(bias, "bias")
-    _check_shapes(xs, w, rk, b, cfg)
+    _check_recurrent(rk, b, cfg)
     act = get_activation(cfg.activation, cfg.keras_major)
     ract = get_activation(cfg.recurrent_activation, cfg.keras_major)
     u = int(cfg.units)
-    batch, steps, _ = xs.shape
-    if cfg.go_backwards:
-        xs = xs[:, ::-1]
-
-    # The input projection does not depend on the state: compute it for all steps at once.
-    proj = xs @ w
-    input_bias = recurrent_bias = None
+    batch, steps, _ = proj.shape
+    recurrent_bias = None
     if b is not None:
         if b.ndim == 2:
-            input_bias, recurrent_bias = b[0], b[1]
+            proj, recurrent_bias = proj + b[0], b[1]
         else:
-            input_bias = b
-        proj = proj + input_bias
+            proj = proj + b
 
     h = np.zeros((batch, u))
     c = np.zeros((batch, u))
@@ -241,6 +253,29 @@ def rnn_forward(
             h = act(p + h @ rk)
         outputs[:, t] = h
     return outputs if return_sequences else outputs[:, -1]
+
+
+def rnn_forward(
+    x: np.ndarray,
+    kernel: np.ndarray,
+    recurrent_kernel: np.ndarray,
+    bias: np.ndarray | None,
+    cfg: CellConfig,
+    return_sequences: bool = True,
+) -> np.ndarray:
+    """Run one Keras recurrent layer on ``x`` (batch, time, features) from a zero state.
+
+    Returns (batch, time, units) when ``return_sequences`` (in processing order, so reversed in
+    time for ``go_backwards=True``, as Keras returns it), else the last output (batch, units).
+    Raises :class:`InputError` when a shape or an activation does not fit ``cfg``.
+    """
+    check_cell(cfg.cell)
+    _check_input(_as_f64(x, "input"), np.asarray(kernel), cfg)
+    _check_recurrent(np.asarray(recurrent_kernel), None if bias is None else np.asarray(bias), cfg)
+    get_activation(cfg.activation, cfg.keras_major)
+    get_activation(cfg.recurrent_activation, cfg.keras_major)
+    proj = input_projection(x, kernel, cfg)
+    return recurrence(proj, recurrent_kernel, bias, cfg, return_sequences)
 
 
 def _unpack(
@@ -285,17 +320,34 @@ def bidirectional_forward(
         raise InputError(
             f"unknown merge_mode {merge_mode!r}; expected concat, sum, mul, ave or None"
         )
-    if fwd_cfg.go_backwards == bwd_cfg.go_backwards:
-        raise InputError(
-            "the forward and backward layers must have opposite go_backwards; both have "
-            f"go_backwards={fwd_cfg.go_backwards}"
-        )
+    check_directions(fwd_cfg, bwd_cfg)
     y = rnn_forward(
         x, *_unpack(fwd() if callable(fwd) else fwd, fwd_cfg, "forward"), fwd_cfg, return_sequences
     )
     y_rev = rnn_forward(
         x, *_unpack(bwd() if callable(bwd) else bwd, bwd_cfg, "backward"), bwd_cfg, return_sequences
     )
+    return merge_directions(y, y_rev, merge_mode, return_sequences)
+
+
+def check_directions(fwd_cfg: CellConfig, bwd_cfg: CellConfig) -> None:
+    """Refuse a forward/backward pair that Keras would refuse: same ``go_backwards``."""
+    if fwd_cfg.go_backwards == bwd_cfg.go_backwards:
+        raise InputError(
+            "the forward and backward layers must have opposite go_backwards; both have "
+            f"go_backwards={fwd_cfg.go_backwards}"
+        )
+
+
+def merge_directions(
+    y: np.ndarray, y_rev: np.ndarray, merge_mode: str | None, return_sequences: bool = True
+) -> np.ndarray | list[np.ndarray]:
+    """Combine the forward and backward layers' outputs as ``Bidirectional`` does: the
+    backward sequence flipped back into time order, then merged (None: both, as a list)."""
+    if merge_mode not in MERGE_MODES:
+        raise InputError(
+            f"unknown merge_mode {merge_mode!r}; expected concat, sum, mul, ave or None"
+        )
     if return_sequences:
         y_rev = y_rev[:, ::-1]
     if merge_mode == "concat":
@@ -325,7 +377,11 @@ __all__ = [
     "activation_names",
     "backward_config",
     "bidirectional_forward",
+    "check_directions",
     "get_activation",
+    "input_projection",
+    "merge_directions",
     "probe_batch",
+    "recurrence",
     "rnn_forward",
 ]

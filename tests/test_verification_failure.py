@@ -9,6 +9,7 @@ from conftest import FIXTURES, run_cli
 import bilstm_cli.ops.apply as apply_module
 
 SRC = FIXTURES / "k3_seq_input_lstm_concat.keras"
+DONOR = FIXTURES / "k2_seq_lstm.h5"  # same layers, other values
 
 
 def _leftovers(directory):
@@ -57,4 +58,40 @@ def test_written_bytes_that_differ_from_the_intent_fail_verification(tmp_path, m
     out = tmp_path / "o.h5"
     run = run_cli("init", FIXTURES / "k2_seq_lstm.h5", "-o", out, "--seed", "1")
     assert run.exit_code == 1 and "intended values" in run.stderr
+    assert _leftovers(tmp_path) == []
+
+
+def test_a_transplant_whose_bytes_differ_from_the_donor_fails_verification(tmp_path, monkeypatch):
+    import bilstm_cli.formats.writer as writer
+
+    real = writer.StagedWrite.write
+
+    def corrupting_write(self, dataset, values):
+        real(self, dataset, values)
+        offset, _ = self._spans[dataset]
+        first = os.pread(self._fd, 1, offset)
+        os.pwrite(self._fd, bytes([first[0] ^ 0x01]), offset)
+
+    monkeypatch.setattr(writer.StagedWrite, "write", corrupting_write)
+    out = tmp_path / "o.keras"
+    run = run_cli("transplant", DONOR, SRC, "-o", out)
+    assert run.exit_code == 1 and "intended values" in run.stderr
+    assert _leftovers(tmp_path) == []
+
+
+def test_a_forward_pass_that_disagrees_fails_verification(tmp_path, monkeypatch):
+    import bilstm_cli.ops.transplant as transplant_module
+
+    real = transplant_module._ForwardChecks.written
+
+    def nudged(self, dataset, values):
+        # The bytes check out, but the cell computes something else: only the forward pass
+        # can tell.
+        real(self, dataset, values + 1e-3 if dataset.endswith("vars/2") else values)
+
+    monkeypatch.setattr(transplant_module._ForwardChecks, "written", nudged)
+    out = tmp_path / "o.keras"
+    run = run_cli("transplant", DONOR, SRC, "-o", out)
+    assert run.exit_code == 1
+    assert "Bidirectional forward pass" in run.stderr and "should be 0" in run.stderr
     assert _leftovers(tmp_path) == []

@@ -84,6 +84,27 @@ class WriteResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+class Verifier:
+    """Checks a command adds to the shared verification walk.
+
+    ``begin`` is told where the staged file is, ``written`` is given each written dataset's
+    values as the walk reads them back (so nothing is read twice), and ``checks`` then
+    returns what was found. ``close`` always runs last.
+    """
+
+    def begin(self, staged_path: str) -> None:
+        pass
+
+    def written(self, dataset: str, values: np.ndarray) -> None:
+        pass
+
+    def checks(self) -> list[Check]:
+        return []
+
+    def close(self) -> None:
+        pass
+
+
 def where(job: Job, part: Part | None = None) -> str:
     gates = f"[{','.join(part.gates)}]" if part is not None and part.gates else ""
     return f"{job.layer.name}/{job.ref.direction}/{job.ref.role}{gates}"
@@ -123,7 +144,7 @@ def execute(
     result: WriteResult,
     output: str | None,
     force: bool,
-    extra_verify: Callable[[str], list[Check]] | None = None,
+    verifier: Verifier | None = None,
     verify_keras: bool = False,
 ) -> WriteResult:
     """Run ``jobs`` against ``model``: predict only (dry run) or write, verify and commit."""
@@ -163,7 +184,7 @@ def execute(
         t = time.perf_counter()
         staged.finish()
         t = clock.add("write", t)
-        _verify(model, staged, jobs, result, extra_verify)
+        _verify(model, staged, jobs, result, verifier or Verifier())
         if verify_keras:
             from bilstm_cli.verify_keras import verify as keras_verify
 
@@ -186,7 +207,7 @@ def _verify(
     staged: StagedWrite,
     jobs: list[Job],
     result: WriteResult,
-    extra_verify: Callable[[str], list[Check]] | None,
+    verifier: Verifier,
 ) -> None:
     by_dataset = {job.ref.dataset: job for job in jobs}
 
@@ -195,18 +216,24 @@ def _verify(
         if job is not None:
             for name, ok, detail in job.facts(values):
                 result.checks.append(Check(where(job), name, ok, detail))
+        verifier.written(dataset, values)
 
     # One walk over both files: everything else unchanged, each written weight as intended,
     # and each strategy's facts checked on the values as read back.
-    problems = unchanged_except(model, staged.staged_path, staged.written, check_facts)
-    result.checks.insert(
-        0,
-        Check(
-            "file",
-            "everything else unchanged",
-            not problems,
-            "; ".join(problems) if problems else "other datasets, attributes and members as before",
-        ),
-    )
-    if extra_verify is not None:
-        result.checks.extend(extra_verify(staged.staged_path))
+    try:
+        verifier.begin(staged.staged_path)
+        problems = unchanged_except(model, staged.staged_path, staged.written, check_facts)
+        result.checks.insert(
+            0,
+            Check(
+                "file",
+                "everything else unchanged",
+                not problems,
+                "; ".join(problems)
+                if problems
+                else "other datasets, attributes and members as before",
+            ),
+        )
+        result.checks.extend(verifier.checks())
+    finally:
+        verifier.close()

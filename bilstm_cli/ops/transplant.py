@@ -3,9 +3,9 @@ donor file into a model file, and prove the result computes what the donor compu
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 import numpy as np
@@ -18,7 +18,7 @@ from bilstm_cli.formats.reader import expected_shape, open_weights, read_model, 
 from bilstm_cli.formats.writer import digest
 from bilstm_cli.gates import CELL_GATES, ROLES, gate_mask, parse_gates
 from bilstm_cli.initializers import Target, parse_target
-from bilstm_cli.ops.apply import Check, Fact, Job, Part, WriteResult, execute
+from bilstm_cli.ops.apply import Check, Fact, Job, Part, Verifier, WriteResult, execute
 from bilstm_cli.ops.init import bidirectional_layers_to_change
 from bilstm_cli.ops.select import directions, layer_matches, select_layers
 
@@ -280,7 +280,13 @@ def _donor_values(f: Any, source: Source, role: str, donor_path: str) -> np.ndar
 
 
 def _job(
-    pair: Pair, role: str, mask: np.ndarray, donor_file: Any, donor_path: str, allow_nonfinite: bool
+    pair: Pair,
+    role: str,
+    mask: np.ndarray,
+    donor_file: Any,
+    donor_path: str,
+    allow_nonfinite: bool,
+    forward: _ForwardChecks | None,
 ) -> Job:
     ref = next(w for w in pair.target.weights if w.direction == pair.direction and w.role == role)
     settings = pair.target.settings(pair.direction)
@@ -303,6 +309,8 @@ def _job(
                 f"{donor_path}: {pair.source.label} {role} has {bad} non-finite value(s); "
                 "pass --allow-nonfinite to copy them anyway"
             )
+        if forward is not None:
+            forward.donor_values(pair, role, values)
         if values.dtype == dtype:
             return values
         with np.errstate(over="ignore", invalid="ignore"):
@@ -315,22 +323,31 @@ def _job(
             )
         return cast
 
-    sel = (Ellipsis,) if whole else (Ellipsis, mask)
-    # The donor's part, fingerprinted as read from the donor file; the written file's part is
-    # fingerprinted again as read back, so the two are compared without a second donor read.
+    if whole:
+        # The donor's own array is what gets written, so the fingerprint the verification walk
+        # checks the read-back weight against is the donor's: reaching the facts at all means
+        # the written weight equals the donor bit for bit.
+        def build_whole(current: np.ndarray) -> np.ndarray:
+            return donor(current.dtype)
+
+        def facts_whole(written: np.ndarray) -> list[Fact]:
+            return [("equals donor", True, "bit for bit")]
+
+        return Job(pair.target, ref, [part], build_whole, facts_whole)
+
+    # Only some gate blocks move: the donor's blocks are fingerprinted as read from the donor,
+    # and the same blocks of the written weight are fingerprinted again as read back.
     donor_digest: list[str] = []
 
     def build(current: np.ndarray) -> np.ndarray:
         values = donor(current.dtype)
-        donor_digest[:] = [digest(np.ascontiguousarray(values[sel]))]
-        if whole:
-            return np.array(values, copy=True)
+        donor_digest[:] = [digest(np.ascontiguousarray(values[..., mask]))]
         new = current.copy()
         new[..., mask] = values[..., mask]
         return new
 
     def facts(written: np.ndarray) -> list[Fact]:
-        same = [digest(np.ascontiguousarray(written[sel]))] == donor_digest
+        same = [digest(np.ascontiguousarray(written[..., mask]))] == donor_digest
         return [("equals donor", same, "bit for bit" if same else "differs from the donor")]
 
     return Job(pair.target, ref, [part], build, facts)
@@ -349,27 +366,96 @@ def _cell_config(settings: CellSettings, major: int, go_backwards: bool) -> refe
     )
 
 
-def _weights(f: Any, refs: dict[str, WeightRef], source: Source | None, path: str) -> list[Any]:
-    out = []
-    for role in ROLES:
-        if role not in refs:
-            out.append(None)
-        elif source is not None:
-            out.append(_donor_values(f, source, role, path))
+Fetch = Callable[[str], Any]
+
+
+class _CellRun:
+    """One cell run on the probe batch, fed its weights as they pass by anyway: the donor's
+    as each job reads them, the written ones as the verification walk reads them back. Roles
+    nothing will feed (those not transplanted) are fetched from the file on the first feed.
+    The kernel is projected at once and dropped; the recurrent kernel waits at most for the
+    bias, so a run holds about one weight, never a whole layer."""
+
+    def __init__(self, x: np.ndarray, cfg: reference.CellConfig, fetch: Fetch, fed: set[str]):
+        self.x = x
+        self.cfg = cfg
+        self._fetch = fetch
+        self._needed = ["kernel", "recurrent_kernel"] + (["bias"] if cfg.use_bias else [])
+        self._fed = fed
+        self._have: dict[str, Any] = {}
+        self._proj: np.ndarray | None = None
+        self._output: np.ndarray | None = None
+        self._started = False
+
+    def feed(self, role: str, values: np.ndarray) -> None:
+        if self._output is not None or role not in self._needed or role in self._have:
+            return
+        if not self._started:
+            self._started = True
+            for other in self._needed:
+                if other != role and other not in self._fed:
+                    self._take(other, self._fetch(other))
+        self._take(role, values)
+
+    def _take(self, role: str, values: Any) -> None:
+        if role in self._have:
+            return
+        if role == "kernel":
+            self._proj = reference.input_projection(self.x, values, self.cfg)
+            self._have[role] = None
         else:
-            out.append(h5safe.read(h5safe.dataset(f, refs[role].dataset), refs[role].dataset))
-    return out
+            self._have[role] = values
+        if self._proj is not None and all(r in self._have for r in self._needed):
+            self._output = reference.recurrence(
+                self._proj, self._have["recurrent_kernel"], self._have.get("bias"), self.cfg
+            )
+            self._proj = None
+            self._have = dict.fromkeys(self._have)
+
+    def output(self) -> np.ndarray:
+        """The cell's outputs; whatever was not fed by now is fetched."""
+        for role in self._needed:
+            if self._output is None and role not in self._have:
+                self.feed(role, self._fetch(role))
+        assert self._output is not None
+        return self._output
 
 
-def _forward_checks(
-    pairs: list[Pair], donor: ModelFile, target: ModelFile, staged: str
-) -> list[Check]:
-    """Run each moved cell, donor's and written, on the same probe batch."""
-    checks = []
-    major = _major(target)
-    with open_weights(donor.path) as fd, open_weights(staged) as fw:
-        # A whole Bidirectional pair is checked as one layer below; run single cells only for
-        # the pairs that check does not cover.
+@dataclass
+class _Probe:
+    """One forward-pass comparison: the donor's cells against the written ones."""
+
+    label: str
+    name: str
+    pair: Pair  # says whether the outputs must agree
+    donor: list[_CellRun]
+    written: list[_CellRun]
+    merge_mode: str | None = None  # whole Bidirectional layers only
+
+    def outputs(self, runs: list[_CellRun]) -> Any:
+        if len(runs) == 1:
+            return runs[0].output()
+        return reference.merge_directions(runs[0].output(), runs[1].output(), self.merge_mode)
+
+
+class _ForwardChecks(Verifier):
+    """Run each moved cell, the donor's and the written one, on the same probe batch, and
+    compare. A Bidirectional moved whole is run as one layer, merge mode included."""
+
+    def __init__(self, donor: ModelFile, target: ModelFile, donor_file: Any) -> None:
+        self.donor = donor
+        self.target = target
+        self.donor_file = donor_file
+        self._entries: list[Check | _Probe] = []
+        self._donor_runs: dict[tuple[int, str], list[_CellRun]] = {}
+        self._written_runs: dict[str, list[tuple[_CellRun, str]]] = {}
+        self._staged_path: str | None = None
+        self._staged: contextlib.ExitStack | None = None
+        self._staged_file: Any = None
+
+    # Planning, once every pair knows the roles it moves.
+    def plan(self, pairs: list[Pair]) -> None:
+        major = _major(self.target)
         covered = _whole_pairs(pairs)
         for pair in pairs:
             if any(pair is p for _, _, moved in covered for p in moved):
@@ -377,61 +463,129 @@ def _forward_checks(
             src = pair.source.settings
             tgt = pair.target.settings(pair.direction)
             if src.activation is None or tgt.activation is None:
-                checks.append(Check(pair.label, "forward pass", True, "skipped: settings unknown"))
+                self._skip(pair.label, "forward pass", "settings unknown")
                 continue
             unknown = _unknown_activation([(src, pair.source.keras_major), (tgt, major)])
             if unknown:
-                checks.append(Check(pair.label, "forward pass", True, f"skipped: {unknown}"))
+                self._skip(pair.label, "forward pass", unknown)
                 continue
-            wrefs = {w.role: w for w in pair.target.weights if w.direction == pair.direction}
-            dw = _weights(fd, pair.source.refs, pair.source, donor.path)
-            ww = _weights(fw, wrefs, None, staged)
-            x = reference.probe_batch(dw[0].shape[0], seed=0)
-            y_d = reference.rnn_forward(x, *dw, _cell_config(src, pair.source.keras_major, False))
-            y_w = reference.rnn_forward(x, *ww, _cell_config(tgt, major, False))
-            checks.append(_agreement(pair, "forward pass", _max_diff(y_d, y_w)))
+            x = reference.probe_batch(pair.source.refs["kernel"].shape[0], seed=0)
+            donor_run = self._donor_run(pair, x, _cell_config(src, pair.source.keras_major, False))
+            written_run = self._written_run(
+                pair.target, pair.direction, x, _cell_config(tgt, major, False), set(pair.roles)
+            )
+            self._entries.append(
+                _Probe(pair.label, "forward pass", pair, [donor_run], [written_run])
+            )
         for d_layer, t_layer, moved in covered:
             label = f"{d_layer.name} → {t_layer.name}"
-            src_f, src_b = (p.source for p in sorted(moved, key=lambda p: p.direction != "forward"))
+            ordered = sorted(moved, key=lambda p: p.direction != "forward")
             unknown = _unknown_activation(
-                [(s.settings, s.keras_major) for s in (src_f, src_b)]
+                [(p.source.settings, p.source.keras_major) for p in ordered]
                 + [(t_layer.forward, major), (t_layer.backward, major)]
             )
             if unknown:
-                checks.append(
-                    Check(label, "Bidirectional forward pass", True, f"skipped: {unknown}")
-                )
+                self._skip(label, "Bidirectional forward pass", unknown)
                 continue
-            x = reference.probe_batch(
-                t_layer.weight("forward", "kernel").shape[0],
-                seed=1,  # type: ignore[union-attr]
-            )
-            # Each direction's weights are read just before it runs and dropped after, so
-            # the check holds one direction in memory, not two layers.
-            y_d = reference.bidirectional_forward(
-                x,
-                partial(_weights, fd, src_f.refs, src_f, donor.path),
-                partial(_weights, fd, src_b.refs, src_b, donor.path),
-                _cell_config(src_f.settings, src_f.keras_major, src_f.settings.go_backwards),
-                _cell_config(src_b.settings, src_b.keras_major, src_b.settings.go_backwards),
-                d_layer.merge_mode,
-            )
-            written_f = {w.role: w for w in t_layer.weights if w.direction == "forward"}
-            written_b = {w.role: w for w in t_layer.weights if w.direction == "backward"}
-            y_w = reference.bidirectional_forward(
-                x,
-                partial(_weights, fw, written_f, None, staged),
-                partial(_weights, fw, written_b, None, staged),
-                _cell_config(t_layer.forward, major, t_layer.forward.go_backwards),
-                _cell_config(t_layer.backward, major, t_layer.backward.go_backwards),
-                t_layer.merge_mode,
-            )
-            diff = _max_diff(y_d, y_w)
+            donor_cfgs = [
+                _cell_config(
+                    p.source.settings, p.source.keras_major, p.source.settings.go_backwards
+                )
+                for p in ordered
+            ]
+            written_cfgs = [
+                _cell_config(s, major, s.go_backwards) for s in (t_layer.forward, t_layer.backward)
+            ]
+            for cfgs in (donor_cfgs, written_cfgs):
+                reference.check_directions(*cfgs)
+            x = reference.probe_batch(t_layer.weight("forward", "kernel").shape[0], seed=1)  # type: ignore[union-attr]
             whole_pair = Pair(moved[0].source, t_layer, "both")
             whole_pair.complete = all(p.complete for p in moved)
             whole_pair.differences = [d for p in moved for d in p.differences]
-            checks.append(_agreement(whole_pair, "Bidirectional forward pass", diff, label))
-    return checks
+            self._entries.append(
+                _Probe(
+                    label,
+                    "Bidirectional forward pass",
+                    whole_pair,
+                    [self._donor_run(p, x, cfg) for p, cfg in zip(ordered, donor_cfgs)],
+                    [
+                        self._written_run(t_layer, p.direction, x, cfg, set(p.roles))
+                        for p, cfg in zip(ordered, written_cfgs)
+                    ],
+                    d_layer.merge_mode,
+                )
+            )
+
+    def _skip(self, label: str, name: str, why: str) -> None:
+        self._entries.append(Check(label, name, True, f"skipped: {why}"))
+
+    def _donor_run(self, pair: Pair, x: np.ndarray, cfg: reference.CellConfig) -> _CellRun:
+        source = pair.source
+
+        def fetch(role: str) -> np.ndarray | None:
+            if role not in source.refs:
+                return None
+            return _donor_values(self.donor_file, source, role, self.donor.path)
+
+        run = _CellRun(x, cfg, fetch, set(pair.roles))
+        for role in pair.roles:
+            self._donor_runs.setdefault((id(pair), role), []).append(run)
+        return run
+
+    def _written_run(
+        self,
+        layer: BiLayer,
+        direction: str,
+        x: np.ndarray,
+        cfg: reference.CellConfig,
+        fed: set[str],
+    ) -> _CellRun:
+        refs = {w.role: w for w in layer.weights if w.direction == direction}
+
+        def fetch(role: str) -> np.ndarray | None:
+            if role not in refs:
+                return None
+            dataset = refs[role].dataset
+            return h5safe.read(h5safe.dataset(self._staged_weights(), dataset), dataset)
+
+        run = _CellRun(x, cfg, fetch, fed)
+        for role, ref in refs.items():
+            self._written_runs.setdefault(ref.dataset, []).append((run, role))
+        return run
+
+    def _staged_weights(self) -> Any:
+        if self._staged_file is None:
+            assert self._staged_path is not None
+            self._staged = contextlib.ExitStack()
+            self._staged_file = self._staged.enter_context(open_weights(self._staged_path))
+        return self._staged_file
+
+    # Feeding, from the jobs (donor values) and from the verification walk (written values).
+    def donor_values(self, pair: Pair, role: str, values: np.ndarray) -> None:
+        for run in self._donor_runs.get((id(pair), role), ()):
+            run.feed(role, values)
+
+    def begin(self, staged_path: str) -> None:
+        self._staged_path = staged_path
+
+    def written(self, dataset: str, values: np.ndarray) -> None:
+        for run, role in self._written_runs.get(dataset, ()):
+            run.feed(role, values)
+
+    def checks(self) -> list[Check]:
+        out = []
+        for entry in self._entries:
+            if isinstance(entry, Check):
+                out.append(entry)
+                continue
+            diff = _max_diff(entry.outputs(entry.donor), entry.outputs(entry.written))
+            out.append(_agreement(entry.pair, entry.name, diff, entry.label))
+        return out
+
+    def close(self) -> None:
+        if self._staged is not None:
+            staged, self._staged, self._staged_file = self._staged, None, None
+            staged.close()
 
 
 def _unknown_activation(settings: list[tuple[CellSettings, int]]) -> str | None:
@@ -517,10 +671,13 @@ def transplant(
     result = WriteResult("transplant", path, None, dry_run)
     result.extra["donor"] = donor_path
     with open_weights(donor_path) as donor_file:
+        forward = None if dry_run else _ForwardChecks(donor, target, donor_file)
         jobs = []
         for pair in pairs:
             for role, mask in _check_pair(pair, role_targets, donor_path):
-                jobs.append(_job(pair, role, mask, donor_file, donor_path, allow_nonfinite))
+                jobs.append(
+                    _job(pair, role, mask, donor_file, donor_path, allow_nonfinite, forward)
+                )
             for difference in pair.differences:
                 result.notes.append(f"{pair.label}: {difference}")
         for d_layer, t_layer in {
@@ -541,16 +698,8 @@ def transplant(
             }
             for p in pairs
         ]
-
-        def verify(staged: str) -> list[Check]:
-            return _forward_checks(pairs, donor, target, staged)
-
+        if forward is not None:
+            forward.plan(pairs)
         return execute(
-            target,
-            jobs,
-            result,
-            output,
-            force,
-            extra_verify=verify,
-            verify_keras=verify_keras,
+            target, jobs, result, output, force, verifier=forward, verify_keras=verify_keras
         )
