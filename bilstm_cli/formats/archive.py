@@ -12,6 +12,7 @@ import os
 import shutil
 import struct
 import tempfile
+import threading
 import zipfile
 import zlib
 from typing import IO, Any
@@ -51,6 +52,26 @@ def mark_crc_checked(path: str, start: int) -> None:
         _CRC_CHECKED.add(_crc_key(fd, start))
     finally:
         os.close(fd)
+
+
+# Below this a member is checked in one pass; above, the CRC runs beside the heap scan.
+_PARALLEL_CRC_BYTES = 4 << 20
+
+
+def _crc_of_range(fd: int, start: int, size: int) -> int | None:
+    """CRC-32 of ``size`` bytes at ``start`` in ``fd``; None if they cannot all be read."""
+    crc = 0
+    try:
+        while size > 0:
+            block = os.pread(fd, min(size, 1 << 20), start)
+            if not block:
+                return None
+            crc = zlib.crc32(block, crc)
+            start += len(block)
+            size -= len(block)
+    except OSError:
+        return None
+    return crc
 
 
 class _Window(io.RawIOBase):
@@ -202,17 +223,36 @@ class KerasArchive:
             h5safe.mark_heaps_checked(key)
 
     def _crc_of(self, start: int, info: zipfile.ZipInfo) -> list[int]:
-        crc, left = 0, info.file_size
+        # Two passes over the member at once, one per core: the CRC in a helper thread (reads
+        # and zlib let go of the interpreter) and the heap-signature scan here.
+        crc: list[int | None] = []
+        helper = None
+        if info.file_size >= _PARALLEL_CRC_BYTES:
+            fd = self._file.fileno()
+            helper = threading.Thread(
+                target=lambda: crc.append(_crc_of_range(fd, start, info.file_size)), daemon=True
+            )
+            helper.start()
         finder = h5safe.CollectionFinder()
+        running, left = 0, info.file_size
         self._file.seek(start)
-        while left > 0:
-            block = self._file.read(min(left, 1 << 20))
-            if not block:
-                raise InputError(f"archive member '{info.filename}' is cut short")
-            crc = zlib.crc32(block, crc)
-            finder.feed(block)
-            left -= len(block)
-        if crc != info.CRC:
+        try:
+            while left > 0:
+                block = self._file.read(min(left, 1 << 20))
+                if not block:
+                    raise InputError(f"archive member '{info.filename}' is cut short")
+                if helper is None:
+                    running = zlib.crc32(block, running)
+                finder.feed(block)
+                left -= len(block)
+        finally:
+            if helper is not None:
+                helper.join()
+        if helper is not None:
+            if not crc or crc[0] is None:
+                raise InputError(f"archive member '{info.filename}' cannot be read in full")
+            running = crc[0]
+        if running != info.CRC:
             raise InputError(f"archive member '{info.filename}' is damaged (CRC mismatch)")
         return finder.found
 

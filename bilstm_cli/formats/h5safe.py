@@ -289,6 +289,22 @@ def _lengths_size(f: Any) -> int:
     return 8
 
 
+_GCOL_BYTES = np.frombuffer(_GCOL, np.uint8)
+
+
+def _signature_starts(block: bytes) -> np.ndarray:
+    """Offsets in ``block`` where the global-heap signature starts and fits."""
+    data = np.frombuffer(block, np.uint8)
+    if data.size < len(_GCOL):
+        return np.empty(0, np.intp)
+    # Candidates on the first byte (about 1 in 256 of weight bytes), then the other three
+    # checked at those places only: a few times quicker than bytes.find on float data.
+    at = np.flatnonzero(data[: data.size - len(_GCOL) + 1] == _GCOL_BYTES[0])
+    for k in range(1, len(_GCOL)):
+        at = at[data[at + k] == _GCOL_BYTES[k]]
+    return at
+
+
 class CollectionFinder:
     """Where the global-heap signature occurs in data fed to it block by block (so a pass
     that reads the bytes anyway, such as a CRC check, finds the collections too)."""
@@ -307,12 +323,10 @@ class CollectionFinder:
         while 0 <= at < len(self._tail):
             self.found.append(base + at)
             at = edge.find(_GCOL, at + 1)
-        at = block.find(_GCOL)
-        while at >= 0:
-            self.found.append(self._offset + at)
-            at = block.find(_GCOL, at + 1)
+        self.found.extend(int(self._offset + at) for at in _signature_starts(block))
         self._offset += len(block)
-        self._tail = (self._tail + block)[-keep:]
+        # Only the last few bytes carry over (joining the whole block would copy it).
+        self._tail = block[-keep:] if len(block) >= keep else (self._tail + block)[-keep:]
 
 
 def check_collections(f: Any, found: list[int]) -> None:
