@@ -74,11 +74,49 @@ def _json_number(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
 
+def _narrow_float_stats(x: np.ndarray, total: float) -> dict[str, Any]:
+    """Statistics of a flat float16/float32 array known finite (its float64 ``total`` is):
+    one more pass, chunk by chunk through one float64 buffer, with every number taken while
+    the chunk is in cache. Squares of such values cannot overflow float64: no scaling."""
+    n = x.size
+    mean = total / n
+    lo, hi = math.inf, -math.inf
+    squares = deviations = 0.0
+    buffer = np.empty(min(n, _CHUNK))
+    for start in range(0, n, _CHUNK):
+        part = x[start : start + _CHUNK]
+        chunk = buffer[: part.size]
+        np.copyto(chunk, part)
+        lo = min(lo, float(part.min()))
+        hi = max(hi, float(part.max()))
+        squares += float(np.dot(chunk, chunk))
+        chunk -= mean
+        deviations += float(np.dot(chunk, chunk))
+    return {
+        "mean": mean,
+        "std": math.sqrt(deviations / n),
+        "min": lo,
+        "max": hi,
+        "l2": math.sqrt(squares),
+        "finite": True,
+        "count": n,
+        "nonfinite": 0,
+    }
+
+
 def weight_stats(a: np.ndarray) -> dict[str, Any]:
     """Statistics of one array: mean, std (population), min, max, l2, finite, count, nonfinite.
 
     The numbers are None when the array has no finite value at all.
     """
+    flat = np.asarray(a).ravel()
+    if flat.dtype.kind == "f" and flat.dtype.itemsize <= 4 and flat.size:
+        # The common case, weights in float32: a finite float64 sum proves every value
+        # finite (a sum of float32 values cannot overflow float64), and the rest is one pass.
+        with np.errstate(invalid="ignore", over="ignore"):
+            total = float(np.add.reduce(flat, dtype=np.float64))
+        if math.isfinite(total):
+            return _narrow_float_stats(flat, total)
     x, nonfinite = _finite_values(a)
     out: dict[str, Any]
     if x.size == 0:

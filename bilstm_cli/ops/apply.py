@@ -7,6 +7,7 @@ time), re-opens what it wrote and verifies it, and only then renames it into pla
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -110,10 +111,39 @@ def where(job: Job, part: Part | None = None) -> str:
     return f"{job.layer.name}/{job.ref.direction}/{job.ref.role}{gates}"
 
 
+# Below this many values a part's two statistics are taken one after the other.
+_PARALLEL_STATS = 1 << 16
+
+
+def _stats_pair(before: np.ndarray, after: np.ndarray) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``weight_stats`` of both arrays; for large ones, ``before`` in a helper thread while
+    this one does ``after`` (NumPy lets go of the interpreter in the heavy parts)."""
+    if before.size < _PARALLEL_STATS:
+        return weight_stats(before), weight_stats(after)
+    box: list[Any] = []
+
+    def work() -> None:
+        try:
+            box.append(weight_stats(before))
+        except BaseException as exc:  # re-raised below, in the calling thread
+            box.append(exc)
+
+    helper = threading.Thread(target=work, daemon=True)
+    helper.start()
+    try:
+        after_stats = weight_stats(after)
+    finally:
+        helper.join()
+    if isinstance(box[0], BaseException):
+        raise box[0]
+    return box[0], after_stats
+
+
 def _record(job: Job, before: np.ndarray, after: np.ndarray, result: WriteResult) -> None:
     for part in job.parts:
         b = before if part.mask is None else before[..., part.mask]
         a = after if part.mask is None else after[..., part.mask]
+        before_stats, after_stats = _stats_pair(b, a)
         result.changes.append(
             Change(
                 layer=job.layer.name,
@@ -121,8 +151,8 @@ def _record(job: Job, before: np.ndarray, after: np.ndarray, result: WriteResult
                 role=job.ref.role,
                 gates=part.gates,
                 source=part.source,
-                before=weight_stats(b),
-                after=weight_stats(a),
+                before=before_stats,
+                after=after_stats,
                 dataset=job.ref.dataset,
             )
         )
