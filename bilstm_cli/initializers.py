@@ -892,12 +892,21 @@ def _bounds_fact(values: np.ndarray, lo: Any, hi: Any, text: str) -> Fact:
     """Inclusive bounds check with a few ulps of slack for the rounding of scale * u + shift."""
     if values.size == 0:
         return ("within bounds", True, text)
-    v = values.astype(np.float64)
     lo_a = np.asarray(lo, dtype=np.float64)
     hi_a = np.asarray(hi, dtype=np.float64)
     tol = _tolerance(values.dtype, float(np.max(np.abs([lo_a, hi_a]))))
-    ok = bool(np.all(v >= lo_a - tol) and np.all(v <= hi_a + tol))
+    # The extremes decide it (per column when the bounds are), taken in the array's own
+    # dtype, which float64 holds exactly; a NaN makes them NaN, and NaN fails both tests.
+    if lo_a.ndim == 0 and hi_a.ndim == 0:
+        low, high = values.min(), values.max()
+    else:
+        columns = values.reshape(-1, values.shape[-1])
+        low, high = columns.min(axis=0), columns.max(axis=0)
+    low_a = np.asarray(low, dtype=np.float64)
+    high_a = np.asarray(high, dtype=np.float64)
+    ok = bool(np.all(low_a >= lo_a - tol) and np.all(high_a <= hi_a + tol))
     if not ok:
+        v = values.astype(np.float64)
         text += f"; found values in [{_g(float(np.nanmin(v)))}, {_g(float(np.nanmax(v)))}]"
     return ("within bounds", ok, text)
 

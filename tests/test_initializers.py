@@ -540,3 +540,19 @@ def test_bfloat16_facts() -> None:
         all_ok(spec, tgt, a)
     bad = np.array([1.0, np.nan], dtype=bf16)
     assert not facts(parse_spec("ones"), WeightInfo("SimpleRNN", "bias", (2,), 2), bad)[0][1]
+
+
+@pytest.mark.parametrize(
+    "text", ["truncated_normal:stddev=0.2", "uniform:-0.3,0.7", "glorot_uniform:per_gate=true"]
+)
+@pytest.mark.parametrize("damage", ["too_big", "too_small", "nan"])
+def test_bounds_fact_fails_on_a_value_outside(text, damage):
+    spec = parse_spec(text)
+    info = info_for("LSTM", "kernel", units=4, input_dim=5)
+    a = generate(spec, info, SEED, np.dtype(np.float32))
+    all_ok(spec, info, a)
+    # One value, in the last gate block's last column, beyond what the strategy can draw.
+    a[2, -1] = {"too_big": 10.0, "too_small": -10.0, "nan": np.nan}[damage]
+    found = {name: (ok, detail) for name, ok, detail in facts(spec, info, a)}
+    assert found["within bounds"][0] is False
+    assert "found values in" in found["within bounds"][1]
