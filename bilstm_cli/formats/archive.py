@@ -45,8 +45,8 @@ def _crc_key(fileno: int, start: int) -> tuple[object, ...]:
 
 
 def mark_crc_checked(path: str, start: int) -> None:
-    """Record that the stored member at ``start`` in ``path`` has a correct CRC (the caller
-    has just computed it from the bytes on disk)."""
+    """Record that the stored member at ``start`` in ``path`` needs no CRC check when this
+    process reopens it: the caller wrote its bytes and brings its CRC up to date itself."""
     fd = os.open(path, os.O_RDONLY)
     try:
         _CRC_CHECKED.add(_crc_key(fd, start))

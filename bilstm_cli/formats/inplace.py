@@ -9,6 +9,7 @@ changes nothing else, not even HDF5's own bookkeeping. Anything that does not fi
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 import zipfile
@@ -97,6 +98,51 @@ def dataset_span(ds: h5py.Dataset) -> tuple[int, int] | None:
     if offset is None or length != expected or expected == 0:
         return None
     return int(offset), int(length)
+
+
+def copy_around(source: str, dest: str, skip: list[tuple[int, int]]) -> None:
+    """Copy ``source`` over the (existing, empty) file ``dest``, except the byte ranges
+    ``skip`` ((offset, length) pairs), which are about to be overwritten anyway: copying them
+    first would only be undone. They are left as holes, read as zeros until written."""
+    src = os.open(source, os.O_RDONLY)
+    try:
+        dst = os.open(dest, os.O_WRONLY)
+        try:
+            size = os.fstat(src).st_size
+            at = 0
+            for offset, length in sorted(skip) + [(size, 0)]:
+                if offset > at:
+                    _copy_range(src, dst, at, min(offset, size) - at)
+                at = max(at, offset + length)
+            os.ftruncate(dst, size)
+        finally:
+            os.close(dst)
+    finally:
+        os.close(src)
+
+
+def _copy_range(src: int, dst: int, offset: int, size: int) -> None:
+    """Copy ``size`` bytes at ``offset`` from ``src`` to the same offset in ``dst``: inside the
+    kernel where it can, through a buffer where it cannot."""
+    end = offset + size
+    try:
+        while offset < end:
+            done = os.copy_file_range(src, dst, end - offset, offset, offset)
+            if done == 0:
+                raise OSError(errno.EIO, "the input file got shorter while it was copied")
+            offset += done
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSYS, errno.EXDEV, errno.EINVAL, errno.EOPNOTSUPP):
+            raise
+    except AttributeError:  # no copy_file_range on this system
+        pass
+    while offset < end:
+        block = os.pread(src, min(end - offset, 1 << 20), offset)
+        if not block:
+            raise OSError(errno.EIO, "the input file got shorter while it was copied")
+        pwrite_all(dst, memoryview(block), offset)
+        offset += len(block)
 
 
 def pwrite_all(fd: int, data: memoryview, offset: int) -> None:

@@ -36,6 +36,7 @@ from bilstm_cli.formats.archive import (
 )
 from bilstm_cli.formats.inplace import (
     MemberSpan,
+    copy_around,
     crc32_of,
     dataset_span,
     patch_crc,
@@ -122,8 +123,10 @@ class StagedWrite:
         self._source: contextlib.ExitStack | None = None
         self._source_h5: h5py.File | None = None
         self._fd: int | None = None
-        self._syncing: tuple[int, threading.Thread] | None = None
-        self._sync_error: OSError | None = None
+        # The finishing pass (member CRC, flush to disk) running while the copy is verified.
+        self._sealing: tuple[int, threading.Thread] | None = None
+        self._seal_crc: int | None = None
+        self._seal_error: OSError | None = None
 
     @property
     def in_place(self) -> bool:
@@ -139,7 +142,7 @@ class StagedWrite:
         try:
             self._create_staged(directory, base, suffix)
             if self._plan_in_place():
-                shutil.copyfile(self.model.path, self.staged_path)
+                copy_around(self.model.path, self.staged_path, list(self._spans.values()))
                 self._fd = os.open(self.staged_path, os.O_RDWR)
             elif self.model.format == "keras":
                 self._edit_path = self.staged_path + ".weights.h5"
@@ -283,46 +286,60 @@ class StagedWrite:
         assert self._fd is not None
         self._close_source()
         fd, self._fd = self._fd, None
-        try:
-            if self._member is not None:
-                # The member's bytes changed, so its CRC-32 in both zip headers must too.
-                patch_crc(
-                    fd, self._member, crc32_of(fd, self._member.data_offset, self._member.size)
-                )
-        except OSError as exc:
-            os.close(fd)
-            raise _os_error(self.output, exc) from None
-        # Flushing to disk needs nothing from us: it runs while the copy is verified, and
-        # commit() waits for it (and reports its failure) before renaming.
-        self._syncing = (fd, threading.Thread(target=self._sync, args=(fd,), daemon=True))
-        self._syncing[1].start()
+        # The member's new CRC-32 (the weights changed) and the flush to disk need nothing from
+        # the caller: a helper thread does both while the copy is verified, and seal() (or
+        # commit()) waits for it, writes the CRC into the zip headers and reports failures.
+        self._sealing = (fd, threading.Thread(target=self._seal_pass, args=(fd,), daemon=True))
+        self._sealing[1].start()
         start = self._member.data_offset if self._member is not None else 0
         if self._member is not None:
-            # Just computed from the bytes on disk: checking it again on reopening adds nothing.
+            # Its bytes were just written and verification checks them itself; the recorded
+            # CRC is brought up to date from those same bytes before the rename.
             mark_crc_checked(self.staged_path, start)
         # Only weight bytes changed; the HDF5 structure (heaps included) is the input's,
         # which was checked when it was read.
         h5safe.mark_heaps_checked(h5safe.path_identity(self.staged_path, start))
 
-    def _sync(self, fd: int) -> None:
+    def _seal_pass(self, fd: int) -> None:
         try:
+            if self._member is not None:
+                self._seal_crc = crc32_of(fd, self._member.data_offset, self._member.size)
             os.fsync(fd)
         except OSError as exc:
-            self._sync_error = exc
+            self._seal_error = exc
 
-    def _wait_for_sync(self) -> None:
-        if self._syncing is None:
+    def seal(self) -> None:
+        """Wait for the finishing pass; write the member's CRC into the zip headers and flush
+        that too. After this the staged file is complete, as it will be renamed."""
+        if self._sealing is None:
             return
-        fd, thread = self._syncing
-        self._syncing = None
+        fd, thread = self._sealing
+        self._sealing = None
         thread.join()
-        os.close(fd)
+        try:
+            if self._seal_error is not None:
+                raise self._seal_error
+            if self._member is not None:
+                assert self._seal_crc is not None
+                patch_crc(fd, self._member, self._seal_crc)
+                os.fsync(fd)
+        except OSError as exc:
+            raise _os_error(self.output, exc) from None
+        finally:
+            os.close(fd)
+
+    def _abandon_seal(self) -> None:
+        if self._sealing is None:
+            return
+        fd, thread = self._sealing
+        self._sealing = None
+        thread.join()
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
     def commit(self) -> None:
         """Give the staged file ordinary permissions and rename it over the output."""
-        self._wait_for_sync()
-        if self._sync_error is not None:
-            raise _os_error(self.output, self._sync_error)
+        self.seal()
         try:
             umask = os.umask(0)
             os.umask(umask)
@@ -340,7 +357,7 @@ class StagedWrite:
                 os.close(fd)
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        self._wait_for_sync()
+        self._abandon_seal()
         self._close_source()
         if self._fd is not None:
             with contextlib.suppress(OSError):

@@ -218,6 +218,7 @@ def execute(
         if verify_keras:
             from bilstm_cli.verify_keras import verify as keras_verify
 
+            staged.seal()  # Keras reads the archive as it will be renamed, CRC included
             result.checks.extend(keras_verify(model, staged.staged_path))
         clock.add("verify", t)
         failed = [c for c in result.checks if not c.ok]
