@@ -4,8 +4,11 @@ donor file into a model file, and prove the result computes what the donor compu
 from __future__ import annotations
 
 import contextlib
+import queue
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -369,26 +372,83 @@ def _cell_config(settings: CellSettings, major: int, go_backwards: bool) -> refe
 Fetch = Callable[[str], Any]
 
 
+class _Arithmetic:
+    """A helper thread for the forward-pass arithmetic (NumPy lets go of the interpreter in
+    it), so that it runs beside the main thread's reading, writing and statistics. Tasks run in
+    the order given, one at a time, and a new one waits until the last is done: the weights
+    held for the arithmetic are never more than one."""
+
+    def __init__(self) -> None:
+        self._tasks: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._idle = threading.Semaphore(1)
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def submit(self, task: Callable[[], None]) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread.start()
+        self._idle.acquire()
+        self._tasks.put(task)
+
+    def _run(self) -> None:
+        while True:
+            task = self._tasks.get()
+            if task is None:
+                return
+            try:
+                if self._error is None:
+                    task()
+            except BaseException as exc:  # re-raised by finish(), in the main thread
+                self._error = exc
+            finally:
+                del task  # let go of its weight before saying so
+                self._idle.release()
+
+    def finish(self) -> None:
+        """Wait for every task given so far; raise the first failure here."""
+        if self._thread is not None:
+            self._idle.acquire()  # the last task is done
+            self._idle.release()
+        if self._error is not None:
+            raise self._error
+
+    def close(self) -> None:
+        if self._thread is not None:
+            thread, self._thread = self._thread, None
+            self._tasks.put(None)
+            thread.join()
+
+
 class _CellRun:
     """One cell run on the probe batch, fed its weights as they pass by anyway: the donor's
     as each job reads them, the written ones as the verification walk reads them back. Roles
     nothing will feed (those not transplanted) are fetched from the file on the first feed.
-    The kernel is projected at once and dropped; the recurrent kernel waits at most for the
-    bias, so a run holds about one weight, never a whole layer."""
+    The kernel is handed to the arithmetic thread for projection at once; the recurrent
+    kernel waits at most for the bias, so a run holds about one weight, never a whole layer."""
 
-    def __init__(self, x: np.ndarray, cfg: reference.CellConfig, fetch: Fetch, fed: set[str]):
+    def __init__(
+        self,
+        x: np.ndarray,
+        cfg: reference.CellConfig,
+        fetch: Fetch,
+        fed: set[str],
+        work: _Arithmetic,
+    ):
         self.x = x
         self.cfg = cfg
         self._fetch = fetch
+        self._work = work
         self._needed = ["kernel", "recurrent_kernel"] + (["bias"] if cfg.use_bias else [])
         self._fed = fed
         self._have: dict[str, Any] = {}
-        self._proj: np.ndarray | None = None
-        self._output: np.ndarray | None = None
+        self._proj: np.ndarray | None = None  # set by the arithmetic thread
+        self._output: np.ndarray | None = None  # set by the arithmetic thread
         self._started = False
+        self._queued = False
 
     def feed(self, role: str, values: np.ndarray) -> None:
-        if self._output is not None or role not in self._needed or role in self._have:
+        if self._queued or role not in self._needed or role in self._have:
             return
         if not self._started:
             self._started = True
@@ -401,22 +461,31 @@ class _CellRun:
         if role in self._have:
             return
         if role == "kernel":
-            self._proj = reference.input_projection(self.x, values, self.cfg)
             self._have[role] = None
+            self._work.submit(partial(self._project, values))
         else:
             self._have[role] = values
-        if self._proj is not None and all(r in self._have for r in self._needed):
-            self._output = reference.recurrence(
-                self._proj, self._have["recurrent_kernel"], self._have.get("bias"), self.cfg
-            )
-            self._proj = None
+        if not self._queued and all(r in self._have for r in self._needed):
+            self._queued = True
+            rk, bias = self._have["recurrent_kernel"], self._have.get("bias")
             self._have = dict.fromkeys(self._have)
+            # Queued after the projection, so it runs after it.
+            self._work.submit(partial(self._recur, rk, bias))
+
+    def _project(self, kernel: np.ndarray) -> None:
+        self._proj = reference.input_projection(self.x, kernel, self.cfg)
+
+    def _recur(self, rk: np.ndarray, bias: np.ndarray | None) -> None:
+        assert self._proj is not None
+        self._output = reference.recurrence(self._proj, rk, bias, self.cfg)
+        self._proj = None
 
     def output(self) -> np.ndarray:
         """The cell's outputs; whatever was not fed by now is fetched."""
         for role in self._needed:
-            if self._output is None and role not in self._have:
+            if not self._queued and role not in self._have:
                 self.feed(role, self._fetch(role))
+        self._work.finish()
         assert self._output is not None
         return self._output
 
@@ -452,6 +521,7 @@ class _ForwardChecks(Verifier):
         self._staged_path: str | None = None
         self._staged: contextlib.ExitStack | None = None
         self._staged_file: Any = None
+        self._work = _Arithmetic()
 
     # Planning, once every pair knows the roles it moves.
     def plan(self, pairs: list[Pair]) -> None:
@@ -527,7 +597,7 @@ class _ForwardChecks(Verifier):
                 return None
             return _donor_values(self.donor_file, source, role, self.donor.path)
 
-        run = _CellRun(x, cfg, fetch, set(pair.roles))
+        run = _CellRun(x, cfg, fetch, set(pair.roles), self._work)
         for role in pair.roles:
             self._donor_runs.setdefault((id(pair), role), []).append(run)
         return run
@@ -548,7 +618,7 @@ class _ForwardChecks(Verifier):
             dataset = refs[role].dataset
             return h5safe.read(h5safe.dataset(self._staged_weights(), dataset), dataset)
 
-        run = _CellRun(x, cfg, fetch, fed)
+        run = _CellRun(x, cfg, fetch, fed, self._work)
         for role, ref in refs.items():
             self._written_runs.setdefault(ref.dataset, []).append((run, role))
         return run
@@ -583,6 +653,7 @@ class _ForwardChecks(Verifier):
         return out
 
     def close(self) -> None:
+        self._work.close()
         if self._staged is not None:
             staged, self._staged, self._staged_file = self._staged, None, None
             staged.close()
@@ -700,6 +771,10 @@ def transplant(
         ]
         if forward is not None:
             forward.plan(pairs)
-        return execute(
-            target, jobs, result, output, force, verifier=forward, verify_keras=verify_keras
-        )
+        try:
+            return execute(
+                target, jobs, result, output, force, verifier=forward, verify_keras=verify_keras
+            )
+        finally:
+            if forward is not None:
+                forward.close()
