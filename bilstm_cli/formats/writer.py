@@ -26,6 +26,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from bilstm_cli.concurrency import in_parallel
 from bilstm_cli.errors import InputError, OutputError
 from bilstm_cli.formats import h5safe
 from bilstm_cli.formats.archive import (
@@ -91,6 +92,10 @@ def digest(array: np.ndarray) -> str:
     """
     data = np.ascontiguousarray(array).view(np.uint8).reshape(-1).data
     return f"{array.dtype.str}{array.shape}:{zlib.crc32(data):08x}"
+
+
+# From this size on, a written weight is fingerprinted in a helper thread during the write.
+_PARALLEL_DIGEST = 1 << 20
 
 
 class _Terminated(BaseException):
@@ -235,11 +240,18 @@ class StagedWrite:
                 raise InputError(
                     f"{self.model.path}: '{dataset}' holds {length} bytes, not {data.nbytes}"
                 )
+            view = memoryview(data).cast("B")
             try:
-                pwrite_all(self._fd, memoryview(data).cast("B"), offset)
+                if data.nbytes < _PARALLEL_DIGEST:
+                    pwrite_all(self._fd, view, offset)
+                    self.written[dataset] = digest(values)
+                else:  # the fingerprint is taken while the bytes go out
+                    fd = self._fd
+                    self.written[dataset], _ = in_parallel(
+                        lambda: digest(values), lambda: pwrite_all(fd, view, offset)
+                    )
             except OSError as exc:
                 raise _os_error(self.output, exc) from None
-            self.written[dataset] = digest(values)
             return
         try:
             ds[...] = values

@@ -7,7 +7,6 @@ time), re-opens what it wrote and verifies it, and only then renames it into pla
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from bilstm_cli.concurrency import in_parallel
 from bilstm_cli.errors import VerificationError
 from bilstm_cli.formats import h5safe
 from bilstm_cli.formats.compare import unchanged_except
@@ -116,27 +116,10 @@ _PARALLEL_STATS = 1 << 16
 
 
 def _stats_pair(before: np.ndarray, after: np.ndarray) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``weight_stats`` of both arrays; for large ones, ``before`` in a helper thread while
-    this one does ``after`` (NumPy lets go of the interpreter in the heavy parts)."""
+    """``weight_stats`` of both arrays; for large ones, on two cores."""
     if before.size < _PARALLEL_STATS:
         return weight_stats(before), weight_stats(after)
-    box: list[Any] = []
-
-    def work() -> None:
-        try:
-            box.append(weight_stats(before))
-        except BaseException as exc:  # re-raised below, in the calling thread
-            box.append(exc)
-
-    helper = threading.Thread(target=work, daemon=True)
-    helper.start()
-    try:
-        after_stats = weight_stats(after)
-    finally:
-        helper.join()
-    if isinstance(box[0], BaseException):
-        raise box[0]
-    return box[0], after_stats
+    return in_parallel(lambda: weight_stats(before), lambda: weight_stats(after))
 
 
 def _record(job: Job, before: np.ndarray, after: np.ndarray, result: WriteResult) -> None:
