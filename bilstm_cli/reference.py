@@ -195,9 +195,10 @@ def input_projection(x: np.ndarray, kernel: np.ndarray, cfg: CellConfig) -> np.n
     if cfg.go_backwards:
         xs = xs[:, ::-1]
     proj = np.zeros((xs.shape[0], xs.shape[1], kernel.shape[1]))
-    for start in range(0, kernel.shape[0], _PROJECTION_ROWS):
-        rows = slice(start, start + _PROJECTION_ROWS)
-        proj += xs[:, :, rows] @ _as_f64(kernel[rows], "kernel")
+    with np.errstate(all="ignore"):  # huge or non-finite weights give inf/NaN, not warnings
+        for start in range(0, kernel.shape[0], _PROJECTION_ROWS):
+            rows = slice(start, start + _PROJECTION_ROWS)
+            proj += xs[:, :, rows] @ _as_f64(kernel[rows], "kernel")
     return proj
 
 
@@ -215,6 +216,19 @@ def recurrence(
     _check_recurrent(rk, b, cfg)
     act = get_activation(cfg.activation, cfg.keras_major)
     ract = get_activation(cfg.recurrent_activation, cfg.keras_major)
+    with np.errstate(all="ignore"):  # huge or non-finite weights give inf/NaN, not warnings
+        return _run_steps(proj, rk, b, cfg, act, ract, return_sequences)
+
+
+def _run_steps(
+    proj: np.ndarray,
+    rk: np.ndarray,
+    b: np.ndarray | None,
+    cfg: CellConfig,
+    act: Activation,
+    ract: Activation,
+    return_sequences: bool,
+) -> np.ndarray:
     u = int(cfg.units)
     batch, steps, _ = proj.shape
     recurrent_bias = None

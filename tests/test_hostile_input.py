@@ -861,3 +861,32 @@ def test_transplant_donor_values_beyond_the_target_dtype(tmp_path):
     outcome = run_main("transplant", donor, LEGACY, "-o", out)
     assert_error(outcome, 3, donor)
     assert not out.exists()
+
+
+def test_string_attribute_with_damaged_type(tmp_path):
+    """A string attribute whose type bits say "variable-length, neither string nor sequence"
+    crashes HDF5 when read (a segmentation fault, found by fuzzing); such an attribute is
+    refused before it is read. Run in child processes, so that a regression fails this test,
+    not the whole suite."""
+    p = tmp_path / "odd_string.h5"
+    data = bytearray(LEGACY.read_bytes())
+    # Attribute message v1: the 14-byte name padded to 16, then the datatype: class and
+    # version 0x19 (variable-length, version 1), then the bit field that says string, its
+    # padding and character set.
+    at = data.find(b"keras_version\x00") + 16
+    assert data[at] == 0x19 and data[at + 1] == 0x01
+    data[at + 1] = (data[at + 1] & 0xF0) | 0x09  # variable-length kind 1 (string) becomes 9
+    p.write_bytes(bytes(data))
+    out = tmp_path / "out.h5"
+    for args in (["inspect", p], ["init", p, "-o", out, "--init", "zeros", "--seed", "1"]):
+        run = subprocess.run(
+            [sys.executable, "-m", "bilstm_cli", *map(str, args)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert run.returncode == 3, (run.returncode, run.stderr)
+        assert run.stderr.count("\n") == 1, run.stderr
+        assert "variable-length sequence" in run.stderr
+        assert "keras_version" in run.stderr
+    assert not out.exists()

@@ -274,3 +274,53 @@ def test_plain_lstm_donor_fills_one_direction(donor, tmp_path):
         "lm_gru=bidirectional/forward",
     )
     assert gru.exit_code == 3 and "GRU" in gru.stderr and not (tmp_path / "x").exists()
+
+
+def _donor_with(tmp_path, value, dtype, everywhere=False):
+    """K2_LSTM with its first kernel rewritten as ``dtype`` holding ``value`` in one place
+    (or ``everywhere``)."""
+    import h5py
+
+    bad = tmp_path / f"donor_{dtype}.h5"
+    bad.write_bytes(K2_LSTM.read_bytes())
+    name = run_cli("inspect", K2_LSTM, "--json").json()["layers"][0]["weights"][0]["dataset"]
+    with h5py.File(bad, "r+") as f:
+        data = f[name][()].astype(dtype)
+        if everywhere:
+            data[...] = value
+        else:
+            data[0, 0] = value
+        attrs = dict(f[name].attrs)
+        del f[name]
+        f.create_dataset(name, data=data)
+        f[name].attrs.update(attrs)
+    return bad
+
+
+def _bilstm(*args):
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "bilstm_cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize("value", [np.inf, np.finfo(np.float32).max])
+def test_extreme_donor_values_run_the_check_without_warnings(tmp_path, value):
+    bad = _donor_with(tmp_path, value, np.float32, everywhere=True)
+    run = _bilstm("transplant", bad, K3_LSTM, "-o", tmp_path / "o.keras", "--allow-nonfinite")
+    assert run.returncode == 0, run.stderr
+    assert run.stderr == ""  # the forward pass overflows to inf/NaN quietly
+    assert "forward pass" in run.stdout
+
+
+def test_donor_values_beyond_the_target_dtype_are_one_error_line(tmp_path):
+    bad = _donor_with(tmp_path, 1e300, np.float64)
+    out = tmp_path / "o.keras"
+    run = _bilstm("transplant", bad, K3_LSTM, "-o", out)
+    assert run.returncode == 3 and not out.exists()
+    assert run.stderr.count("\n") == 1 and "beyond the range" in run.stderr, run.stderr

@@ -56,7 +56,7 @@ def _same_value(a: Any, b: Any) -> bool:
 def _same_attrs(x: Any, y: Any) -> bool:
     if set(x.attrs) != set(y.attrs):
         return False
-    return all(_same_value(x.attrs[k], y.attrs[k]) for k in x.attrs)
+    return all(_same_value(h5safe.attr(x, k), h5safe.attr(y, k)) for k in x.attrs)
 
 
 def compare_weights(
@@ -91,13 +91,13 @@ def compare_weights(
             if set(names) != set(g2.keys()):
                 problems.append(f"members of '{path or '/'}' changed")
                 continue
-        except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
+        except (OSError, RuntimeError, KeyError, ValueError, TypeError, InputError) as exc:
             raise _Damaged(path or "/", exc) from None
         for name in names:
             child = f"{path}/{name}" if path else name
             try:
                 _compare_child(g1, g2, name, child, walk, stack)
-            except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
+            except (OSError, RuntimeError, KeyError, ValueError, TypeError, InputError) as exc:
                 raise _Damaged(child, exc) from None
     return walk.seen
 

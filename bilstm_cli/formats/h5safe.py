@@ -183,7 +183,7 @@ def plugin_filter(ds: h5py.Dataset) -> int | None:
 
 def dtype_name(ds: h5py.Dataset) -> str:
     # Keras stores bfloat16 weights widened, with the true dtype in an attribute.
-    marked = ds.attrs.get("dtype") if "dtype" in ds.attrs else None
+    marked = attr(ds, "dtype") if "dtype" in ds.attrs else None
     if isinstance(marked, bytes):
         marked = marked.decode("utf-8", "replace")
     if isinstance(marked, str) and marked:
@@ -203,15 +203,34 @@ def _first_line(exc: BaseException) -> str:
     return text[0][:160] if text else type(exc).__name__
 
 
+def odd_attribute_type(tid: Any) -> str | None:
+    """What is wrong with an attribute's datatype, or None. Beyond :func:`odd_type`: a
+    variable-length type that is not a string is refused. A Keras file has none, and a
+    damaged string type reads as one, which HDF5 crashes converting."""
+    if isinstance(tid, h5py.h5t.TypeVlenID):
+        return "a variable-length sequence type"
+    return odd_type(tid)
+
+
+def attr(node: h5py.HLObject, name: str) -> Any:
+    """The value of attribute ``name`` of ``node``, its datatype checked before HDF5 converts
+    it; InputError when the type is damaged."""
+    tid = h5py.h5a.open(node.id, name.encode("utf-8")).get_type()
+    problem = odd_attribute_type(tid)
+    if problem:
+        raise InputError(f"attribute '{name}' of '{node.name}' is declared as {problem}; damaged")
+    return node.attrs[name]
+
+
 def attr_strings(node: h5py.Group | h5py.File, name: str) -> list[str]:
     """A string-list attribute, rejoining the ``name0``, ``name1``… chunks of a long list."""
     if name in node.attrs:
-        values = [node.attrs[name]]
+        values = [attr(node, name)]
     else:
         values = []
         k = 0
         while f"{name}{k}" in node.attrs:
-            values.append(node.attrs[f"{name}{k}"])
+            values.append(attr(node, f"{name}{k}"))
             k += 1
     out: list[str] = []
     for value in values:
@@ -228,7 +247,7 @@ def attr_strings(node: h5py.Group | h5py.File, name: str) -> list[str]:
 def attr_string(node: h5py.Group | h5py.File, name: str) -> str | None:
     if name not in node.attrs:
         return None
-    value = node.attrs[name]
+    value = attr(node, name)
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     if isinstance(value, str):

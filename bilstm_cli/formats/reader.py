@@ -379,7 +379,7 @@ def _read_hdf5(path: str) -> ModelFile:
     with _open_h5(path, h5safe.path_identity(path)) as f:
         version = h5safe.attr_string(f, "keras_version")
         if "model_config" in f.attrs:
-            raw = f.attrs["model_config"]
+            raw = h5safe.attr(f, "model_config")
             if isinstance(raw, bytes | str):
                 config = load_json(raw, "model_config")
             else:

@@ -312,18 +312,18 @@ def _job(
                 f"{donor_path}: {pair.source.label} {role} has {bad} non-finite value(s); "
                 "pass --allow-nonfinite to copy them anyway"
             )
-        if forward is not None:
+        cast = values
+        if values.dtype != dtype:
+            with np.errstate(over="ignore", invalid="ignore"):
+                cast = values.astype(dtype)
+            lost = int(np.count_nonzero(np.isfinite(values) & ~np.isfinite(cast)))
+            if lost:
+                raise InputError(
+                    f"{donor_path}: {pair.source.label} {role} has {lost} value(s) beyond the "
+                    f"range of the target's {np.dtype(dtype).name} weights"
+                )
+        if forward is not None:  # the donor's cell runs on its own values, as stored
             forward.donor_values(pair, role, values)
-        if values.dtype == dtype:
-            return values
-        with np.errstate(over="ignore", invalid="ignore"):
-            cast = values.astype(dtype)
-        lost = int(np.count_nonzero(np.isfinite(values) & ~np.isfinite(cast)))
-        if lost:
-            raise InputError(
-                f"{donor_path}: {pair.source.label} {role} has {lost} value(s) beyond the "
-                f"range of the target's {np.dtype(dtype).name} weights"
-            )
         return cast
 
     if whole:
