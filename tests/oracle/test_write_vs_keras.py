@@ -256,3 +256,23 @@ def test_plain_lstm_donor_matches_keras(tmp_path):
     if got.ndim == 2:  # the target returns only the last step, the donor every step
         expected = expected[:, -1, :]
     np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_transplant_verify_keras(tmp_path):
+    """Keras loads the staged archive (its CRC brought up to date first) and sees the donor's
+    values."""
+    out = tmp_path / "o.keras"
+    run = run_cli(
+        "transplant",
+        FIXTURES / "k2_seq_lstm.h5",
+        FIXTURES / "k3_seq_input_lstm_concat.keras",
+        "-o",
+        out,
+        "--verify",
+        "keras",
+        "--json",
+    )
+    assert run.exit_code == 0, run.stderr
+    checks = [c for c in run.json()["checks"] if c["check"].startswith("--verify keras")]
+    assert checks and all(c["ok"] for c in checks)
+    assert any("Keras sees the written values" in c["detail"] for c in checks)
