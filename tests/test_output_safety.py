@@ -478,3 +478,23 @@ def test_longest_output_name_still_has_room_for_the_staged_file(tmp_path, source
     outcome = run_main(*init_args(source, out))
     assert outcome.code == 0, outcome.stderr
     assert out.exists() and temp_leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("command", ["init", "transplant"])
+def test_interrupted_while_a_helper_thread_starts(tmp_path, monkeypatch, command):
+    """A signal can land inside Thread.start(), before the thread is known to have started;
+    such a thread must not be waited for on the way out (Python refuses: "cannot join thread
+    before it is started"). The command still ends as an interruption and cleans up."""
+    import threading
+
+    def interrupted_start(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(threading.Thread, "start", interrupted_start)
+    out = tmp_path / "out.keras"
+    if command == "init":
+        outcome = run_main(*init_args(KERAS, out))
+    else:
+        outcome = run_main("transplant", FIXTURES / "k2_seq_lstm.h5", KERAS, "-o", out)
+    one_error_line(outcome.stderr, outcome.code, 130, "interrupted")
+    assert not out.exists() and temp_leftovers(tmp_path) == []

@@ -297,12 +297,14 @@ class StagedWrite:
     def _finish_in_place(self) -> None:
         assert self._fd is not None
         self._close_source()
-        fd, self._fd = self._fd, None
         # The member's new CRC-32 (the weights changed) and the flush to disk need nothing from
         # the caller: a helper thread does both while the copy is verified, and seal() (or
         # commit()) waits for it, writes the CRC into the zip headers and reports failures.
-        self._sealing = (fd, threading.Thread(target=self._seal_pass, args=(fd,), daemon=True))
-        self._sealing[1].start()
+        # The thread is handed the descriptor only once it has surely started: a signal can
+        # interrupt start(), and a thread that never started cannot be waited for.
+        thread = threading.Thread(target=self._seal_pass, args=(self._fd,), daemon=True)
+        thread.start()
+        self._sealing, self._fd = (self._fd, thread), None
         start = self._member.data_offset if self._member is not None else 0
         if self._member is not None:
             # Its bytes were just written and verification checks them itself; the recorded

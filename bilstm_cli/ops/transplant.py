@@ -386,8 +386,9 @@ class _Arithmetic:
 
     def submit(self, task: Callable[[], None]) -> None:
         if self._thread is None:
-            self._thread = threading.Thread(target=self._run, daemon=True)
-            self._thread.start()
+            thread = threading.Thread(target=self._run, daemon=True)
+            thread.start()  # kept only once started: a signal can interrupt start()
+            self._thread = thread
         self._idle.acquire()
         self._tasks.put(task)
 
