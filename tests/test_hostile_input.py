@@ -890,3 +890,18 @@ def test_string_attribute_with_damaged_type(tmp_path):
         assert "variable-length sequence" in run.stderr
         assert "keras_version" in run.stderr
     assert not out.exists()
+
+
+def test_attribute_name_that_is_not_utf8(tmp_path):
+    """h5py gives such a name as bytes; it is carried over and compared like any other."""
+    p = tmp_path / "odd_name.h5"
+
+    def add(f):
+        f["model_weights"].attrs.create(b"\xff\xfeodd", 1.5)
+
+    edit_h5(LEGACY, p, add)
+    out = tmp_path / "out.h5"
+    run = run_main("init", p, "-o", out, "--init", "zeros", "--seed", "1")
+    assert run.code == 0, run.stderr
+    with h5py.File(out, "r") as f:
+        assert f["model_weights"].attrs[b"\xff\xfeodd"] == 1.5

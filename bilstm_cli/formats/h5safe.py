@@ -212,13 +212,14 @@ def odd_attribute_type(tid: Any) -> str | None:
     return odd_type(tid)
 
 
-def attr(node: h5py.HLObject, name: str) -> Any:
+def attr(node: h5py.HLObject, name: str | bytes) -> Any:
     """The value of attribute ``name`` of ``node``, its datatype checked before HDF5 converts
-    it; InputError when the type is damaged."""
-    tid = h5py.h5a.open(node.id, name.encode("utf-8")).get_type()
-    problem = odd_attribute_type(tid)
+    it; InputError when the type is damaged. (A name that is not UTF-8 comes as bytes.)"""
+    key = name if isinstance(name, bytes) else name.encode("utf-8")
+    problem = odd_attribute_type(h5py.h5a.open(node.id, key).get_type())
     if problem:
-        raise InputError(f"attribute '{name}' of '{node.name}' is declared as {problem}; damaged")
+        shown = key.decode("utf-8", "replace")
+        raise InputError(f"attribute '{shown}' of '{node.name}' is declared as {problem}; damaged")
     return node.attrs[name]
 
 
