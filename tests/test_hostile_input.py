@@ -905,3 +905,21 @@ def test_attribute_name_that_is_not_utf8(tmp_path):
     assert run.code == 0, run.stderr
     with h5py.File(out, "r") as f:
         assert f["model_weights"].attrs[b"\xff\xfeodd"] == 1.5
+
+
+def test_layer_name_that_is_not_utf8(tmp_path):
+    """A weights-only file whose layer is named by bytes that are not UTF-8: init seeds that
+    layer's draws from the name as the file spells it, and writes."""
+    p = tmp_path / "odd_layer.weights.h5"
+
+    def rename(f):
+        f["layers/bidirectional_2/vars"].attrs["name"] = b"\xff\xfe"
+
+    edit_h5(FIXTURES / "k3_functional_mixed.weights.h5", p, rename)
+    layers = json.loads(run_main("inspect", p, "--json").stdout)["layers"]
+    assert "\udcff\udcfe" in [layer["name"] for layer in layers]
+    for seed in ("1", "1", "2"):
+        out = tmp_path / f"out{seed}.weights.h5"
+        run = run_main("init", p, "-o", out, "--seed", seed, "--force")
+        assert run.code == 0, run.stderr
+    assert (tmp_path / "out1.weights.h5").exists() and (tmp_path / "out2.weights.h5").exists()

@@ -69,7 +69,7 @@ def seed_for(seed: int, layer: BiLayer, ref: WeightRef, op: Op) -> np.random.See
     """Each (layer, direction, role, option) draws from its own stream, so selecting more or
     fewer weights never changes the values drawn for the others."""
     key = (
-        zlib.crc32(layer.name.encode("utf-8")),
+        zlib.crc32(layer.name.encode("utf-8", "surrogateescape")),  # as the file spells it
         0 if ref.direction == "forward" else 1,
         ROLES.index(ref.role),
         op.index,
