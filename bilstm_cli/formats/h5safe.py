@@ -215,7 +215,7 @@ def odd_attribute_type(tid: Any) -> str | None:
 def attr(node: h5py.HLObject, name: str | bytes) -> Any:
     """The value of attribute ``name`` of ``node``, its datatype checked before HDF5 converts
     it; InputError when the type is damaged. (A name that is not UTF-8 comes as bytes.)"""
-    key = name if isinstance(name, bytes) else name.encode("utf-8")
+    key = name if isinstance(name, bytes) else name.encode("utf-8", "surrogateescape")
     problem = odd_attribute_type(h5py.h5a.open(node.id, key).get_type())
     if problem:
         shown = key.decode("utf-8", "replace")
