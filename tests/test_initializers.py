@@ -556,3 +556,26 @@ def test_bounds_fact_fails_on_a_value_outside(text, damage):
     found = {name: (ok, detail) for name, ok, detail in facts(spec, info, a)}
     assert found["within bounds"][0] is False
     assert "found values in" in found["within bounds"][1]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("size", [1, 7, 1_000_001])
+def test_normal_sampler_is_standard_normal(dtype, size) -> None:
+    """The Box–Muller sampler behind every normal strategy: the empirical distribution
+    against the normal CDF (a Kolmogorov–Smirnov bound), kurtosis, and no correlation between
+    the two draws made from one pair of uniforms."""
+    out = np.full(size, np.nan, dtype=dtype)
+    ini._standard_normal(np.random.Generator(np.random.SFC64(5)), out)
+    assert np.isfinite(out).all()
+    if size < 1000:
+        return
+    z = np.sort(out.astype(np.float64))
+    cdf = np.array([0.5 * (1.0 + math.erf(v / math.sqrt(2.0))) for v in z[:: size // 2000]])
+    empirical = (np.arange(size)[:: size // 2000] + 0.5) / size
+    assert np.abs(cdf - empirical).max() < 1.63 / math.sqrt(size) * 2  # far beyond 1% KS level
+    kurtosis = float(np.mean(z**4) / np.mean(z**2) ** 2)
+    assert kurtosis == pytest.approx(3.0, abs=0.03)
+    half = (size + 1) // 2
+    pairs = np.corrcoef(out[: size - half].astype(np.float64), out[half:].astype(np.float64))
+    assert abs(pairs[0, 1]) < 5 / math.sqrt(size // 2)
+    assert np.mean(np.abs(z) > 2.0) == pytest.approx(0.0455, abs=0.002)
