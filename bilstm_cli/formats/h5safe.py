@@ -56,6 +56,11 @@ def _child(parent: h5py.Group, part: str, path: str) -> Any:
 # Groups already reached through hard links, per open file: weights share long prefixes
 # (layers/bidirectional/forward_layer/cell/vars), and each step costs two HDF5 calls.
 _GROUPS: weakref.WeakKeyDictionary[h5py.File, dict[str, h5py.Group]] = weakref.WeakKeyDictionary()
+# Datasets already found and checked, per open file: a command looks each weight up several
+# times (its layout, the current values, the write, the verification).
+_DATASETS: weakref.WeakKeyDictionary[h5py.File, dict[str, h5py.Dataset]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def group(root: h5py.Group, path: str) -> h5py.Group:
@@ -100,12 +105,17 @@ def has(root: h5py.Group, path: str) -> bool:
 
 def dataset(root: h5py.Group, path: str) -> h5py.Dataset:
     """The dataset at ``path`` below ``root``, refused if it reads data from elsewhere."""
+    cache = _DATASETS.setdefault(root, {}) if isinstance(root, h5py.File) else None
+    if cache is not None and path in cache:
+        return cache[path]
     parent_path, _, name = path.rpartition("/")
     parent = group(root, parent_path) if parent_path else root
     node = _child(parent, name, path)
     if not isinstance(node, h5py.Dataset):
         raise InputError(f"'{path}' is a group where a weight dataset was expected")
     check_dataset(node, path)
+    if cache is not None:
+        cache[path] = node
     return node
 
 
