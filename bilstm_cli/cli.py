@@ -253,6 +253,7 @@ def transplant(
         force,
         allow_nonfinite,
         verify == "keras",
+        on_plan=None if as_json else render.transplant_plan,
     )
     render.write_result(result, as_json)
 

@@ -258,6 +258,27 @@ def _moved(before: dict[str, Any], after: dict[str, Any], key: str) -> str:
     return f"{num(before[key])} → {num(after[key])}"
 
 
+def transplant_plan(result: WriteResult) -> None:
+    """What a transplant is about to move, shown before anything is written."""
+    out = Output()
+    rows = [
+        [
+            p["donor"],
+            p["target"],
+            ", ".join(p["moves"]),
+            "; ".join(p["differences"]) or ("" if p["complete"] else "partial"),
+        ]
+        for p in result.extra.get("pairs", [])
+    ]
+    out.table(
+        f"plan: {result.extra.get('donor')} → {result.input}",
+        [("donor", False), ("target", False), ("moves", False), ("notes", False)],
+        rows,
+    )
+    out.line()
+    out.stream.flush()
+
+
 def write_result(result: WriteResult, as_json: bool) -> None:
     if as_json:
         dump_json(write_doc(result))

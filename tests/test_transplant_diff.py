@@ -324,3 +324,29 @@ def test_donor_values_beyond_the_target_dtype_are_one_error_line(tmp_path):
     run = _bilstm("transplant", bad, K3_LSTM, "-o", out)
     assert run.returncode == 3 and not out.exists()
     assert run.stderr.count("\n") == 1 and "beyond the range" in run.stderr, run.stderr
+
+
+def test_plan_is_shown_before_anything_is_written(tmp_path, monkeypatch):
+    import bilstm_cli.formats.writer as writer
+    from bilstm_cli.errors import OutputError
+
+    def refuse(self, dataset, values):
+        raise OutputError("no space left (simulated)")
+
+    monkeypatch.setattr(writer.StagedWrite, "write", refuse)
+    out = tmp_path / "o.keras"
+    run = run_cli(
+        "transplant", K2_LSTM, K3_LSTM, "-o", out, "--role", "recurrent_kernel[f]", "--role",
+        "kernel",
+    )  # fmt: skip
+    assert run.exit_code == 4 and not out.exists()
+    assert run.stdout.startswith(f"plan: {K2_LSTM} → {K3_LSTM}")
+    for direction in ("forward", "backward"):
+        assert f"bidirectional/{direction}" in run.stdout
+    assert "kernel, recurrent_kernel[f]" in run.stdout
+
+
+def test_plan_in_json_is_part_of_the_one_document(tmp_path):
+    run = run_cli("transplant", K2_LSTM, K3_LSTM, "-o", tmp_path / "o.keras", "--json")
+    doc = run.json()  # the whole of stdout is one JSON document
+    assert [p["moves"] for p in doc["pairs"]] == [["kernel", "recurrent_kernel", "bias"]] * 2

@@ -49,6 +49,7 @@ class Pair:
     direction: str
     whole: tuple[BiLayer, BiLayer] | None = None  # donor and target Bidirectional, both ways
     roles: list[str] = field(default_factory=list)
+    moves: list[str] = field(default_factory=list)  # roles, with [gates] where only some move
     complete: bool = True
     differences: list[str] = field(default_factory=list)
 
@@ -250,6 +251,7 @@ def _check_pair(pair: Pair, roles: list[Target], donor_path: str) -> list[tuple[
     if not out:
         raise UsageError(f"{where}: --role selects none of the weights this pair has")
     pair.roles = [r for r, _ in out]
+    pair.moves = [_with_gates(tgt, role, mask) for role, mask in out]
     for key in SETTINGS_COMPARED:
         a, b = getattr(src, key), getattr(tgt, key)
         if a is None or b is None:
@@ -266,6 +268,18 @@ def _check_pair(pair: Pair, roles: list[Target], donor_path: str) -> list[tuple[
     if src.activation is None or tgt.activation is None:
         pair.differences.append("cell settings unknown (weights-only file); not compared")
     return out
+
+
+def _with_gates(settings: CellSettings, role: str, mask: np.ndarray) -> str:
+    """``role``, or ``role[gates]`` when only some gate blocks move."""
+    if mask.all():
+        return role
+    gates = [
+        g
+        for g in CELL_GATES[settings.cell]
+        if mask[gate_mask(settings.cell, settings.units, (g,))].all()
+    ]
+    return f"{role}[{','.join(gates)}]"
 
 
 def _converted_shape(source: Source, role: str) -> tuple[int, ...]:
@@ -728,8 +742,13 @@ def transplant(
     force: bool = False,
     allow_nonfinite: bool = False,
     verify_keras: bool = False,
+    on_plan: Callable[[WriteResult], None] | None = None,
 ) -> WriteResult:
-    """Copy weights from ``donor_path`` into ``path`` and write the result to ``output``."""
+    """Copy weights from ``donor_path`` into ``path`` and write the result to ``output``.
+
+    ``on_plan`` is given the result once the pairs are planned and checked (``extra["pairs"]``
+    and the notes filled in), before anything is read for writing: the place to show the plan.
+    """
     if output is None and not dry_run:
         raise UsageError("transplant needs -o OUT (or --dry-run)")
     role_targets = _role_targets(roles)
@@ -765,11 +784,14 @@ def transplant(
                 "donor": p.source.label,
                 "target": f"{p.target.name}/{p.direction}",
                 "roles": p.roles,
+                "moves": p.moves,
                 "complete": p.complete,
                 "differences": p.differences,
             }
             for p in pairs
         ]
+        if on_plan is not None:
+            on_plan(result)
         if forward is not None:
             forward.plan(pairs)
         try:
