@@ -151,12 +151,18 @@ def selected_blocks(
     return [(g, s) for g, s in blocks if bool(cols[s].all())]
 
 
+def covered_gates(cell: str, units: int, columns: np.ndarray) -> tuple[str, ...]:
+    """The names of the gates whose blocks a column mask covers in full."""
+    return tuple(g for g, _ in selected_blocks(cell, units, columns) if g is not None)
+
+
 __all__ = [
     "CELL_GATES",
     "GATE_NAMES",
     "ROLES",
     "block_count",
     "check_cell",
+    "covered_gates",
     "gate_block",
     "gate_blocks",
     "gate_columns",

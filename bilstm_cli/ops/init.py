@@ -13,7 +13,7 @@ from bilstm_cli import initializers as strategies
 from bilstm_cli.errors import InputError, UsageError
 from bilstm_cli.formats.model import BiLayer, ModelFile, WeightRef
 from bilstm_cli.formats.reader import read_model
-from bilstm_cli.gates import CELL_GATES, ROLES, gate_mask, parse_gates
+from bilstm_cli.gates import ROLES, covered_gates, gate_mask, parse_gates
 from bilstm_cli.ops.apply import Fact, Job, Part, WriteResult, execute
 from bilstm_cli.ops.select import directions, select_layers
 
@@ -137,16 +137,13 @@ def _plan_weight(layer: BiLayer, ref: WeightRef, ops: list[Op], seed: int) -> Jo
                 f"{ref.shape}: {exc.message}"
             ) from None
     whole = len(active) == 1 and bool((owner == active[0].index).all())
-    gate_names = CELL_GATES[info.cell]
     parts = []
     for op in active:
         mask = owner == op.index
         if whole:
             gates, part_mask = None, None
         else:
-            gates = tuple(
-                g for g in gate_names if mask[gate_mask(info.cell, info.units, (g,))].all()
-            )
+            gates = covered_gates(info.cell, info.units, mask)
             part_mask = mask
         parts.append(Part(gates, part_mask, strategies.describe(op.spec, info)))
 

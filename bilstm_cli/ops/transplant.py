@@ -19,7 +19,7 @@ from bilstm_cli.formats import h5safe
 from bilstm_cli.formats.model import BiLayer, CellSettings, ModelFile, RnnLayer, WeightRef
 from bilstm_cli.formats.reader import expected_shape, open_weights, read_model, read_weight
 from bilstm_cli.formats.writer import digest
-from bilstm_cli.gates import CELL_GATES, ROLES, gate_mask, parse_gates
+from bilstm_cli.gates import ROLES, covered_gates, gate_mask, parse_gates
 from bilstm_cli.initializers import Target, parse_target
 from bilstm_cli.ops.apply import Check, Fact, Job, Part, Verifier, WriteResult, execute
 from bilstm_cli.ops.init import bidirectional_layers_to_change
@@ -274,12 +274,7 @@ def _with_gates(settings: CellSettings, role: str, mask: np.ndarray) -> str:
     """``role``, or ``role[gates]`` when only some gate blocks move."""
     if mask.all():
         return role
-    gates = [
-        g
-        for g in CELL_GATES[settings.cell]
-        if mask[gate_mask(settings.cell, settings.units, (g,))].all()
-    ]
-    return f"{role}[{','.join(gates)}]"
+    return f"{role}[{','.join(covered_gates(settings.cell, settings.units, mask))}]"
 
 
 def _converted_shape(source: Source, role: str) -> tuple[int, ...]:
@@ -308,13 +303,7 @@ def _job(
     ref = next(w for w in pair.target.weights if w.direction == pair.direction and w.role == role)
     settings = pair.target.settings(pair.direction)
     whole = bool(mask.all())
-    gates = None
-    if not whole:
-        gates = tuple(
-            g
-            for g in CELL_GATES[settings.cell]
-            if mask[gate_mask(settings.cell, settings.units, (g,))].all()
-        )
+    gates = None if whole else covered_gates(settings.cell, settings.units, mask)
     converted = " (converted from CuDNN)" if cudnn.is_cudnn(pair.source.stored_cell) else ""
     part = Part(gates, None if whole else mask, f"from {pair.source.label}{converted}")
 
