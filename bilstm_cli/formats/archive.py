@@ -12,13 +12,14 @@ import os
 import shutil
 import struct
 import tempfile
-import threading
 import zipfile
 import zlib
 from typing import IO, Any
 
+from bilstm_cli.concurrency import in_parallel
 from bilstm_cli.errors import InputError
 from bilstm_cli.formats import h5safe
+from bilstm_cli.formats.inplace import crc32_of
 
 CONFIG = "config.json"
 METADATA = "metadata.json"
@@ -60,18 +61,10 @@ _PARALLEL_CRC_BYTES = 4 << 20
 
 def _crc_of_range(fd: int, start: int, size: int) -> int | None:
     """CRC-32 of ``size`` bytes at ``start`` in ``fd``; None if they cannot all be read."""
-    crc = 0
     try:
-        while size > 0:
-            block = os.pread(fd, min(size, 1 << 20), start)
-            if not block:
-                return None
-            crc = zlib.crc32(block, crc)
-            start += len(block)
-            size -= len(block)
+        return crc32_of(fd, start, size)
     except OSError:
         return None
-    return crc
 
 
 class _Window(io.RawIOBase):
@@ -223,36 +216,33 @@ class KerasArchive:
             h5safe.mark_heaps_checked(key)
 
     def _crc_of(self, start: int, info: zipfile.ZipInfo) -> list[int]:
-        # Two passes over the member at once, one per core: the CRC in a helper thread (reads
-        # and zlib let go of the interpreter) and the heap-signature scan here.
-        crc: list[int | None] = []
-        helper = None
-        if info.file_size >= _PARALLEL_CRC_BYTES:
-            fd = self._file.fileno()
-            helper = threading.Thread(
-                target=lambda: crc.append(_crc_of_range(fd, start, info.file_size)), daemon=True
-            )
-            helper.start()
         finder = h5safe.CollectionFinder()
-        running, left = 0, info.file_size
-        self._file.seek(start)
-        try:
+
+        def scan(with_crc: bool) -> int:
+            running, left = 0, info.file_size
+            self._file.seek(start)
             while left > 0:
                 block = self._file.read(min(left, 1 << 20))
                 if not block:
                     raise InputError(f"archive member '{info.filename}' is cut short")
-                if helper is None:
+                if with_crc:
                     running = zlib.crc32(block, running)
                 finder.feed(block)
                 left -= len(block)
-        finally:
-            if helper is not None:
-                helper.join()
-        if helper is not None:
-            if not crc or crc[0] is None:
+            return running
+
+        if info.file_size < _PARALLEL_CRC_BYTES:
+            crc: int | None = scan(with_crc=True)
+        else:
+            # Two passes over the member at once, one per core: the CRC in a helper thread
+            # (reads and zlib let go of the interpreter) and the heap-signature scan here.
+            fd = self._file.fileno()
+            crc, _ = in_parallel(
+                lambda: _crc_of_range(fd, start, info.file_size), lambda: scan(with_crc=False)
+            )
+            if crc is None:
                 raise InputError(f"archive member '{info.filename}' cannot be read in full")
-            running = crc[0]
-        if running != info.CRC:
+        if crc != info.CRC:
             raise InputError(f"archive member '{info.filename}' is damaged (CRC mismatch)")
         return finder.found
 
