@@ -27,13 +27,6 @@ def _finite_values(a: np.ndarray) -> tuple[np.ndarray, int]:
     x = np.asarray(a).ravel()
     if x.dtype.kind not in "fc":
         x = x.astype(np.float64)
-    # A NaN or an infinity makes the float64 sum NaN or infinite, and a sum of float32 values
-    # cannot overflow float64: a finite sum proves every value finite without a mask.
-    if x.dtype.itemsize <= 4:
-        with np.errstate(invalid="ignore", over="ignore"):
-            total = np.add.reduce(x, dtype=np.float64)
-        if np.isfinite(total):
-            return x, 0
     ok = np.isfinite(x)
     if ok.all():
         return x, 0
@@ -56,16 +49,33 @@ def _moments(x: np.ndarray, peak: float) -> tuple[float, float, float]:
             for i in range(0, n, _CHUNK)
         )
     mean = total / n  # in units of ``scale``
-    squares = 0.0
-    deviations = 0.0
-    for start in range(0, n, _CHUNK):
-        chunk = x[start : start + _CHUNK].astype(np.float64)
+    squares, deviations, _, _ = _sums(x, mean, scale, extremes=False)
+    return mean * scale, math.sqrt(deviations / n) * scale, math.sqrt(squares) * scale
+
+
+def _sums(
+    x: np.ndarray, mean: float, scale: float = 1.0, extremes: bool = True
+) -> tuple[float, float, float, float]:
+    """(sum of squares, sum of squared deviations from ``mean``, min, max) of a flat array of
+    finite values, the sums in units of ``scale``: one pass, chunk by chunk through one
+    float64 buffer, every number taken while the chunk is in cache. The extremes are only
+    taken when asked (otherwise infinite)."""
+    lo, hi = math.inf, -math.inf
+    squares = deviations = 0.0
+    buffer = np.empty(min(x.size, _CHUNK))
+    for start in range(0, x.size, _CHUNK):
+        part = x[start : start + _CHUNK]
+        chunk = buffer[: part.size]
+        np.copyto(chunk, part, casting="unsafe")
+        if extremes:
+            lo = min(lo, float(part.min()))
+            hi = max(hi, float(part.max()))
         if scale != 1.0:
             chunk /= scale
-        squares += float(np.einsum("i,i->", chunk, chunk))
+        squares += float(np.dot(chunk, chunk))
         chunk -= mean
-        deviations += float(np.einsum("i,i->", chunk, chunk))
-    return mean * scale, math.sqrt(deviations / n) * scale, math.sqrt(squares) * scale
+        deviations += float(np.dot(chunk, chunk))
+    return squares, deviations, lo, hi
 
 
 def _json_number(x: float) -> float | None:
@@ -76,22 +86,10 @@ def _json_number(x: float) -> float | None:
 
 def _narrow_float_stats(x: np.ndarray, total: float) -> dict[str, Any]:
     """Statistics of a flat float16/float32 array known finite (its float64 ``total`` is):
-    one more pass, chunk by chunk through one float64 buffer, with every number taken while
-    the chunk is in cache. Squares of such values cannot overflow float64: no scaling."""
+    one more pass. Squares of such values cannot overflow float64: no scaling."""
     n = x.size
     mean = total / n
-    lo, hi = math.inf, -math.inf
-    squares = deviations = 0.0
-    buffer = np.empty(min(n, _CHUNK))
-    for start in range(0, n, _CHUNK):
-        part = x[start : start + _CHUNK]
-        chunk = buffer[: part.size]
-        np.copyto(chunk, part)
-        lo = min(lo, float(part.min()))
-        hi = max(hi, float(part.max()))
-        squares += float(np.dot(chunk, chunk))
-        chunk -= mean
-        deviations += float(np.dot(chunk, chunk))
+    squares, deviations, lo, hi = _sums(x, mean)
     return {
         "mean": mean,
         "std": math.sqrt(deviations / n),
