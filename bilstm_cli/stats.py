@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from bilstm_cli.gates import gate_blocks
+from bilstm_cli.cells.blocks import gate_blocks
 
 STAT_KEYS: tuple[str, ...] = ("mean", "std", "min", "max", "l2", "finite")
 

@@ -7,8 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bilstm_cli.errors import InputError, UsageError
-from bilstm_cli.gates import (
+from bilstm_cli.cells.blocks import (
     CELL_GATES,
     ROLES,
     block_count,
@@ -21,6 +20,7 @@ from bilstm_cli.gates import (
     parse_gates,
     selected_blocks,
 )
+from bilstm_cli.errors import InputError, UsageError
 
 
 def test_constants() -> None:

@@ -10,10 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bilstm_cli import initializers as ini
+from bilstm_cli import strategies as ini
+from bilstm_cli.cells.blocks import CELL_GATES, gate_blocks, gate_mask, gate_slices
 from bilstm_cli.errors import InputError, UsageError
-from bilstm_cli.gates import CELL_GATES, gate_blocks, gate_mask, gate_slices
-from bilstm_cli.initializers import (
+from bilstm_cli.stats import orthogonality_error
+from bilstm_cli.strategies import (
     Spec,
     Target,
     WeightInfo,
@@ -25,7 +26,6 @@ from bilstm_cli.initializers import (
     parse_spec,
     parse_target,
 )
-from bilstm_cli.stats import orthogonality_error
 
 SEED = np.random.SeedSequence(1234)
 FAST = settings(max_examples=25, deadline=None)

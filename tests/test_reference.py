@@ -9,8 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bilstm_cli.errors import InputError
-from bilstm_cli.reference import (
+from bilstm_cli.cells.forward import (
     CellConfig,
     activation_names,
     backward_config,
@@ -19,6 +18,7 @@ from bilstm_cli.reference import (
     probe_batch,
     rnn_forward,
 )
+from bilstm_cli.errors import InputError
 
 FAST = settings(max_examples=20, deadline=None)
 

@@ -327,7 +327,7 @@ def test_donor_values_beyond_the_target_dtype_are_one_error_line(tmp_path):
 
 
 def test_plan_is_shown_before_anything_is_written(tmp_path, monkeypatch):
-    import bilstm_cli.formats.writer as writer
+    import bilstm_cli.formats.staging as writer
     from bilstm_cli.errors import OutputError
 
     def refuse(self, dataset, values):

@@ -50,7 +50,7 @@ def hook(event, args):
 
 # Libraries do things of their own when imported (h5py asks `uname -p`, NumPy loads the C
 # library through ctypes): import everything first, then watch what reading a file does.
-import bilstm_cli.ops.init, bilstm_cli.ops.inspect, bilstm_cli.render  # noqa: E401,F401
+import bilstm_cli.ops.plan_init, bilstm_cli.ops.inspect, bilstm_cli.cli.render  # noqa: E401,F401
 from bilstm_cli.cli import main
 sys.addaudithook(hook)
 try:

@@ -28,7 +28,7 @@ def test_unexpected_change_elsewhere_fails_verification(tmp_path, monkeypatch):
 
 
 def test_a_failed_strategy_fact_fails_verification(tmp_path, monkeypatch):
-    import bilstm_cli.initializers as strategies
+    import bilstm_cli.strategies as strategies
 
     monkeypatch.setattr(strategies, "facts", lambda *a, **k: [("orthogonal blocks", False, "off")])
     out = tmp_path / "o.keras"
@@ -40,7 +40,7 @@ def test_a_failed_strategy_fact_fails_verification(tmp_path, monkeypatch):
 
 
 def test_written_bytes_that_differ_from_the_intent_fail_verification(tmp_path, monkeypatch):
-    import bilstm_cli.formats.writer as writer
+    import bilstm_cli.formats.staging as writer
 
     real = writer.StagedWrite.write
 
@@ -62,7 +62,7 @@ def test_written_bytes_that_differ_from_the_intent_fail_verification(tmp_path, m
 
 
 def test_a_transplant_whose_bytes_differ_from_the_donor_fails_verification(tmp_path, monkeypatch):
-    import bilstm_cli.formats.writer as writer
+    import bilstm_cli.formats.staging as writer
 
     real = writer.StagedWrite.write
 
@@ -80,7 +80,7 @@ def test_a_transplant_whose_bytes_differ_from_the_donor_fails_verification(tmp_p
 
 
 def test_a_forward_pass_that_disagrees_fails_verification(tmp_path, monkeypatch):
-    import bilstm_cli.ops.transplant as transplant_module
+    import bilstm_cli.ops.plan_transplant as transplant_module
 
     real = transplant_module._ForwardChecks.written
 

@@ -13,9 +13,9 @@ import numpy as np
 from bilstm_cli.errors import InputError
 from bilstm_cli.formats import h5safe
 from bilstm_cli.formats.archive import WEIGHTS_H5
-from bilstm_cli.formats.model import ModelFile
 from bilstm_cli.formats.reader import open_weights
-from bilstm_cli.formats.writer import digest
+from bilstm_cli.formats.staging import digest
+from bilstm_cli.model import ModelFile
 
 MAX_PROBLEMS = 20
 # Called with (dataset path, values read back) for each dataset the command wrote.

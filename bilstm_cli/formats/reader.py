@@ -18,7 +18,7 @@ import h5py
 from bilstm_cli.errors import InputError
 from bilstm_cli.formats import h5safe
 from bilstm_cli.formats.archive import CONFIG, METADATA, KerasArchive
-from bilstm_cli.formats.config import (
+from bilstm_cli.formats.keras_config import (
     MAX_CONFIG_BYTES,
     LayerEntry,
     bidirectional_settings,
@@ -26,7 +26,7 @@ from bilstm_cli.formats.config import (
     load_json,
     walk_layers,
 )
-from bilstm_cli.formats.model import BiLayer, CellSettings, ModelFile, RnnLayer, WeightRef
+from bilstm_cli.model import BiLayer, CellSettings, ModelFile, RnnLayer, WeightRef
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")

@@ -18,9 +18,9 @@ from bilstm_cli.concurrency import in_parallel
 from bilstm_cli.errors import VerificationError
 from bilstm_cli.formats import h5safe
 from bilstm_cli.formats.compare import unchanged_except
-from bilstm_cli.formats.model import BiLayer, ModelFile, WeightRef
 from bilstm_cli.formats.reader import open_weights
-from bilstm_cli.formats.writer import StagedWrite, check_output
+from bilstm_cli.formats.staging import StagedWrite, check_output
+from bilstm_cli.model import BiLayer, ModelFile, WeightRef
 from bilstm_cli.stats import weight_stats
 
 Fact = tuple[str, bool, str]
@@ -199,7 +199,7 @@ def execute(
         t = clock.add("write", t)
         _verify(model, staged, jobs, result, verifier or Verifier())
         if verify_keras:
-            from bilstm_cli.verify_keras import verify as keras_verify
+            from bilstm_cli.ops.verify_keras import verify as keras_verify
 
             staged.seal()  # Keras reads the archive as it will be renamed, CRC included
             result.checks.extend(keras_verify(model, staged.staged_path))

@@ -8,13 +8,13 @@ from typing import Any
 
 import numpy as np
 
+from bilstm_cli.cells.blocks import gate_blocks, gate_mask, parse_gates
 from bilstm_cli.errors import UsageError
-from bilstm_cli.formats.model import BiLayer
 from bilstm_cli.formats.reader import open_weights, read_model, read_weight
-from bilstm_cli.gates import gate_blocks, gate_mask, parse_gates
-from bilstm_cli.initializers import parse_target
+from bilstm_cli.model import BiLayer
 from bilstm_cli.ops.select import layer_matches
 from bilstm_cli.stats import weight_stats
+from bilstm_cli.strategies import parse_target
 
 # Relative differences are taken against max(|a|, this) so exact zeros do not divide.
 REL_FLOOR = 1e-12

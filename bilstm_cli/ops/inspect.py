@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bilstm_cli import gates as gate_layout
-from bilstm_cli.formats.model import BiLayer, ModelFile, WeightRef
+from bilstm_cli.cells import blocks as gate_layout
 from bilstm_cli.formats.reader import open_weights, read_model, read_weight
+from bilstm_cli.model import BiLayer, ModelFile, WeightRef
 from bilstm_cli.ops.select import select_layers
 from bilstm_cli.stats import gate_stats, weight_stats
 

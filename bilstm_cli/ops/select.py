@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from fnmatch import fnmatchcase
 
 from bilstm_cli.errors import UsageError
-from bilstm_cli.formats.model import BiLayer
+from bilstm_cli.model import BiLayer
 
 
 def layer_matches(layer: BiLayer, pattern: str) -> bool:

@@ -11,8 +11,8 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import numpy as np
 import pytest
 
-from bilstm_cli.initializers import WeightInfo, generate, parse_spec
 from bilstm_cli.stats import orthogonality_error
+from bilstm_cli.strategies import WeightInfo, generate, parse_spec
 
 keras = pytest.importorskip("keras")
 

@@ -11,7 +11,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import numpy as np
 import pytest
 
-from bilstm_cli.reference import (
+from bilstm_cli.cells.forward import (
     CellConfig,
     backward_config,
     bidirectional_forward,

@@ -44,8 +44,8 @@ from bilstm_cli.formats.inplace import (
     pwrite_all,
     stored_member,
 )
-from bilstm_cli.formats.model import ModelFile
 from bilstm_cli.formats.reader import open_weights
+from bilstm_cli.model import ModelFile
 
 HDF5_SUFFIXES = (".h5", ".hdf5")
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bilstm_cli.errors import InputError
-from bilstm_cli.formats.model import CellSettings
+from bilstm_cli.model import CellSettings
 
 # Wrapped-layer classes whose weights the tool knows how to read. CuDNN layers come from
 # Keras 2.0-2.3 files; their weights are read and converted by the legacy reader.

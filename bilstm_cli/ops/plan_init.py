@@ -9,11 +9,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bilstm_cli import initializers as strategies
+from bilstm_cli import strategies as strategies
+from bilstm_cli.cells.blocks import ROLES, covered_gates, gate_mask, parse_gates
 from bilstm_cli.errors import InputError, UsageError
-from bilstm_cli.formats.model import BiLayer, ModelFile, WeightRef
 from bilstm_cli.formats.reader import read_model
-from bilstm_cli.gates import ROLES, covered_gates, gate_mask, parse_gates
+from bilstm_cli.model import BiLayer, ModelFile, WeightRef
 from bilstm_cli.ops.apply import Fact, Job, Part, WriteResult, execute
 from bilstm_cli.ops.select import directions, select_layers
 

@@ -13,17 +13,18 @@ from typing import Any
 
 import numpy as np
 
-from bilstm_cli import cudnn, reference
+from bilstm_cli.cells import cudnn
+from bilstm_cli.cells import forward as reference
+from bilstm_cli.cells.blocks import ROLES, covered_gates, gate_mask, parse_gates
 from bilstm_cli.errors import InputError, UsageError
 from bilstm_cli.formats import h5safe
-from bilstm_cli.formats.model import BiLayer, CellSettings, ModelFile, RnnLayer, WeightRef
 from bilstm_cli.formats.reader import expected_shape, open_weights, read_model, read_weight
-from bilstm_cli.formats.writer import digest
-from bilstm_cli.gates import ROLES, covered_gates, gate_mask, parse_gates
-from bilstm_cli.initializers import Target, parse_target
+from bilstm_cli.formats.staging import digest
+from bilstm_cli.model import BiLayer, CellSettings, ModelFile, RnnLayer, WeightRef
 from bilstm_cli.ops.apply import Check, Fact, Job, Part, Verifier, WriteResult, execute
-from bilstm_cli.ops.init import bidirectional_layers_to_change
+from bilstm_cli.ops.plan_init import bidirectional_layers_to_change
 from bilstm_cli.ops.select import directions, layer_matches, select_layers
+from bilstm_cli.strategies import Target, parse_target
 
 SETTINGS_COMPARED = ("activation", "recurrent_activation", "use_bias", "reset_after")
 # Float64 reference runs of identical float32 weights agree to the last bit; anything above

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from bilstm_cli.formats import h5safe
-from bilstm_cli.formats.model import ModelFile
 from bilstm_cli.formats.reader import open_weights
+from bilstm_cli.model import ModelFile
 from bilstm_cli.ops.apply import Check
 
 NAME = "--verify keras"

@@ -25,8 +25,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from bilstm_cli.cells.blocks import block_count, check_cell
 from bilstm_cli.errors import InputError
-from bilstm_cli.gates import block_count, check_cell
 
 Activation = Callable[[np.ndarray], np.ndarray]
 

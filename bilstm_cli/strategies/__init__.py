@@ -45,8 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from bilstm_cli.errors import InputError, UsageError
-from bilstm_cli.gates import (
+from bilstm_cli.cells.blocks import (
     CELL_GATES,
     GATE_NAMES,
     ROLES,
@@ -56,6 +55,7 @@ from bilstm_cli.gates import (
     last_axis_width,
     selected_blocks,
 )
+from bilstm_cli.errors import InputError, UsageError
 from bilstm_cli.stats import orthogonality_error
 
 ArgValue = float | int | bool | str
@@ -92,7 +92,7 @@ class Target:
 
     ``role`` None means every weight; ``gates`` None means the whole weight (all columns).
     Gate names are checked against a cell only when the target meets a layer
-    (:func:`bilstm_cli.gates.parse_gates`).
+    (:func:`bilstm_cli.cells.blocks.parse_gates`).
     """
 
     role: str | None

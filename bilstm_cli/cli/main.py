@@ -137,7 +137,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
 @json_option
 def inspect(model: str, layers: tuple[str, ...], with_gates: bool, as_json: bool) -> None:
     """List every Bidirectional layer of MODEL with each weight's role, shape and statistics."""
-    from bilstm_cli import render
+    from bilstm_cli.cli import render
     from bilstm_cli.ops.inspect import inspect as run_inspect
 
     result = run_inspect(model, layers, with_gates)
@@ -181,8 +181,8 @@ def init(
     lecun_uniform, lecun_normal, orthogonal:gain=, identity:gain=, unit_forget_bias,
     chrono:tmax=T, keras_default, pytorch_default, npy:PATH, npz:PATH:KEY.
     """
-    from bilstm_cli import render
-    from bilstm_cli.ops.init import init as run_init
+    from bilstm_cli.cli import render
+    from bilstm_cli.ops.plan_init import init as run_init
 
     result = run_init(
         model, output, inits, layers, direction, seed, dry_run, force, verify == "keras"
@@ -237,8 +237,8 @@ def transplant(
     as_json: bool,
 ) -> None:
     """Copy Bidirectional weights from DONOR into MODEL and write OUT."""
-    from bilstm_cli import render
-    from bilstm_cli.ops.transplant import transplant as run_transplant
+    from bilstm_cli.cli import render
+    from bilstm_cli.ops.plan_transplant import transplant as run_transplant
 
     result = run_transplant(
         donor,
@@ -282,7 +282,7 @@ def diff(
     as_json: bool,
 ) -> None:
     """Compare the Bidirectional weights of A and B. Exit 0 when identical, 1 when not."""
-    from bilstm_cli import render
+    from bilstm_cli.cli import render
     from bilstm_cli.ops.diff import diff as run_diff
 
     result = run_diff(a, b, layers, roles, with_gates)

@@ -1,0 +1,1 @@
+"""Recurrent cells: gate blocks, weight shapes, framework conventions and a NumPy forward pass."""

@@ -1,0 +1,1 @@
+"""What the tool does with a model: inspect, plan and apply changes, compare."""
