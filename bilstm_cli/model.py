@@ -1,10 +1,36 @@
-"""What the format layer finds in a model file: plain data, no file handles."""
+"""The format-independent picture of a model file: :class:`Model`, :class:`Layer`,
+:class:`Direction` and :class:`Weight`.
+
+Format readers build this picture from a file's own configuration and layout, without reading
+weight values; the operations work on it and never see how a format stores things. A weight's
+values are read on demand through the reader its model was opened with::
+
+    import bilstm_cli as bl
+
+    with bl.open_model("fixtures/k2_seq_lstm.h5") as model:
+        for layer in model.layers:
+            for w in layer.weights:
+                print(layer.name, w.direction, w.role, w.shape, w.read().mean())
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import numpy as np
 
 SUPPORTED_CELLS = ("LSTM", "GRU", "SimpleRNN")
+DIRECTIONS = ("forward", "backward")
+
+
+class WeightReader(Protocol):
+    """What a format gives for reading values: one weight at a time, by its location."""
+
+    def read(self, location: str) -> np.ndarray: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -24,28 +50,73 @@ class CellSettings:
     go_backwards: bool = False
     name: str | None = None
 
+    def to_dict(self) -> dict[str, Any]:
+        """The ``settings`` entry of ``inspect --json``."""
+        return {
+            "cell": self.cell,
+            "units": self.units,
+            "activation": self.activation,
+            "recurrent_activation": self.recurrent_activation,
+            "use_bias": self.use_bias,
+            "reset_after": self.reset_after,
+            "go_backwards": self.go_backwards,
+        }
+
 
 @dataclass(frozen=True)
-class WeightRef:
-    """One weight dataset of a Bidirectional layer."""
+class Weight:
+    """One weight of a layer: its direction, role (``kernel``, ``recurrent_kernel``,
+    ``bias``), shape and dtype, and where the file keeps it (``location``).
+
+    ``read()`` returns its values as stored, in the Keras convention, while the model it
+    came from is open::
+
+        with bl.open_model("fixtures/k2_seq_lstm.h5") as model:
+            kernel = model.layers[0].weights[0].read()
+    """
 
     direction: str
     role: str
-    dataset: str
+    location: str
     shape: tuple[int, ...]
     dtype: str
+    reader: WeightReader | None = field(default=None, compare=False, repr=False)
+
+    def read(self) -> np.ndarray:
+        """The weight's values (a new array); the model must still be open."""
+        from bilstm_cli.errors import UsageError
+
+        if self.reader is None:
+            raise UsageError(
+                f"weight '{self.location}' was not read through an open model "
+                "(use bl.open_model(path) as a context manager)"
+            )
+        return self.reader.read(self.location)
+
+
+@dataclass(frozen=True)
+class Direction:
+    """One direction of a Bidirectional layer: its cell settings and its weights."""
+
+    name: str
+    settings: CellSettings
+    weights: tuple[Weight, ...]
 
 
 @dataclass
-class BiLayer:
-    """One Bidirectional layer and where its weights live."""
+class Layer:
+    """One Bidirectional layer and where its weights live.
+
+    ``settings`` maps ``"forward"`` and ``"backward"`` to each direction's
+    :class:`CellSettings`; ``directions`` gives both as :class:`Direction` objects.
+    """
 
     name: str
     group: str
     merge_mode: str | None
     forward: CellSettings
     backward: CellSettings
-    weights: list[WeightRef] = field(default_factory=list)
+    weights: list[Weight] = field(default_factory=list)
     config_known: bool = True
     notes: list[str] = field(default_factory=list)
 
@@ -61,10 +132,21 @@ class BiLayer:
     def supported(self) -> bool:
         return self.forward.cell in SUPPORTED_CELLS and self.backward.cell in SUPPORTED_CELLS
 
-    def settings(self, direction: str) -> CellSettings:
-        return self.forward if direction == "forward" else self.backward
+    @property
+    def settings(self) -> dict[str, CellSettings]:
+        return {"forward": self.forward, "backward": self.backward}
 
-    def weight(self, direction: str, role: str) -> WeightRef | None:
+    @property
+    def directions(self) -> tuple[Direction, Direction]:
+        return (
+            Direction("forward", self.forward, tuple(self.direction_weights("forward"))),
+            Direction("backward", self.backward, tuple(self.direction_weights("backward"))),
+        )
+
+    def direction_weights(self, direction: str) -> list[Weight]:
+        return [w for w in self.weights if w.direction == direction]
+
+    def weight(self, direction: str, role: str) -> Weight | None:
         for w in self.weights:
             if w.direction == direction and w.role == role:
                 return w
@@ -72,16 +154,16 @@ class BiLayer:
 
 
 @dataclass
-class RnnLayer:
+class PlainLayer:
     """A plain (not Bidirectional) recurrent layer: a possible donor for one direction."""
 
     name: str
     group: str
     settings: CellSettings
-    weights: list[WeightRef] = field(default_factory=list)
+    weights: list[Weight] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
-    def weight(self, role: str) -> WeightRef | None:
+    def weight(self, role: str) -> Weight | None:
         for w in self.weights:
             if w.role == role:
                 return w
@@ -89,15 +171,47 @@ class RnnLayer:
 
 
 @dataclass
-class ModelFile:
-    """A model file as the tool sees it: its layout and its Bidirectional layers."""
+class Model:
+    """A model file as the tool sees it: its layout and its Bidirectional layers.
+
+    Returned by :func:`bilstm_cli.open_model`, a model is a read-only context manager: inside
+    the ``with`` block every :meth:`Weight.read` reads from the file, which is closed on
+    leaving it.
+    """
 
     path: str
     format: str  # "keras", "h5", "weights.h5"
     keras_version: str | None
-    layers: list[BiLayer]
-    has_config: bool
+    layers: list[Layer]
+    config_known: bool
     weights_member: str | None = None  # the HDF5 member inside a .keras archive
     optimizer_groups: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    rnn_layers: list[RnnLayer] = field(default_factory=list)
+    plain_layers: list[PlainLayer] = field(default_factory=list)
+    reader: WeightReader | None = field(default=None, compare=False, repr=False)
+
+    def bind(self, reader: WeightReader) -> None:
+        """Let every weight read its values through ``reader`` (an open file)."""
+        self.reader = reader
+        for layer in self.layers:
+            layer.weights = [replace(w, reader=reader) for w in layer.weights]
+        for plain in self.plain_layers:
+            plain.weights = [replace(w, reader=reader) for w in plain.weights]
+
+    def read(self, weight: Weight) -> np.ndarray:
+        """The values of ``weight`` (of this model), read from the open file."""
+        if self.reader is None:
+            return weight.read()
+        return self.reader.read(weight.location)
+
+    def close(self) -> None:
+        """Close the file; weights can no longer be read."""
+        if self.reader is not None:
+            reader, self.reader = self.reader, None
+            reader.close()
+
+    def __enter__(self) -> Model:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -33,7 +33,7 @@ def inspect_doc(result: InspectResult) -> dict[str, Any]:
         "file": model.path,
         "format": model.format,
         "keras_version": model.keras_version,
-        "config_known": model.has_config,
+        "config_known": model.config_known,
         "layers": [_layer_doc(r) for r in result.layers],
     }
     if model.notes:
@@ -60,7 +60,7 @@ def _layer_doc(report: LayerReport) -> dict[str, Any]:
             "role": w.ref.role,
             "shape": list(w.ref.shape),
             "dtype": w.ref.dtype,
-            "dataset": w.ref.dataset,
+            "dataset": w.ref.location,
             "stats": _stats_doc(w.stats),
         }
         if w.gates is not None:
@@ -72,7 +72,7 @@ def _layer_doc(report: LayerReport) -> dict[str, Any]:
 
 
 def _settings_doc(layer: Any, direction: str) -> dict[str, Any]:
-    s = layer.settings(direction)
+    s = layer.settings[direction]
     return {
         "cell": s.cell,
         "units": s.units,
@@ -204,7 +204,7 @@ def render_inspect(result: InspectResult, with_gates: bool) -> None:
             row += [""] if with_gates else []
             row += [shape_text(w.ref.shape), w.ref.dtype, *stat_cells(w.stats)]
             row += ["", ""] if with_gates else []
-            rows.append([*row, w.ref.dataset])
+            rows.append([*row, w.ref.location])
             for g in w.gates or []:
                 if g["gate"] is None:
                     continue

@@ -15,7 +15,7 @@ from bilstm_cli.formats import h5safe
 from bilstm_cli.formats.archive import WEIGHTS_H5
 from bilstm_cli.formats.reader import open_weights
 from bilstm_cli.formats.staging import digest
-from bilstm_cli.model import ModelFile
+from bilstm_cli.model import Model
 
 MAX_PROBLEMS = 20
 # Called with (dataset path, values read back) for each dataset the command wrote.
@@ -245,7 +245,7 @@ def compare_archives(before: str, after: str, problems: list[str]) -> None:
 
 
 def unchanged_except(
-    model: ModelFile, staged: str, written: dict[str, str], on_written: OnWritten | None = None
+    model: Model, staged: str, written: dict[str, str], on_written: OnWritten | None = None
 ) -> list[str]:
     """Everything that differs between input and staged output beyond the written datasets."""
     problems: list[str] = []

@@ -26,7 +26,7 @@ from bilstm_cli.formats.keras_config import (
     load_json,
     walk_layers,
 )
-from bilstm_cli.model import BiLayer, CellSettings, ModelFile, RnnLayer, WeightRef
+from bilstm_cli.model import CellSettings, Layer, Model, PlainLayer, Weight
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
@@ -117,15 +117,15 @@ def _about(path: str) -> Iterator[None]:
         raise InputError(f"{path}: damaged or unreadable model data ({_first_line(exc)})") from None
 
 
-def read_weight(f: h5py.File, ref: WeightRef, path: str) -> Any:
+def read_weight(f: h5py.File, ref: Weight, path: str) -> Any:
     """One weight's values from an open weights file, with errors naming ``path``."""
     try:
-        return h5safe.read(h5safe.dataset(f, ref.dataset), ref.dataset)
+        return h5safe.read(h5safe.dataset(f, ref.location), ref.location)
     except InputError as exc:
         raise InputError(f"{path}: {exc.message}") from None
 
 
-def read_model(path: str) -> ModelFile:
+def read_model(path: str) -> Model:
     """Everything the tool needs to know about a model file, without reading weight values."""
     with _about(path):
         if sniff(path) == "zip":
@@ -136,7 +136,7 @@ def read_model(path: str) -> ModelFile:
 # --- .keras archives and Keras 3 weights files ----------------------------------------------
 
 
-def _read_archive(path: str) -> ModelFile:
+def _read_archive(path: str) -> Model:
     with KerasArchive(path) as archive:
         config = load_json(archive.read_member(CONFIG, MAX_CONFIG_BYTES), CONFIG)
         version = None
@@ -148,15 +148,15 @@ def _read_archive(path: str) -> ModelFile:
             layers = _tracked_layers_from_config(f, config)
             rnns = _tracked_rnns_from_config(f, config)
             optimizer = ["optimizer"] if h5safe.has(f, "optimizer") else []
-    return ModelFile(
+    return Model(
         path=path,
         format="keras",
         keras_version=version,
         layers=layers,
-        has_config=True,
+        config_known=True,
         weights_member="model.weights.h5",
         optimizer_groups=optimizer,
-        rnn_layers=rnns,
+        plain_layers=rnns,
     )
 
 
@@ -167,7 +167,7 @@ def _layers_root(f: h5py.File) -> str:
     return "layers"
 
 
-def _tracked_layers_from_config(f: h5py.File, config: Any) -> list[BiLayer]:
+def _tracked_layers_from_config(f: h5py.File, config: Any) -> list[Layer]:
     root_name = _layers_root(f)
     found = []
     for entry in walk_layers(config):
@@ -178,7 +178,7 @@ def _tracked_layers_from_config(f: h5py.File, config: Any) -> list[BiLayer]:
         if root_name != "layers":
             base = base.replace("layers/", f"{root_name}/")
         base, notes = _locate_tracked(f, base, entry)
-        layer = BiLayer(
+        layer = Layer(
             name=entry.display_name,
             group=base,
             merge_mode=merge_mode,
@@ -206,7 +206,7 @@ def _plain_rnn_entries(config: Any) -> Iterator[tuple[LayerEntry, CellSettings]]
             yield entry, settings
 
 
-def _tracked_rnns_from_config(f: h5py.File, config: Any) -> list[RnnLayer]:
+def _tracked_rnns_from_config(f: h5py.File, config: Any) -> list[PlainLayer]:
     found = []
     for entry, settings in _plain_rnn_entries(config):
         base = entry.keras_path
@@ -214,14 +214,14 @@ def _tracked_rnns_from_config(f: h5py.File, config: Any) -> list[RnnLayer]:
             base = base.replace("layers/", f"{_layers_root(f)}/")
         if not h5safe.has(f, base):
             continue  # never built, so it has no weights
-        layer = RnnLayer(entry.display_name, base, settings)
+        layer = PlainLayer(entry.display_name, base, settings)
         layer.weights = _tracked_direction(f, base, "forward", settings, layer)
         _check_plain(layer)
         found.append(layer)
     return found
 
 
-def _legacy_rnns_from_config(f: h5py.File, config: Any) -> list[RnnLayer]:
+def _legacy_rnns_from_config(f: h5py.File, config: Any) -> list[PlainLayer]:
     found = []
     for entry, settings in _plain_rnn_entries(config):
         group_path = f"model_weights/{entry.h5_group}"
@@ -232,14 +232,14 @@ def _legacy_rnns_from_config(f: h5py.File, config: Any) -> list[RnnLayer]:
             names = [n for n in names if entry.name in n.split("/")[:-2]]
         if len(names) != len(_roles_for(settings)):
             continue
-        layer = RnnLayer(entry.display_name, group_path, settings)
+        layer = PlainLayer(entry.display_name, group_path, settings)
         layer.weights = _legacy_direction(f, group_path, names, "forward", settings, layer)
         _check_plain(layer)
         found.append(layer)
     return found
 
 
-def _check_plain(layer: RnnLayer) -> None:
+def _check_plain(layer: PlainLayer) -> None:
     kernel = layer.weight("kernel")
     if kernel is None or len(kernel.shape) != 2:
         raise InputError(f"layer '{layer.name}': kernel is missing or not a matrix")
@@ -290,8 +290,8 @@ def _roles_for(settings: CellSettings) -> tuple[str, ...]:
 
 
 def _tracked_direction(
-    f: h5py.File, sub: str, direction: str, settings: CellSettings, layer: BiLayer
-) -> list[WeightRef]:
+    f: h5py.File, sub: str, direction: str, settings: CellSettings, layer: Layer
+) -> list[Weight]:
     vars_path = f"{sub}/cell/vars"
     if not h5safe.has(f, vars_path):
         # Layers that are not cell-based RNNs keep their variables on the layer itself.
@@ -312,15 +312,15 @@ def _tracked_direction(
     return [_ref(f, f"{vars_path}/{k}", direction, role) for k, role in zip(keys, roles)]
 
 
-def _ref(f: h5py.File, path: str, direction: str, role: str) -> WeightRef:
+def _ref(f: h5py.File, path: str, direction: str, role: str) -> Weight:
     try:
         ds = h5safe.dataset(f, path)
     except KeyError:
         raise InputError(f"{direction} {role} weight '{path}' is missing from the file") from None
-    return WeightRef(
+    return Weight(
         direction=direction,
         role=role,
-        dataset=path,
+        location=path,
         shape=tuple(int(d) for d in ds.shape),
         dtype=h5safe.dtype_name(ds),
     )
@@ -341,11 +341,11 @@ def expected_shape(settings: CellSettings, role: str, input_dim: int) -> tuple[i
     return (k * u,)
 
 
-def _check_directions(layer: BiLayer) -> None:
+def _check_directions(layer: Layer) -> None:
     """Every weight's shape must fit the cell the configuration declares."""
     inputs = {}
     for direction in ("forward", "backward"):
-        settings = layer.settings(direction)
+        settings = layer.settings[direction]
         if settings.cell not in GATE_COUNT:
             continue
         kernel = layer.weight(direction, "kernel")
@@ -375,7 +375,7 @@ def _shape(shape: tuple[int, ...]) -> str:
 # --- HDF5 files: legacy full models, legacy weights, Keras 3 weights -------------------------
 
 
-def _read_hdf5(path: str) -> ModelFile:
+def _read_hdf5(path: str) -> Model:
     with _open_h5(path, h5safe.path_identity(path)) as f:
         version = h5safe.attr_string(f, "keras_version")
         if "model_config" in f.attrs:
@@ -389,8 +389,8 @@ def _read_hdf5(path: str) -> ModelFile:
             layers = _legacy_layers_from_config(f, config)
             rnns = _legacy_rnns_from_config(f, config)
             optimizer = ["optimizer_weights"] if h5safe.has(f, "optimizer_weights") else []
-            return ModelFile(
-                path, "h5", version, layers, True, optimizer_groups=optimizer, rnn_layers=rnns
+            return Model(
+                path, "h5", version, layers, True, optimizer_groups=optimizer, plain_layers=rnns
             )
         if "layer_names" in f.attrs:
             layers = _legacy_layers_inferred(f, "")
@@ -398,14 +398,14 @@ def _read_hdf5(path: str) -> ModelFile:
                 "weights only: no configuration, so cells and settings are inferred "
                 "from names and shapes (activations, merge mode unknown)"
             ]
-            return ModelFile(path, "weights.h5", version, layers, False, notes=notes)
+            return Model(path, "weights.h5", version, layers, False, notes=notes)
         if h5safe.has(f, "layers") or h5safe.has(f, "vars"):
             layers = _tracked_layers_inferred(f)
             notes = [
                 "weights only: no configuration, so cells and settings are inferred "
                 "from group names and shapes (activations, merge mode unknown)"
             ]
-            return ModelFile(path, "weights.h5", version, layers, False, notes=notes)
+            return Model(path, "weights.h5", version, layers, False, notes=notes)
     raise InputError("an HDF5 file, but not a Keras model or weights file")
 
 
@@ -413,7 +413,7 @@ def _strip(name: str) -> str:
     return name[:-2] if name.endswith(":0") else name
 
 
-def _legacy_layers_from_config(f: h5py.File, config: Any) -> list[BiLayer]:
+def _legacy_layers_from_config(f: h5py.File, config: Any) -> list[Layer]:
     found = []
     for entry in walk_layers(config):
         if entry.class_name != "Bidirectional":
@@ -426,7 +426,7 @@ def _legacy_layers_from_config(f: h5py.File, config: Any) -> list[BiLayer]:
         if entry.chain:
             # A nested model keeps all its weights in one group; pick this layer's by scope.
             names = [n for n in names if entry.name in n.split("/")[:-2]]
-        layer = BiLayer(entry.display_name, group_path, merge_mode, forward, backward)
+        layer = Layer(entry.display_name, group_path, merge_mode, forward, backward)
         counts = [len(_roles_for(s)) if s.cell in GATE_COUNT else None for s in (forward, backward)]
         if None in counts:
             half = len(names) // 2
@@ -459,8 +459,8 @@ def _legacy_direction(
     names: list[str],
     direction: str,
     settings: CellSettings,
-    layer: BiLayer,
-) -> list[WeightRef]:
+    layer: Layer,
+) -> list[Weight]:
     expected = _roles_for(settings)
     named = [_strip(n).rsplit("/", 1)[-1] for n in names]
     if sorted(named) == sorted(expected):
@@ -471,7 +471,7 @@ def _legacy_direction(
     return [_ref(f, f"{group_path}/{n}", direction, r) for n, r in zip(names, roles)]
 
 
-def _legacy_layers_inferred(f: h5py.File, prefix: str) -> list[BiLayer]:
+def _legacy_layers_inferred(f: h5py.File, prefix: str) -> list[Layer]:
     found = []
     for layer_name in h5safe.attr_strings(f, "layer_names"):
         group_path = f"{prefix}{layer_name}"
@@ -540,10 +540,10 @@ def _inferred_layer(
     group: str,
     subs: list[tuple[str, list[tuple[str, str]]]],
     dataset_path: Any,
-) -> BiLayer | None:
+) -> Layer | None:
     """A Bidirectional recognised from two sibling RNN weight sets (forward first)."""
     settings = []
-    refs: list[WeightRef] = []
+    refs: list[Weight] = []
     for direction, (sub, items) in zip(("forward", "backward"), subs):
         direction_refs = [_ref(f, dataset_path(n), direction, role) for n, role in items]
         s = _infer_settings(sub, {r.role: r.shape for r in direction_refs})
@@ -553,13 +553,13 @@ def _inferred_layer(
             s = CellSettings(**{**s.__dict__, "go_backwards": True})
         settings.append(s)
         refs.extend(direction_refs)
-    layer = BiLayer(name, group, None, settings[0], settings[1], refs, config_known=False)
+    layer = Layer(name, group, None, settings[0], settings[1], refs, config_known=False)
     layer.notes.append("no configuration: cell and units inferred from shapes")
     _check_directions(layer)
     return layer
 
 
-def _tracked_layers_inferred(f: h5py.File) -> list[BiLayer]:
+def _tracked_layers_inferred(f: h5py.File) -> list[Layer]:
     found = []
     visited = 0
     seen = set()
@@ -599,7 +599,7 @@ def _tracked_display_name(f: h5py.File, path: str) -> str:
     return "/".join(names) or path
 
 
-def _tracked_bidirectional_inferred(f: h5py.File, path: str) -> BiLayer | None:
+def _tracked_bidirectional_inferred(f: h5py.File, path: str) -> Layer | None:
     subs = []
     for sub in ("forward_layer", "backward_layer"):
         vars_path = f"{path}/{sub}/cell/vars"

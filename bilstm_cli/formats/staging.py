@@ -45,12 +45,12 @@ from bilstm_cli.formats.inplace import (
     stored_member,
 )
 from bilstm_cli.formats.reader import open_weights
-from bilstm_cli.model import ModelFile
+from bilstm_cli.model import Model
 
 HDF5_SUFFIXES = (".h5", ".hdf5")
 
 
-def check_output(model: ModelFile, output: str, force: bool) -> str:
+def check_output(model: Model, output: str, force: bool) -> str:
     """Refuse an output path that cannot or should not be written; return it absolute."""
     out = os.path.abspath(output)
     directory = os.path.dirname(out)
@@ -110,7 +110,7 @@ class StagedWrite:
     (an error, Ctrl-C, SIGTERM) removes every temporary file.
     """
 
-    def __init__(self, model: ModelFile, output: str, datasets: Sequence[str] = ()) -> None:
+    def __init__(self, model: Model, output: str, datasets: Sequence[str] = ()) -> None:
         self.model = model
         self.output = output
         self.written: dict[str, str] = {}

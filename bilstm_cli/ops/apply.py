@@ -20,7 +20,7 @@ from bilstm_cli.formats import h5safe
 from bilstm_cli.formats.compare import unchanged_except
 from bilstm_cli.formats.reader import open_weights
 from bilstm_cli.formats.staging import StagedWrite, check_output
-from bilstm_cli.model import BiLayer, ModelFile, WeightRef
+from bilstm_cli.model import Layer, Model, Weight
 from bilstm_cli.stats import weight_stats
 
 Fact = tuple[str, bool, str]
@@ -43,8 +43,8 @@ class Job:
     ``facts`` checks the re-read values after writing.
     """
 
-    layer: BiLayer
-    ref: WeightRef
+    layer: Layer
+    ref: Weight
     parts: list[Part]
     build: Callable[[np.ndarray], np.ndarray]
     facts: Callable[[np.ndarray], list[Fact]]
@@ -136,7 +136,7 @@ def _record(job: Job, before: np.ndarray, after: np.ndarray, result: WriteResult
                 source=part.source,
                 before=before_stats,
                 after=after_stats,
-                dataset=job.ref.dataset,
+                dataset=job.ref.location,
             )
         )
 
@@ -152,7 +152,7 @@ class _Clock:
 
 
 def execute(
-    model: ModelFile,
+    model: Model,
     jobs: list[Job],
     result: WriteResult,
     output: str | None,
@@ -171,7 +171,7 @@ def execute(
         with open_weights(model.path) as f:
             for job in jobs:
                 t = time.perf_counter()
-                current = h5safe.read(h5safe.dataset(f, job.ref.dataset), job.ref.dataset)
+                current = h5safe.read(h5safe.dataset(f, job.ref.location), job.ref.location)
                 t = clock.add("read", t)
                 new = job.build(current)
                 t = clock.add("generate", t)
@@ -182,14 +182,14 @@ def execute(
     assert output is not None
     out = check_output(model, output, force)
     result.output = output
-    with StagedWrite(model, out, [job.ref.dataset for job in jobs]) as staged:
+    with StagedWrite(model, out, [job.ref.location for job in jobs]) as staged:
         for job in jobs:
             t = time.perf_counter()
-            current = staged.read(job.ref.dataset)
+            current = staged.read(job.ref.location)
             t = clock.add("read", t)
             new = job.build(current)
             t = clock.add("generate", t)
-            staged.write(job.ref.dataset, new)
+            staged.write(job.ref.location, new)
             t = clock.add("write", t)
             _record(job, current, new, result)
             del current, new  # keep one weight in memory at a time
@@ -217,13 +217,13 @@ def execute(
 
 
 def _verify(
-    model: ModelFile,
+    model: Model,
     staged: StagedWrite,
     jobs: list[Job],
     result: WriteResult,
     verifier: Verifier,
 ) -> None:
-    by_dataset = {job.ref.dataset: job for job in jobs}
+    by_dataset = {job.ref.location: job for job in jobs}
 
     def check_facts(dataset: str, values: np.ndarray) -> None:
         job = by_dataset.get(dataset)

@@ -11,7 +11,7 @@ import numpy as np
 from bilstm_cli.cells.blocks import gate_blocks, gate_mask, parse_gates
 from bilstm_cli.errors import UsageError
 from bilstm_cli.formats.reader import open_weights, read_model, read_weight
-from bilstm_cli.model import BiLayer
+from bilstm_cli.model import Layer
 from bilstm_cli.ops.select import layer_matches
 from bilstm_cli.stats import weight_stats
 from bilstm_cli.strategies import parse_target
@@ -81,7 +81,7 @@ def diff(
     model_a, model_b = read_model(path_a), read_model(path_b)
     targets = [parse_target(r) for r in roles]
 
-    def chosen(layers: list[BiLayer]) -> list[BiLayer]:
+    def chosen(layers: list[Layer]) -> list[Layer]:
         if not layer_globs:
             return layers
         return [x for x in layers if any(layer_matches(x, g) for g in layer_globs)]
@@ -104,8 +104,8 @@ def diff(
 
 
 def _layer_diff(
-    la: BiLayer,
-    lb: BiLayer,
+    la: Layer,
+    lb: Layer,
     fa: Any,
     fb: Any,
     path_a: str,

@@ -8,21 +8,21 @@ from typing import Any
 
 from bilstm_cli.cells import blocks as gate_layout
 from bilstm_cli.formats.reader import open_weights, read_model, read_weight
-from bilstm_cli.model import BiLayer, ModelFile, WeightRef
+from bilstm_cli.model import Layer, Model, Weight
 from bilstm_cli.ops.select import select_layers
 from bilstm_cli.stats import gate_stats, weight_stats
 
 
 @dataclass
 class WeightReport:
-    ref: WeightRef
+    ref: Weight
     stats: dict[str, Any]
     gates: list[dict[str, Any]] | None = None
 
 
 @dataclass
 class LayerReport:
-    layer: BiLayer
+    layer: Layer
     weights: list[WeightReport] = field(default_factory=list)
 
     @property
@@ -32,7 +32,7 @@ class LayerReport:
 
 @dataclass
 class InspectResult:
-    model: ModelFile
+    model: Model
     layers: list[LayerReport]
 
 

@@ -13,7 +13,7 @@ from bilstm_cli import strategies as strategies
 from bilstm_cli.cells.blocks import ROLES, covered_gates, gate_mask, parse_gates
 from bilstm_cli.errors import InputError, UsageError
 from bilstm_cli.formats.reader import read_model
-from bilstm_cli.model import BiLayer, ModelFile, WeightRef
+from bilstm_cli.model import Layer, Model, Weight
 from bilstm_cli.ops.apply import Fact, Job, Part, WriteResult, execute
 from bilstm_cli.ops.select import directions, select_layers
 
@@ -38,8 +38,8 @@ def parse_ops(texts: Sequence[str]) -> list[Op]:
 
 
 def bidirectional_layers_to_change(
-    model: ModelFile, layer_globs: Sequence[str], verb: str
-) -> list[BiLayer]:
+    model: Model, layer_globs: Sequence[str], verb: str
+) -> list[Layer]:
     """The selected layers, refusing files or selections the command cannot work on."""
     if not model.layers:
         raise InputError(f"{model.path}: no Bidirectional layer to {verb}")
@@ -54,8 +54,8 @@ def bidirectional_layers_to_change(
     return layers
 
 
-def weight_info(layer: BiLayer, ref: WeightRef) -> strategies.WeightInfo:
-    settings = layer.settings(ref.direction)
+def weight_info(layer: Layer, ref: Weight) -> strategies.WeightInfo:
+    settings = layer.settings[ref.direction]
     return strategies.WeightInfo(
         cell=settings.cell,
         role=ref.role,
@@ -65,7 +65,7 @@ def weight_info(layer: BiLayer, ref: WeightRef) -> strategies.WeightInfo:
     )
 
 
-def seed_for(seed: int, layer: BiLayer, ref: WeightRef, op: Op) -> np.random.SeedSequence:
+def seed_for(seed: int, layer: Layer, ref: Weight, op: Op) -> np.random.SeedSequence:
     """Each (layer, direction, role, option) draws from its own stream, so selecting more or
     fewer weights never changes the values drawn for the others."""
     key = (
@@ -78,7 +78,7 @@ def seed_for(seed: int, layer: BiLayer, ref: WeightRef, op: Op) -> np.random.See
 
 
 def plan(
-    model: ModelFile,
+    model: Model,
     ops: list[Op],
     layer_globs: Sequence[str],
     direction: str,
@@ -117,7 +117,7 @@ def plan(
     return jobs
 
 
-def _plan_weight(layer: BiLayer, ref: WeightRef, ops: list[Op], seed: int) -> Job | None:
+def _plan_weight(layer: Layer, ref: Weight, ops: list[Op], seed: int) -> Job | None:
     info = weight_info(layer, ref)
     width = ref.shape[-1]
     owner = np.full(width, -1)

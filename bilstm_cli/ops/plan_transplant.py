@@ -20,7 +20,7 @@ from bilstm_cli.errors import InputError, UsageError
 from bilstm_cli.formats import h5safe
 from bilstm_cli.formats.reader import expected_shape, open_weights, read_model, read_weight
 from bilstm_cli.formats.staging import digest
-from bilstm_cli.model import BiLayer, CellSettings, ModelFile, RnnLayer, WeightRef
+from bilstm_cli.model import CellSettings, Layer, Model, PlainLayer, Weight
 from bilstm_cli.ops.apply import Check, Fact, Job, Part, Verifier, WriteResult, execute
 from bilstm_cli.ops.plan_init import bidirectional_layers_to_change
 from bilstm_cli.ops.select import directions, layer_matches, select_layers
@@ -38,7 +38,7 @@ class Source:
 
     label: str
     settings: CellSettings  # cell already mapped from CuDNN to its Keras equivalent
-    refs: dict[str, WeightRef]
+    refs: dict[str, Weight]
     stored_cell: str
     keras_major: int
 
@@ -46,9 +46,9 @@ class Source:
 @dataclass
 class Pair:
     source: Source
-    target: BiLayer
+    target: Layer
     direction: str
-    whole: tuple[BiLayer, BiLayer] | None = None  # donor and target Bidirectional, both ways
+    whole: tuple[Layer, Layer] | None = None  # donor and target Bidirectional, both ways
     roles: list[str] = field(default_factory=list)
     moves: list[str] = field(default_factory=list)  # roles, with [gates] where only some move
     complete: bool = True
@@ -59,7 +59,7 @@ class Pair:
         return f"{self.source.label} → {self.target.name}/{self.direction}"
 
 
-def _major(model: ModelFile) -> int:
+def _major(model: Model) -> int:
     version = model.keras_version or "3"
     return 2 if version.startswith(("1.", "2.")) else 3
 
@@ -80,15 +80,15 @@ def _keras_settings(s: CellSettings) -> CellSettings:
     )
 
 
-def _bi_source(model: ModelFile, layer: BiLayer, direction: str) -> Source:
-    settings = layer.settings(direction)
+def _bi_source(model: Model, layer: Layer, direction: str) -> Source:
+    settings = layer.settings[direction]
     refs = {w.role: w for w in layer.weights if w.direction == direction}
     return Source(
         f"{layer.name}/{direction}", _keras_settings(settings), refs, settings.cell, _major(model)
     )
 
 
-def _plain_source(model: ModelFile, layer: RnnLayer) -> Source:
+def _plain_source(model: Model, layer: PlainLayer) -> Source:
     refs = {w.role: w for w in layer.weights}
     return Source(
         layer.name, _keras_settings(layer.settings), refs, layer.settings.cell, _major(model)
@@ -114,9 +114,7 @@ def _names(layers: Sequence[Any]) -> str:
     return ", ".join(x.name for x in layers) or "none"
 
 
-def _pairs_from_map(
-    donor: ModelFile, target: ModelFile, text: str, wanted: tuple[str, ...]
-) -> list[Pair]:
+def _pairs_from_map(donor: Model, target: Model, text: str, wanted: tuple[str, ...]) -> list[Pair]:
     src_text, eq, dst_text = text.partition("=")
     if not eq or not src_text or not dst_text:
         raise UsageError(f"--map '{text}': expected SRC[/DIR]=DST[/DIR], e.g. enc=enc_new")
@@ -138,11 +136,11 @@ def _pairs_from_map(
         if src_dir is None:
             return [Pair(_bi_source(donor, src_bi, d), dst, d, whole=(src_bi, dst)) for d in wanted]
         return [Pair(_bi_source(donor, src_bi, src_dir), dst, dst_dir)]
-    plain = _find(donor.rnn_layers, src_name)
+    plain = _find(donor.plain_layers, src_name)
     if plain is None:
         raise UsageError(
             f"--map '{text}': no layer '{src_name}' in {donor.path} (Bidirectional: "
-            f"{_names(donor.layers)}; plain RNN: {_names(donor.rnn_layers)})"
+            f"{_names(donor.layers)}; plain RNN: {_names(donor.plain_layers)})"
         )
     if src_dir is not None:
         raise UsageError(f"--map '{text}': '{src_name}' is not Bidirectional; drop '/{src_dir}'")
@@ -155,8 +153,8 @@ def _pairs_from_map(
 
 
 def plan_pairs(
-    donor: ModelFile,
-    target: ModelFile,
+    donor: Model,
+    target: Model,
     maps: Sequence[str],
     layer_globs: Sequence[str],
     direction: str,
@@ -164,7 +162,7 @@ def plan_pairs(
 ) -> list[Pair]:
     wanted = directions(direction)
     bidirectional_layers_to_change(target, (), "transplant into")
-    if not donor.layers and not donor.rnn_layers:
+    if not donor.layers and not donor.plain_layers:
         raise InputError(f"{donor.path}: no Bidirectional or recurrent layer to take weights from")
     if maps:
         pairs = [p for text in maps for p in _pairs_from_map(donor, target, text, wanted)]
@@ -173,7 +171,7 @@ def plan_pairs(
             pairs = [p for p in pairs if any(layer_matches(p.target, g) for g in layer_globs)]
     else:
         targets = select_layers(target.layers, layer_globs, target.path)
-        matched: list[tuple[BiLayer, BiLayer]] = []
+        matched: list[tuple[Layer, Layer]] = []
         if by == "order":
             matched = list(zip(donor.layers, targets))
         else:
@@ -206,7 +204,7 @@ def _role_targets(role_texts: Sequence[str]) -> list[Target]:
 
 def _check_pair(pair: Pair, roles: list[Target], donor_path: str) -> list[tuple[str, np.ndarray]]:
     """Shapes, cells and settings of one pair; returns (role, column mask) to transplant."""
-    src, tgt = pair.source.settings, pair.target.settings(pair.direction)
+    src, tgt = pair.source.settings, pair.target.settings[pair.direction]
     where = f"{pair.source.label} ({donor_path}) → {pair.target.name}/{pair.direction}"
     if src.cell != tgt.cell:
         extra = (
@@ -302,7 +300,7 @@ def _job(
     forward: _ForwardChecks | None,
 ) -> Job:
     ref = next(w for w in pair.target.weights if w.direction == pair.direction and w.role == role)
-    settings = pair.target.settings(pair.direction)
+    settings = pair.target.settings[pair.direction]
     whole = bool(mask.all())
     gates = None if whole else covered_gates(settings.cell, settings.units, mask)
     converted = " (converted from CuDNN)" if cudnn.is_cudnn(pair.source.stored_cell) else ""
@@ -516,7 +514,7 @@ class _ForwardChecks(Verifier):
     """Run each moved cell, the donor's and the written one, on the same probe batch, and
     compare. A Bidirectional moved whole is run as one layer, merge mode included."""
 
-    def __init__(self, donor: ModelFile, target: ModelFile, donor_file: Any) -> None:
+    def __init__(self, donor: Model, target: Model, donor_file: Any) -> None:
         self.donor = donor
         self.target = target
         self.donor_file = donor_file
@@ -536,7 +534,7 @@ class _ForwardChecks(Verifier):
             if any(pair is p for _, _, moved in covered for p in moved):
                 continue
             src = pair.source.settings
-            tgt = pair.target.settings(pair.direction)
+            tgt = pair.target.settings[pair.direction]
             if src.activation is None or tgt.activation is None:
                 self._skip(pair.label, "forward pass", "settings unknown")
                 continue
@@ -609,7 +607,7 @@ class _ForwardChecks(Verifier):
 
     def _written_run(
         self,
-        layer: BiLayer,
+        layer: Layer,
         direction: str,
         x: np.ndarray,
         cfg: reference.CellConfig,
@@ -620,12 +618,12 @@ class _ForwardChecks(Verifier):
         def fetch(role: str) -> np.ndarray | None:
             if role not in refs:
                 return None
-            dataset = refs[role].dataset
+            dataset = refs[role].location
             return h5safe.read(h5safe.dataset(self._staged_weights(), dataset), dataset)
 
         run = _CellRun(x, cfg, fetch, fed, self._work)
         for role, ref in refs.items():
-            self._written_runs.setdefault(ref.dataset, []).append((run, role))
+            self._written_runs.setdefault(ref.location, []).append((run, role))
         return run
 
     def _staged_weights(self) -> Any:
@@ -679,7 +677,7 @@ def _unknown_activation(settings: list[tuple[CellSettings, int]]) -> str | None:
     return None
 
 
-def _whole_pairs(pairs: list[Pair]) -> list[tuple[BiLayer, BiLayer, list[Pair]]]:
+def _whole_pairs(pairs: list[Pair]) -> list[tuple[Layer, Layer, list[Pair]]]:
     """Donor/target Bidirectional layers moved in both directions, runnable as whole layers."""
     groups: dict[tuple[int, int], list[Pair]] = {}
     for p in pairs:

@@ -6,15 +6,15 @@ from collections.abc import Sequence
 from fnmatch import fnmatchcase
 
 from bilstm_cli.errors import UsageError
-from bilstm_cli.model import BiLayer
+from bilstm_cli.model import Layer
 
 
-def layer_matches(layer: BiLayer, pattern: str) -> bool:
+def layer_matches(layer: Layer, pattern: str) -> bool:
     """A glob matches a layer's full name (``outer/inner``) or its own last part."""
     return fnmatchcase(layer.name, pattern) or fnmatchcase(layer.name.rsplit("/", 1)[-1], pattern)
 
 
-def select_layers(layers: Sequence[BiLayer], globs: Sequence[str], file: str) -> list[BiLayer]:
+def select_layers(layers: Sequence[Layer], globs: Sequence[str], file: str) -> list[Layer]:
     """The layers any glob matches (all when none is given); a glob matching nothing is an error."""
     if not globs:
         return list(layers)

@@ -18,7 +18,7 @@ import numpy as np
 
 from bilstm_cli.formats import h5safe
 from bilstm_cli.formats.reader import open_weights
-from bilstm_cli.model import ModelFile
+from bilstm_cli.model import Model
 from bilstm_cli.ops.apply import Check
 
 NAME = "--verify keras"
@@ -46,7 +46,7 @@ def _quiet_stderr() -> Iterator[None]:
         os.close(saved)
 
 
-def _loader(model: ModelFile) -> tuple[str, Any]:
+def _loader(model: Model) -> tuple[str, Any]:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     with _quiet_stderr():
         if (model.keras_version or "3").startswith(("1.", "2.")):
@@ -94,9 +94,9 @@ def _probe(model: Any) -> list[np.ndarray]:
     return batch
 
 
-def verify(model: ModelFile, staged: str) -> list[Check]:
+def verify(model: Model, staged: str) -> list[Check]:
     """Load ``staged`` with Keras and compare; returns the checks made."""
-    if not model.has_config:
+    if not model.config_known:
         return [Check("file", NAME, True, "skipped: a weights-only file has no model to load")]
     try:
         which, module = _loader(model)
@@ -142,7 +142,7 @@ def verify(model: ModelFile, staged: str) -> list[Check]:
                     ref = mine.weight(direction, role)
                     if ref is None:
                         continue
-                    stored = h5safe.read(h5safe.dataset(f, ref.dataset), ref.dataset)
+                    stored = h5safe.read(h5safe.dataset(f, ref.location), ref.location)
                     compared += 1
                     if not np.array_equal(_numpy(variable), stored):
                         mismatched.append(f"{name}/{direction}/{role}")
