@@ -42,10 +42,10 @@ class OutputError(BilstmError):
     exit_code = 4
 
 
-class VerificationError(BilstmError):
-    """What was written does not match what was intended."""
+class VerifyError(BilstmError):
+    """What was written does not match what was intended; nothing was written."""
 
     exit_code = 1
 
 
-__all__ = ["BilstmError", "InputError", "OutputError", "UsageError", "VerificationError"]
+__all__ = ["BilstmError", "InputError", "OutputError", "UsageError", "VerifyError"]

@@ -382,9 +382,16 @@ def _swallowing(signum: int):
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_signal_swallowed_by_a_library_is_still_an_interruption(tmp_path, monkeypatch, signum):
-    from bilstm_cli.ops import apply
+    from dataclasses import replace
 
-    monkeypatch.setattr(apply, "unchanged_except", _swallowing(signum))
+    from bilstm_cli import formats
+
+    real = formats.writer_for
+    monkeypatch.setattr(
+        formats,
+        "writer_for",
+        lambda model: replace(real(model), unchanged_except=_swallowing(signum)),
+    )
     out = tmp_path / "out.keras"
     outcome = run_main(*init_args(KERAS, out))
     one_error_line(outcome.stderr, outcome.code, 130, "interrupted")

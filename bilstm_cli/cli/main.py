@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from bilstm_cli import __version__
-from bilstm_cli.errors import BilstmError
+from bilstm_cli.errors import BilstmError, UsageError
 
 EXIT_INTERRUPTED = 130
 # Model arguments are checked by the reader, which says precisely what is wrong (exit 3);
@@ -142,7 +142,7 @@ def inspect(model: str, layers: tuple[str, ...], with_gates: bool, as_json: bool
 
     result = run_inspect(model, layers, with_gates)
     if as_json:
-        render.dump_json(render.inspect_doc(result))
+        render.dump_json(result.to_dict())
     else:
         render.render_inspect(result, with_gates)
 
@@ -182,11 +182,13 @@ def init(
     chrono:tmax=T, keras_default, pytorch_default, npy:PATH, npz:PATH:KEY.
     """
     from bilstm_cli.cli import render
-    from bilstm_cli.ops.plan_init import init as run_init
+    from bilstm_cli.ops.apply import apply
+    from bilstm_cli.ops.plan_init import plan_init
 
-    result = run_init(
-        model, output, inits, layers, direction, seed, dry_run, force, verify == "keras"
-    )
+    if output is None and not dry_run:
+        raise UsageError("init needs -o OUT (or --dry-run)")
+    plan = plan_init(model, inits, layers, direction, seed)
+    result = plan.preview() if dry_run else apply(plan, output, force, verify)  # type: ignore[arg-type]
     render.write_result(result, as_json)
 
 
@@ -238,23 +240,15 @@ def transplant(
 ) -> None:
     """Copy Bidirectional weights from DONOR into MODEL and write OUT."""
     from bilstm_cli.cli import render
-    from bilstm_cli.ops.plan_transplant import transplant as run_transplant
+    from bilstm_cli.ops.apply import apply
+    from bilstm_cli.ops.plan_transplant import plan_transplant
 
-    result = run_transplant(
-        donor,
-        model,
-        output,
-        maps,
-        layers,
-        direction,
-        roles,
-        by,
-        dry_run,
-        force,
-        allow_nonfinite,
-        verify == "keras",
-        on_plan=None if as_json else render.transplant_plan,
-    )
+    if output is None and not dry_run:
+        raise UsageError("transplant needs -o OUT (or --dry-run)")
+    plan = plan_transplant(donor, model, maps, layers, direction, roles, by, allow_nonfinite)
+    if not as_json:
+        render.transplant_plan(plan.result)
+    result = plan.preview() if dry_run else apply(plan, output, force, verify)  # type: ignore[arg-type]
     render.write_result(result, as_json)
 
 

@@ -11,85 +11,14 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # only for annotations: each command imports just the ops it runs
-    from bilstm_cli.ops.apply import WriteResult
-    from bilstm_cli.ops.diff import DiffResult
-    from bilstm_cli.ops.inspect import InspectResult, LayerReport
+if TYPE_CHECKING:  # only for annotations
+    from bilstm_cli.results import DiffResult, InspectResult, WriteResult
 
-STAT_COLUMNS = ("mean", "std", "min", "max", "l2")
+from bilstm_cli.results import STAT_COLUMNS
 
 
 def dump_json(doc: Any) -> None:
     sys.stdout.write(json.dumps(doc, indent=2, allow_nan=False) + "\n")
-
-
-def _stats_doc(stats: dict[str, Any]) -> dict[str, Any]:
-    return {k: stats[k] for k in (*STAT_COLUMNS, "finite")}
-
-
-def inspect_doc(result: InspectResult) -> dict[str, Any]:
-    model = result.model
-    doc: dict[str, Any] = {
-        "file": model.path,
-        "format": model.format,
-        "keras_version": model.keras_version,
-        "config_known": model.config_known,
-        "layers": [_layer_doc(r) for r in result.layers],
-    }
-    if model.notes:
-        doc["notes"] = list(model.notes)
-    return doc
-
-
-def _layer_doc(report: LayerReport) -> dict[str, Any]:
-    layer = report.layer
-    doc: dict[str, Any] = {
-        "name": layer.name,
-        "cell": layer.cell,
-        "units": layer.units,
-        "merge_mode": layer.merge_mode if layer.config_known else None,
-        "gates": list(report.gate_names),
-        "group": layer.group,
-        "supported": layer.supported,
-        "settings": {d: _settings_doc(layer, d) for d in ("forward", "backward")},
-        "weights": [],
-    }
-    for w in report.weights:
-        entry: dict[str, Any] = {
-            "direction": w.ref.direction,
-            "role": w.ref.role,
-            "shape": list(w.ref.shape),
-            "dtype": w.ref.dtype,
-            "dataset": w.ref.location,
-            "stats": _stats_doc(w.stats),
-        }
-        if w.gates is not None:
-            entry["gate_stats"] = [_gate_doc(g) for g in w.gates]
-        doc["weights"].append(entry)
-    if layer.notes:
-        doc["notes"] = list(layer.notes)
-    return doc
-
-
-def _settings_doc(layer: Any, direction: str) -> dict[str, Any]:
-    s = layer.settings[direction]
-    return {
-        "cell": s.cell,
-        "units": s.units,
-        "activation": s.activation,
-        "recurrent_activation": s.recurrent_activation,
-        "use_bias": s.use_bias,
-        "reset_after": s.reset_after,
-        "go_backwards": s.go_backwards,
-    }
-
-
-def _gate_doc(g: dict[str, Any]) -> dict[str, Any]:
-    doc = {"gate": g["gate"], **_stats_doc(g)}
-    for extra in ("orth_error", "max_singular"):
-        if extra in g:
-            doc[extra] = g[extra]
-    return doc
 
 
 # --- tables -----------------------------------------------------------------------------------
@@ -221,39 +150,6 @@ def render_inspect(result: InspectResult, with_gates: bool) -> None:
 # --- init / transplant -------------------------------------------------------------------------
 
 
-def write_doc(result: WriteResult) -> dict[str, Any]:
-    doc: dict[str, Any] = {
-        "command": result.command,
-        "input": result.input,
-        "output": result.output,
-        "dry_run": result.dry_run,
-        "verified": result.verified,
-        "changes": [
-            {
-                "layer": c.layer,
-                "direction": c.direction,
-                "role": c.role,
-                "gates": list(c.gates) if c.gates else None,
-                "source": c.source,
-                "dataset": c.dataset,
-                "before": _stats_doc(c.before),
-                "after": _stats_doc(c.after),
-            }
-            for c in result.changes
-        ],
-        "checks": [
-            {"where": c.where, "check": c.name, "ok": c.ok, "detail": c.detail}
-            for c in result.checks
-        ],
-        "notes": list(result.notes),
-        "timings": {k: round(v, 4) for k, v in result.timings.items()},
-    }
-    if result.seed is not None:
-        doc["seed"] = result.seed
-    doc.update(result.extra)
-    return doc
-
-
 def _moved(before: dict[str, Any], after: dict[str, Any], key: str) -> str:
     return f"{num(before[key])} → {num(after[key])}"
 
@@ -281,7 +177,7 @@ def transplant_plan(result: WriteResult) -> None:
 
 def write_result(result: WriteResult, as_json: bool) -> None:
     if as_json:
-        dump_json(write_doc(result))
+        dump_json(result.to_dict())
         return
     out = Output()
     columns = [
@@ -332,41 +228,9 @@ def write_result(result: WriteResult, as_json: bool) -> None:
 # --- diff --------------------------------------------------------------------------------------
 
 
-def diff_doc(result: DiffResult) -> dict[str, Any]:
-    return {
-        "a": result.a,
-        "b": result.b,
-        "identical": result.identical,
-        "layers": [
-            {
-                "name": layer.name,
-                "cell": layer.cell,
-                "status": layer.status,
-                "notes": layer.notes,
-                "weights": [
-                    {
-                        "direction": w.direction,
-                        "role": w.role,
-                        "gate": w.gate,
-                        "equal": w.equal,
-                        "shape_a": list(w.shape_a) if w.shape_a is not None else None,
-                        "shape_b": list(w.shape_b) if w.shape_b is not None else None,
-                        "max_abs_diff": w.max_abs,
-                        "max_rel_diff": w.max_rel,
-                        "a": _stats_doc(w.stats_a) if w.stats_a else None,
-                        "b": _stats_doc(w.stats_b) if w.stats_b else None,
-                    }
-                    for w in layer.weights
-                ],
-            }
-            for layer in result.layers
-        ],
-    }
-
-
 def diff_result(result: DiffResult, as_json: bool) -> None:
     if as_json:
-        dump_json(diff_doc(result))
+        dump_json(result.to_dict())
         return
     out = Output()
     out.line(f"A: {result.a}")

@@ -1,5 +1,77 @@
-"""Model files: the only part of the tool that knows how Keras lays weights out."""
+"""Model files: the only part of the tool that knows how a format lays weights out.
 
-from bilstm_cli.formats.reader import open_weights, read_model, sniff
+Each format is one module with a ``FORMAT`` entry (:class:`~bilstm_cli.formats.base.Format`),
+listed once in :data:`FORMATS`, in the order they are asked whether they claim a file.
+"""
 
-__all__ = ["open_weights", "read_model", "sniff"]
+from __future__ import annotations
+
+from bilstm_cli.errors import InputError
+from bilstm_cli.formats import h5_legacy, keras_zip, weights_only
+from bilstm_cli.formats.base import Format, Session, Writer, digest, sniff
+from bilstm_cli.formats.hdf5 import about
+from bilstm_cli.model import Model, WeightReader
+
+FORMATS: tuple[Format, ...] = (keras_zip.FORMAT, h5_legacy.FORMAT, weights_only.FORMAT)
+
+
+def format_of(path: str, session: Session) -> Format:
+    """The format that claims the file at ``path``."""
+    with about(path):
+        probe = sniff(path)
+        for fmt in FORMATS:
+            if fmt.claims(probe, session):
+                return fmt
+    raise InputError(f"{path}: not a model file any format here reads")
+
+
+def read_model(path: str, session: Session | None = None) -> Model:
+    """Everything the tool needs to know about a model file, without reading weight values."""
+    session = session if session is not None else Session()
+    return format_of(path, session).read_model(path, session)
+
+
+def open_reader(path: str, session: Session) -> WeightReader:
+    """A reader of the weight values in the file at ``path``."""
+    return format_of(path, session).open_reader(path, session)
+
+
+def open_model(path: str, session: Session | None = None) -> Model:
+    """The model file at ``path``, read-only: its layout now, weight values on demand.
+
+    Use it as a context manager; inside the block ``Weight.read()`` returns a weight's
+    values, and the file is closed on leaving it.
+
+    >>> import bilstm_cli as bl
+    >>> with bl.open_model("fixtures/k2_seq_lstm.h5") as model:
+    ...     w = model.layers[0].weights[0]
+    ...     (w.direction, w.role, w.shape, w.read().dtype.name)
+    ('forward', 'kernel', (4, 12), 'float32')
+    """
+    session = session if session is not None else Session()
+    fmt = format_of(path, session)
+    model = fmt.read_model(path, session)
+    model.bind(fmt.open_reader(path, session))
+    return model
+
+
+def writer_for(model: Model) -> Writer:
+    """How to write a changed copy of ``model``."""
+    for fmt in FORMATS:
+        if fmt.name == model.format and fmt.writer is not None:
+            return fmt.writer
+    raise InputError(f"{model.path}: {model.format} files cannot be written")
+
+
+__all__ = [
+    "FORMATS",
+    "Format",
+    "Session",
+    "Writer",
+    "digest",
+    "format_of",
+    "open_model",
+    "open_reader",
+    "read_model",
+    "writer_for",
+]

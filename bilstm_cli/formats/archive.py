@@ -14,12 +14,15 @@ import struct
 import tempfile
 import zipfile
 import zlib
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from bilstm_cli.concurrency import in_parallel
 from bilstm_cli.errors import InputError
 from bilstm_cli.formats import h5safe
 from bilstm_cli.formats.inplace import crc32_of
+
+if TYPE_CHECKING:
+    from bilstm_cli.formats.base import Session
 
 CONFIG = "config.json"
 METADATA = "metadata.json"
@@ -35,24 +38,6 @@ _LOCAL_HEADER = struct.Struct("<4s5H3L2H")
 
 class _ReadError(Exception):
     """Reading a member of the source archive failed."""
-
-
-# Stored weights members whose CRC this process has already checked, by file identity and state.
-_CRC_CHECKED: set[tuple[object, ...]] = set()
-
-
-def _crc_key(fileno: int, start: int) -> tuple[object, ...]:
-    return h5safe.identity(fileno, start)
-
-
-def mark_crc_checked(path: str, start: int) -> None:
-    """Record that the stored member at ``start`` in ``path`` needs no CRC check when this
-    process reopens it: the caller wrote its bytes and brings its CRC up to date itself."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        _CRC_CHECKED.add(_crc_key(fd, start))
-    finally:
-        os.close(fd)
 
 
 # Below this a member is checked in one pass; above, the CRC runs beside the heap scan.
@@ -105,8 +90,9 @@ class _Window(io.RawIOBase):
 class KerasArchive:
     """An open ``.keras`` archive. Use as a context manager."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, session: Session) -> None:
         self.path = path
+        self._session = session
         self._file = open(path, "rb")  # noqa: SIM115 - closed in close()
         self._temp: IO[bytes] | None = None
         # Identity of the weights member's bytes (see h5safe.identity), None when inflated.
@@ -202,18 +188,16 @@ class KerasArchive:
         rather than read as weights. A command opens the same archive several times (read,
         edit, verify); an unchanged file is checked only the first time."""
         try:
-            key: tuple[object, ...] | None = _crc_key(self._file.fileno(), start)
+            key: tuple[object, ...] | None = h5safe.identity(self._file.fileno(), start)
         except (OSError, ValueError):
             key = None
-        if key is not None and key in _CRC_CHECKED:
+        if self._session.done("crc", key):
             return
         collections = self._crc_of(start, info)
-        if key is not None:
-            _CRC_CHECKED.add(key)
+        self._session.mark("crc", key)
         # The same pass found the HDF5 global heaps: walk them now, before HDF5 would.
         h5safe.check_collections(_Window(self._file, start, info.file_size), collections)
-        if key is not None:
-            h5safe.mark_heaps_checked(key)
+        self._session.mark("heaps", key)
 
     def _crc_of(self, start: int, info: zipfile.ZipInfo) -> list[int]:
         finder = h5safe.CollectionFinder()

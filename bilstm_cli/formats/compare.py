@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import h5py
@@ -13,13 +13,11 @@ import numpy as np
 from bilstm_cli.errors import InputError
 from bilstm_cli.formats import h5safe
 from bilstm_cli.formats.archive import WEIGHTS_H5
-from bilstm_cli.formats.reader import open_weights
-from bilstm_cli.formats.staging import digest
+from bilstm_cli.formats.base import OnWritten, Session, digest
+from bilstm_cli.formats.hdf5 import open_weights
 from bilstm_cli.model import Model
 
 MAX_PROBLEMS = 20
-# Called with (dataset path, values read back) for each dataset the command wrote.
-OnWritten = Callable[[str, np.ndarray], None]
 # Datasets are compared a block at a time, so memory stays bounded whatever the file declares.
 BLOCK_BYTES = 16 * 1024**2
 MAX_OBJECTS = 1_000_000
@@ -245,13 +243,17 @@ def compare_archives(before: str, after: str, problems: list[str]) -> None:
 
 
 def unchanged_except(
-    model: Model, staged: str, written: dict[str, str], on_written: OnWritten | None = None
+    model: Model,
+    staged: str,
+    written: dict[str, str],
+    on_written: OnWritten | None,
+    session: Session,
 ) -> list[str]:
     """Everything that differs between input and staged output beyond the written datasets."""
     problems: list[str] = []
     if model.format == "keras":
         compare_archives(model.path, staged, problems)
-    with open_weights(model.path) as f1, open_weights(staged) as f2:
+    with open_weights(model.path, session) as f1, open_weights(staged, session) as f2:
         try:
             seen = compare_weights(f1, f2, written, problems, on_written)
         except _Damaged as exc:

@@ -10,12 +10,17 @@ from __future__ import annotations
 import math
 import os
 import weakref
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
 
 from bilstm_cli.errors import InputError
+
+if TYPE_CHECKING:
+    from bilstm_cli.formats.base import Session
 
 # Larger than any single RNN weight anyone trains; a declared shape beyond this is hostile.
 MAX_DATASET_BYTES = 4 * 1024**3
@@ -24,17 +29,30 @@ FLOAT_KINDS = ("f",)
 BUILTIN_FILTERS = frozenset(range(1, 7))
 
 
-def _no_filter_plugins() -> None:
-    """To find a filter it lacks, HDF5 loads every shared library in its plugin path (running
-    their initialisers); a file naming an unknown filter must not make it load anything."""
+@contextmanager
+def no_filter_plugins() -> Iterator[None]:
+    """HDF5 plugin loading switched off while the block runs.
+
+    To find a filter it lacks, HDF5 loads every shared library in its plugin path (running
+    their initialisers); a file naming an unknown filter must not make it load anything.
+    Datasets with such filters are refused before reading (:func:`check_dataset`); this is
+    the second guard. The search path is emptied for the block and put back as it was, so the
+    process's own HDF5 setting is left alone; a nested block finds it empty and restores
+    nothing.
+    """
+    saved: list[bytes] = []
     try:
         while h5py.h5pl.size():
+            saved.append(h5py.h5pl.get(0))
             h5py.h5pl.remove(0)
     except (AttributeError, RuntimeError, OSError, ValueError):
         pass
-
-
-_no_filter_plugins()
+    try:
+        yield
+    finally:
+        for entry in saved:
+            with suppress(AttributeError, RuntimeError, OSError, ValueError):
+                h5py.h5pl.append(entry)
 
 
 def _child(parent: h5py.Group, part: str, path: str) -> Any:
@@ -279,9 +297,6 @@ _SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _GCOL = b"GCOL"
 _SCAN_BLOCK = 1024 * 1024  # small: the scan should not grow memory with the file
 
-# Files (by identity and state, see ``identity``) whose heaps this process has checked.
-_HEAPS_CHECKED: set[tuple[object, ...]] = set()
-
 
 def identity(fileno: int, start: int = 0) -> tuple[object, ...]:
     """A file's identity and state (device, inode, size, modification time) and the offset
@@ -296,12 +311,6 @@ def path_identity(path: str, start: int = 0) -> tuple[object, ...]:
         return identity(fd, start)
     finally:
         os.close(fd)
-
-
-def mark_heaps_checked(key: tuple[object, ...]) -> None:
-    """Record that the HDF5 data identified by ``key`` needs no heap check (its heaps were
-    checked, or it is a byte copy of data whose heaps were)."""
-    _HEAPS_CHECKED.add(key)
 
 
 def _lengths_size(f: Any) -> int:
@@ -411,10 +420,10 @@ def _check_collection(f: Any, at: int, lengths: int, end_of_file: int) -> None:
         p += need
 
 
-def check_heaps_of(source: Any, key: tuple[object, ...] | None = None) -> None:
+def check_heaps_of(source: Any, key: tuple[object, ...] | None, session: Session) -> None:
     """``check_global_heaps`` on a path or on a seekable file object (left at its start),
-    once per process for the same unchanged data (``key``)."""
-    if key is not None and key in _HEAPS_CHECKED:
+    once per session for the same unchanged data (``key``)."""
+    if session.done("heaps", key):
         return
     if isinstance(source, str | bytes | os.PathLike):
         with open(source, "rb") as f:
@@ -424,5 +433,4 @@ def check_heaps_of(source: Any, key: tuple[object, ...] | None = None) -> None:
             check_global_heaps(source)
         finally:
             source.seek(0)
-    if key is not None:
-        _HEAPS_CHECKED.add(key)
+    session.mark("heaps", key)

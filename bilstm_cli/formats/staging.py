@@ -19,7 +19,6 @@ import secrets
 import shutil
 import signal
 import threading
-import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,9 +31,11 @@ from bilstm_cli.formats import h5safe
 from bilstm_cli.formats.archive import (
     WEIGHTS_H5,
     KerasArchive,
-    mark_crc_checked,
     rewrite_archive,
 )
+from bilstm_cli.formats.base import Session, Writer, digest
+from bilstm_cli.formats.compare import unchanged_except
+from bilstm_cli.formats.hdf5 import open_weights
 from bilstm_cli.formats.inplace import (
     MemberSpan,
     copy_around,
@@ -44,7 +45,6 @@ from bilstm_cli.formats.inplace import (
     pwrite_all,
     stored_member,
 )
-from bilstm_cli.formats.reader import open_weights
 from bilstm_cli.model import Model
 
 HDF5_SUFFIXES = (".h5", ".hdf5")
@@ -83,17 +83,6 @@ def _os_error(output: str, exc: OSError) -> OutputError:
     return OutputError(f"{output}: cannot be written ({exc.strerror or exc})")
 
 
-def digest(array: np.ndarray) -> str:
-    """A fingerprint of an array's exact bytes, dtype and shape: CRC-32 of the bytes.
-
-    It only has to catch accidents (a write that went wrong, a mask applied to the wrong
-    columns), never an adversary, and it is read back over every weight a command writes:
-    CRC-32 catches any burst error and all but 1 in 4 billion others, at twice SHA-256's speed.
-    """
-    data = np.ascontiguousarray(array).view(np.uint8).reshape(-1).data
-    return f"{array.dtype.str}{array.shape}:{zlib.crc32(data):08x}"
-
-
 # From this size on, a written weight is fingerprinted in a helper thread during the write.
 _PARALLEL_DIGEST = 1 << 20
 
@@ -110,8 +99,11 @@ class StagedWrite:
     (an error, Ctrl-C, SIGTERM) removes every temporary file.
     """
 
-    def __init__(self, model: Model, output: str, datasets: Sequence[str] = ()) -> None:
+    def __init__(
+        self, model: Model, output: str, datasets: Sequence[str], session: Session
+    ) -> None:
         self.model = model
+        self.session = session
         self.output = output
         self.written: dict[str, str] = {}
         self.staged_path = ""
@@ -151,7 +143,7 @@ class StagedWrite:
                 self._fd = os.open(self.staged_path, os.O_RDWR)
             elif self.model.format == "keras":
                 self._edit_path = self.staged_path + ".weights.h5"
-                with KerasArchive(self.model.path) as archive:
+                with KerasArchive(self.model.path, self.session) as archive:
                     archive.extract_weights_to(self._edit_path)
             else:
                 self._edit_path = self.staged_path
@@ -202,7 +194,7 @@ class StagedWrite:
                 return False
             base = self._member.data_offset
         self._source = contextlib.ExitStack()
-        self._source_h5 = self._source.enter_context(open_weights(self.model.path))
+        self._source_h5 = self._source.enter_context(open_weights(self.model.path, self.session))
         for name in self._datasets:
             span = dataset_span(h5safe.dataset(self._source_h5, name))
             if span is None:
@@ -306,13 +298,14 @@ class StagedWrite:
         thread.start()
         self._sealing, self._fd = (self._fd, thread), None
         start = self._member.data_offset if self._member is not None else 0
+        key = h5safe.path_identity(self.staged_path, start)
         if self._member is not None:
             # Its bytes were just written and verification checks them itself; the recorded
             # CRC is brought up to date from those same bytes before the rename.
-            mark_crc_checked(self.staged_path, start)
+            self.session.mark("crc", key)
         # Only weight bytes changed; the HDF5 structure (heaps included) is the input's,
         # which was checked when it was read.
-        h5safe.mark_heaps_checked(h5safe.path_identity(self.staged_path, start))
+        self.session.mark("heaps", key)
 
     def _seal_pass(self, fd: int) -> None:
         try:
@@ -390,3 +383,6 @@ class StagedWrite:
             self._previous_term = None
         if exc_type is _Terminated or (self._terminated and exc_type is not None):
             raise KeyboardInterrupt from None
+
+
+WRITER = Writer(check_output, StagedWrite, unchanged_except)

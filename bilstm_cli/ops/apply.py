@@ -1,26 +1,30 @@
 """The write pipeline shared by ``init`` and ``transplant``.
 
-A command plans a list of :class:`Job` objects, one per weight dataset it changes. This module
-stages the output, runs each job on the weight's current values (one dataset in memory at a
-time), re-opens what it wrote and verifies it, and only then renames it into place.
+A command makes a :class:`Plan`: the model's layout, what it will say (notes, seed, pairs) and
+how to make its :class:`Job` objects, one per weight it changes. :func:`apply` stages the
+output, runs each job on the weight's current values (one weight in memory at a time), re-opens
+what it wrote and verifies it, and only then renames it into place. ``Plan.preview()`` runs the
+same jobs without writing (a dry run).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
+from bilstm_cli import formats
 from bilstm_cli.concurrency import in_parallel
-from bilstm_cli.errors import VerificationError
-from bilstm_cli.formats import h5safe
-from bilstm_cli.formats.compare import unchanged_except
-from bilstm_cli.formats.reader import open_weights
-from bilstm_cli.formats.staging import StagedWrite, check_output
+from bilstm_cli.errors import InputError, UsageError, VerifyError
+from bilstm_cli.formats import Session
+from bilstm_cli.formats.base import Stage
 from bilstm_cli.model import Layer, Model, Weight
+from bilstm_cli.results import Change, Check, WriteResult
 from bilstm_cli.stats import weight_stats
 
 Fact = tuple[str, bool, str]
@@ -48,41 +52,6 @@ class Job:
     parts: list[Part]
     build: Callable[[np.ndarray], np.ndarray]
     facts: Callable[[np.ndarray], list[Fact]]
-
-
-@dataclass
-class Change:
-    layer: str
-    direction: str
-    role: str
-    gates: tuple[str, ...] | None
-    source: str
-    before: dict[str, Any]
-    after: dict[str, Any]
-    dataset: str
-
-
-@dataclass
-class Check:
-    where: str
-    name: str
-    ok: bool
-    detail: str
-
-
-@dataclass
-class WriteResult:
-    command: str
-    input: str
-    output: str | None
-    dry_run: bool
-    verified: bool = False
-    changes: list[Change] = field(default_factory=list)
-    checks: list[Check] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    seed: int | None = None
-    timings: dict[str, float] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Verifier:
@@ -151,12 +120,99 @@ class _Clock:
         return now
 
 
+# What a plan makes when it runs: its jobs, and the extra checks (if any) for verification.
+MakeJobs = Callable[[contextlib.ExitStack, bool], tuple[list[Job], Verifier | None]]
+
+
+def _stamp(path: str) -> tuple[int, ...]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return ()
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+@dataclass
+class Plan:
+    """A change planned on a model file, not yet made.
+
+    ``preview()`` predicts the result without writing (``--dry-run``); ``to_dict()`` is that
+    prediction's JSON document; :func:`apply` writes it. A plan holds no open file: what it
+    needs is opened when it runs, and a file changed since planning is refused.
+    """
+
+    model: Model
+    result: WriteResult
+    make_jobs: MakeJobs
+    session: Session = field(default_factory=Session)
+    stamps: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.stamps:
+            self.stamps = {p: _stamp(p) for p in self.inputs}
+
+    @property
+    def inputs(self) -> list[str]:
+        donor = self.result.extra.get("donor")
+        return [self.model.path] + ([donor] if isinstance(donor, str) else [])
+
+    def _fresh(self, dry_run: bool, output: str | None) -> WriteResult:
+        for path, stamp in self.stamps.items():
+            if _stamp(path) != stamp:
+                raise InputError(f"{path}: changed since the plan was made; plan again")
+        return replace(
+            self.result,
+            output=output,
+            dry_run=dry_run,
+            changes=[],
+            checks=[],
+            notes=list(self.result.notes),
+            timings={},
+            extra=dict(self.result.extra),
+        )
+
+    def preview(self) -> WriteResult:
+        """What applying the plan would change, with predicted statistics; writes nothing."""
+        result = self._fresh(True, None)
+        with contextlib.ExitStack() as stack:
+            jobs, _ = self.make_jobs(stack, True)
+            execute(self.model, jobs, result, None, False, self.session)
+        return result
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``--dry-run --json`` document of this plan."""
+        return self.preview().to_dict()
+
+
+def apply(plan: Plan, output: str, force: bool = False, verify: str | None = None) -> WriteResult:
+    """Write ``plan`` to ``output``, verified; the input is never modified.
+
+    ``output`` must not exist unless ``force``; ``verify="keras"`` also loads the result
+    with Keras. Raises :class:`~bilstm_cli.errors.VerifyError` (nothing written) when a check
+    fails, :class:`~bilstm_cli.errors.OutputError` when the output cannot be written.
+
+    >>> import bilstm_cli as bl
+    >>> plan = bl.plan_init("fixtures/k2_seq_lstm.h5", init=["orthogonal"], seed=7)
+    >>> bl.apply(plan, "reinit.h5").verified
+    True
+    """
+    if verify not in (None, "keras"):
+        raise UsageError(f"verify must be None or 'keras', not {verify!r}")
+    result = plan._fresh(False, output)
+    with contextlib.ExitStack() as stack:
+        jobs, verifier = plan.make_jobs(stack, False)
+        return execute(
+            plan.model, jobs, result, output, force, plan.session, verifier, verify == "keras"
+        )
+
+
 def execute(
     model: Model,
     jobs: list[Job],
     result: WriteResult,
     output: str | None,
     force: bool,
+    session: Session,
     verifier: Verifier | None = None,
     verify_keras: bool = False,
 ) -> WriteResult:
@@ -168,21 +224,25 @@ def execute(
             "as it was and is now stale for the changed weights"
         )
     if result.dry_run:
-        with open_weights(model.path) as f:
+        reader = formats.open_reader(model.path, session)
+        try:
             for job in jobs:
                 t = time.perf_counter()
-                current = h5safe.read(h5safe.dataset(f, job.ref.location), job.ref.location)
+                current = reader.read(job.ref.location)
                 t = clock.add("read", t)
                 new = job.build(current)
                 t = clock.add("generate", t)
                 _record(job, current, new, result)
                 clock.add("stats", t)
+        finally:
+            reader.close()
         return result
 
     assert output is not None
-    out = check_output(model, output, force)
+    writer = formats.writer_for(model)
+    out = writer.check_output(model, output, force)
     result.output = output
-    with StagedWrite(model, out, [job.ref.location for job in jobs]) as staged:
+    with writer.stage(model, out, [job.ref.location for job in jobs], session) as staged:
         for job in jobs:
             t = time.perf_counter()
             current = staged.read(job.ref.location)
@@ -197,17 +257,17 @@ def execute(
         t = time.perf_counter()
         staged.finish()
         t = clock.add("write", t)
-        _verify(model, staged, jobs, result, verifier or Verifier())
+        _verify(model, staged, jobs, result, verifier or Verifier(), session)
         if verify_keras:
             from bilstm_cli.ops.verify_keras import verify as keras_verify
 
             staged.seal()  # Keras reads the archive as it will be renamed, CRC included
-            result.checks.extend(keras_verify(model, staged.staged_path))
+            result.checks.extend(keras_verify(model, staged.staged_path, session))
         clock.add("verify", t)
         failed = [c for c in result.checks if not c.ok]
         if failed:
             first = failed[0]
-            raise VerificationError(
+            raise VerifyError(
                 f"{output}: verification failed at {first.where}: {first.name} {first.detail}"
                 f" ({len(failed)} check(s) failed); nothing was written"
             )
@@ -218,10 +278,11 @@ def execute(
 
 def _verify(
     model: Model,
-    staged: StagedWrite,
+    staged: Stage,
     jobs: list[Job],
     result: WriteResult,
     verifier: Verifier,
+    session: Session,
 ) -> None:
     by_dataset = {job.ref.location: job for job in jobs}
 
@@ -236,7 +297,10 @@ def _verify(
     # and each strategy's facts checked on the values as read back.
     try:
         verifier.begin(staged.staged_path)
-        problems = unchanged_except(model, staged.staged_path, staged.written, check_facts)
+        writer = formats.writer_for(model)
+        problems = writer.unchanged_except(
+            model, staged.staged_path, staged.written, check_facts, session
+        )
         result.checks.insert(
             0,
             Check(

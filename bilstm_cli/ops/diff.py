@@ -3,55 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from bilstm_cli import formats
 from bilstm_cli.cells.blocks import gate_blocks, gate_mask, parse_gates
 from bilstm_cli.errors import UsageError
-from bilstm_cli.formats.reader import open_weights, read_model, read_weight
+from bilstm_cli.formats import Session
 from bilstm_cli.model import Layer
 from bilstm_cli.ops.select import layer_matches
+from bilstm_cli.results import DiffResult, LayerDiff, WeightDiff
 from bilstm_cli.stats import weight_stats
 from bilstm_cli.strategies import parse_target
 
 # Relative differences are taken against max(|a|, this) so exact zeros do not divide.
 REL_FLOOR = 1e-12
-
-
-@dataclass
-class WeightDiff:
-    direction: str
-    role: str
-    gate: str | None
-    equal: bool
-    shape_a: tuple[int, ...] | None
-    shape_b: tuple[int, ...] | None
-    max_abs: float | None = None
-    max_rel: float | None = None
-    stats_a: dict[str, Any] | None = None
-    stats_b: dict[str, Any] | None = None
-
-
-@dataclass
-class LayerDiff:
-    name: str
-    cell: str
-    status: str  # "same", "different", "only in A", "only in B"
-    weights: list[WeightDiff] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-
-@dataclass
-class DiffResult:
-    a: str
-    b: str
-    layers: list[LayerDiff]
-
-    @property
-    def identical(self) -> bool:
-        return all(layer.status == "same" for layer in self.layers)
 
 
 def _compare(a: np.ndarray, b: np.ndarray) -> tuple[bool, float, float]:
@@ -73,43 +40,55 @@ def _masked(values: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
 def diff(
     path_a: str,
     path_b: str,
-    layer_globs: Sequence[str] = (),
+    layers: Sequence[str] = (),
     roles: Sequence[str] = (),
-    with_gates: bool = False,
+    gates: bool = False,
 ) -> DiffResult:
-    """Compare the Bidirectional weights of two files, paired by layer name."""
-    model_a, model_b = read_model(path_a), read_model(path_b)
+    """Compare the Bidirectional weights of two files, paired by layer name.
+
+    ``layers`` globs and ``roles`` (``"bias[f]"``) narrow the comparison; ``gates`` adds a
+    row per gate block. ``identical`` says whether every selected weight is bit for bit the
+    same; ``to_dict()`` is ``bilstm diff --json``.
+
+    >>> import bilstm_cli as bl
+    >>> bl.diff("fixtures/k2_seq_lstm.h5", "fixtures/k2_seq_lstm.h5").identical
+    True
+    """
+    layer_globs, with_gates = layers, gates
+    session = Session()
     targets = [parse_target(r) for r in roles]
-
-    def chosen(layers: list[Layer]) -> list[Layer]:
-        if not layer_globs:
-            return layers
-        return [x for x in layers if any(layer_matches(x, g) for g in layer_globs)]
-
-    layers_a, layers_b = chosen(model_a.layers), chosen(model_b.layers)
-    if layer_globs and not layers_a and not layers_b:
-        names = ", ".join(x.name for x in model_a.layers + model_b.layers) or "none"
-        raise UsageError(f"--layer matches no Bidirectional layer in either file ({names})")
-    names_b = {x.name: x for x in layers_b}
-    out: list[LayerDiff] = []
-    with open_weights(path_a) as fa, open_weights(path_b) as fb:
+    with (
+        formats.open_model(path_a, session) as model_a,
+        formats.open_model(path_b, session) as model_b,
+    ):
+        layers_a, layers_b = (
+            _chosen(model_a.layers, layer_globs),
+            _chosen(model_b.layers, layer_globs),
+        )
+        if layer_globs and not layers_a and not layers_b:
+            names = ", ".join(x.name for x in model_a.layers + model_b.layers) or "none"
+            raise UsageError(f"--layer matches no Bidirectional layer in either file ({names})")
+        names_b = {x.name: x for x in layers_b}
+        out: list[LayerDiff] = []
         for la in layers_a:
             lb = names_b.pop(la.name, None)
             if lb is None:
                 out.append(LayerDiff(la.name, la.cell, "only in A"))
                 continue
-            out.append(_layer_diff(la, lb, fa, fb, path_a, path_b, targets, with_gates))
+            out.append(_layer_diff(la, lb, targets, with_gates))
     out.extend(LayerDiff(lb.name, lb.cell, "only in B") for lb in names_b.values())
     return DiffResult(path_a, path_b, out)
+
+
+def _chosen(layers: list[Layer], globs: Sequence[str]) -> list[Layer]:
+    if not globs:
+        return layers
+    return [x for x in layers if any(layer_matches(x, g) for g in globs)]
 
 
 def _layer_diff(
     la: Layer,
     lb: Layer,
-    fa: Any,
-    fb: Any,
-    path_a: str,
-    path_b: str,
     targets: list[Any],
     with_gates: bool,
 ) -> LayerDiff:
@@ -135,7 +114,7 @@ def _layer_diff(
             result.status = "different"
             result.weights.append(WeightDiff(ra.direction, ra.role, None, False, ra.shape, None))
             continue
-        a, b = read_weight(fa, ra, path_a), read_weight(fb, rb, path_b)
+        a, b = ra.read(), rb.read()
         if a.shape != b.shape:
             result.status = "different"
             result.weights.append(WeightDiff(ra.direction, ra.role, None, False, a.shape, b.shape))

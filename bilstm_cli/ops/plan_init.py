@@ -9,13 +9,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bilstm_cli import formats
 from bilstm_cli import strategies as strategies
 from bilstm_cli.cells.blocks import ROLES, covered_gates, gate_mask, parse_gates
 from bilstm_cli.errors import InputError, UsageError
-from bilstm_cli.formats.reader import read_model
 from bilstm_cli.model import Layer, Model, Weight
-from bilstm_cli.ops.apply import Fact, Job, Part, WriteResult, execute
+from bilstm_cli.ops.apply import Fact, Job, Part, Plan
 from bilstm_cli.ops.select import directions, select_layers
+from bilstm_cli.results import WriteResult
 
 DEFAULT_INIT = "keras_default"
 
@@ -169,29 +170,34 @@ def _plan_weight(layer: Layer, ref: Weight, ops: list[Op], seed: int) -> Job | N
     return Job(layer, ref, parts, build, facts)
 
 
-def init(
+def plan_init(
     path: str,
-    output: str | None,
-    init_options: Sequence[str] = (),
-    layer_globs: Sequence[str] = (),
+    init: Sequence[str] = (),
+    layers: Sequence[str] = (),
     direction: str = "both",
     seed: int | None = None,
-    dry_run: bool = False,
-    force: bool = False,
-    verify_keras: bool = False,
-) -> WriteResult:
-    """Re-initialize the selected weights of ``path`` and write the result to ``output``."""
-    if output is None and not dry_run:
-        raise UsageError("init needs -o OUT (or --dry-run)")
-    ops = parse_ops(init_options)
-    model = read_model(path)
+) -> Plan:
+    """Plan re-initializing the selected weights of the model at ``path``.
+
+    ``init`` takes ``--init`` options (``"[TARGET=]SPEC"``; later ones win where they
+    overlap; default ``keras_default``), ``layers`` globs, ``direction`` one of forward,
+    backward, both. The same ``seed`` gives the same bytes; without one a seed is drawn and
+    noted. Nothing is read but the layout until the plan is previewed or applied.
+
+    >>> import bilstm_cli as bl
+    >>> plan = bl.plan_init("fixtures/k2_seq_lstm.h5", init=["bias[f]=ones"], seed=1)
+    >>> [c.role for c in plan.preview().changes]
+    ['bias', 'bias']
+    """
+    ops = parse_ops(init)
+    model = formats.read_model(path)
     chosen_seed = seed if seed is not None else secrets.randbelow(2**31)
-    jobs = plan(model, ops, layer_globs, direction, chosen_seed)
+    jobs = plan(model, ops, layers, direction, chosen_seed)
     if not jobs:
         raise UsageError("the selection matched no weight to initialize")
-    result = WriteResult("init", path, None, dry_run, seed=chosen_seed)
+    result = WriteResult("init", path, None, False, seed=chosen_seed)
     if seed is None:
         result.notes.append(f"no --seed given; used --seed {chosen_seed} (pass it to repeat this)")
-    if not init_options:
+    if not init:
         result.notes.append(f"no --init given; used {DEFAULT_INIT} (what a fresh Keras layer gets)")
-    return execute(model, jobs, result, output, force, verify_keras=verify_keras)
+    return Plan(model, result, lambda stack, dry_run: (jobs, None))

@@ -13,17 +13,18 @@ from typing import Any
 
 import numpy as np
 
+from bilstm_cli import formats
 from bilstm_cli.cells import cudnn
 from bilstm_cli.cells import forward as reference
 from bilstm_cli.cells.blocks import ROLES, covered_gates, gate_mask, parse_gates
 from bilstm_cli.errors import InputError, UsageError
-from bilstm_cli.formats import h5safe
-from bilstm_cli.formats.reader import expected_shape, open_weights, read_model, read_weight
-from bilstm_cli.formats.staging import digest
-from bilstm_cli.model import CellSettings, Layer, Model, PlainLayer, Weight
-from bilstm_cli.ops.apply import Check, Fact, Job, Part, Verifier, WriteResult, execute
+from bilstm_cli.formats import Session, digest
+from bilstm_cli.formats.keras_layout import expected_shape
+from bilstm_cli.model import CellSettings, Layer, Model, PlainLayer, Weight, WeightReader
+from bilstm_cli.ops.apply import Fact, Job, Part, Plan, Verifier
 from bilstm_cli.ops.plan_init import bidirectional_layers_to_change
 from bilstm_cli.ops.select import directions, layer_matches, select_layers
+from bilstm_cli.results import Check, WriteResult
 from bilstm_cli.strategies import Target, parse_target
 
 SETTINGS_COMPARED = ("activation", "recurrent_activation", "use_bias", "reset_after")
@@ -283,8 +284,8 @@ def _converted_shape(source: Source, role: str) -> tuple[int, ...]:
     return source.refs[role].shape
 
 
-def _donor_values(f: Any, source: Source, role: str, donor_path: str) -> np.ndarray:
-    values = read_weight(f, source.refs[role], donor_path)
+def _donor_values(reader: WeightReader, source: Source, role: str) -> np.ndarray:
+    values = reader.read(source.refs[role].location)
     if cudnn.is_cudnn(source.stored_cell):
         values = cudnn.to_keras(source.stored_cell, role, values, source.settings.units)
     return values
@@ -294,7 +295,7 @@ def _job(
     pair: Pair,
     role: str,
     mask: np.ndarray,
-    donor_file: Any,
+    donor_reader: WeightReader,
     donor_path: str,
     allow_nonfinite: bool,
     forward: _ForwardChecks | None,
@@ -307,7 +308,7 @@ def _job(
     part = Part(gates, None if whole else mask, f"from {pair.source.label}{converted}")
 
     def donor(dtype: np.dtype) -> np.ndarray:
-        values = _donor_values(donor_file, pair.source, role, donor_path)
+        values = _donor_values(donor_reader, pair.source, role)
         bad = int(values.size - np.count_nonzero(np.isfinite(values)))
         if bad and not allow_nonfinite:
             raise InputError(
@@ -514,16 +515,18 @@ class _ForwardChecks(Verifier):
     """Run each moved cell, the donor's and the written one, on the same probe batch, and
     compare. A Bidirectional moved whole is run as one layer, merge mode included."""
 
-    def __init__(self, donor: Model, target: Model, donor_file: Any) -> None:
+    def __init__(
+        self, donor: Model, target: Model, donor_reader: WeightReader, session: Session
+    ) -> None:
         self.donor = donor
         self.target = target
-        self.donor_file = donor_file
+        self.donor_reader = donor_reader
+        self.session = session
         self._entries: list[Check | _Probe] = []
         self._donor_runs: dict[tuple[int, str], list[_CellRun]] = {}
         self._written_runs: dict[str, list[tuple[_CellRun, str]]] = {}
         self._staged_path: str | None = None
-        self._staged: contextlib.ExitStack | None = None
-        self._staged_file: Any = None
+        self._staged_reader: WeightReader | None = None
         self._work = _Arithmetic()
 
     # Planning, once every pair knows the roles it moves.
@@ -598,7 +601,7 @@ class _ForwardChecks(Verifier):
         def fetch(role: str) -> np.ndarray | None:
             if role not in source.refs:
                 return None
-            return _donor_values(self.donor_file, source, role, self.donor.path)
+            return _donor_values(self.donor_reader, source, role)
 
         run = _CellRun(x, cfg, fetch, set(pair.roles), self._work)
         for role in pair.roles:
@@ -619,19 +622,18 @@ class _ForwardChecks(Verifier):
             if role not in refs:
                 return None
             dataset = refs[role].location
-            return h5safe.read(h5safe.dataset(self._staged_weights(), dataset), dataset)
+            return self._staged_weights().read(dataset)
 
         run = _CellRun(x, cfg, fetch, fed, self._work)
         for role, ref in refs.items():
             self._written_runs.setdefault(ref.location, []).append((run, role))
         return run
 
-    def _staged_weights(self) -> Any:
-        if self._staged_file is None:
+    def _staged_weights(self) -> WeightReader:
+        if self._staged_reader is None:
             assert self._staged_path is not None
-            self._staged = contextlib.ExitStack()
-            self._staged_file = self._staged.enter_context(open_weights(self._staged_path))
-        return self._staged_file
+            self._staged_reader = formats.open_reader(self._staged_path, self.session)
+        return self._staged_reader
 
     # Feeding, from the jobs (donor values) and from the verification walk (written values).
     def donor_values(self, pair: Pair, role: str, values: np.ndarray) -> None:
@@ -657,9 +659,9 @@ class _ForwardChecks(Verifier):
 
     def close(self) -> None:
         self._work.close()
-        if self._staged is not None:
-            staged, self._staged, self._staged_file = self._staged, None, None
-            staged.close()
+        if self._staged_reader is not None:
+            reader, self._staged_reader = self._staged_reader, None
+            reader.close()
 
 
 def _unknown_activation(settings: list[tuple[CellSettings, int]]) -> str | None:
@@ -717,75 +719,83 @@ def _agreement(pair: Pair, name: str, diff: float, label: str | None = None) -> 
     return Check(label, name, True, f"largest output difference {diff:.3g} (expected: {why})")
 
 
-def transplant(
-    donor_path: str,
+def plan_transplant(
+    donor: str,
     path: str,
-    output: str | None,
     maps: Sequence[str] = (),
-    layer_globs: Sequence[str] = (),
+    layers: Sequence[str] = (),
     direction: str = "both",
     roles: Sequence[str] = (),
     by: str = "name",
-    dry_run: bool = False,
-    force: bool = False,
     allow_nonfinite: bool = False,
-    verify_keras: bool = False,
-    on_plan: Callable[[WriteResult], None] | None = None,
-) -> WriteResult:
-    """Copy weights from ``donor_path`` into ``path`` and write the result to ``output``.
+) -> Plan:
+    """Plan copying weights from the model at ``donor`` into the model at ``path``.
 
-    ``on_plan`` is given the result once the pairs are planned and checked (``extra["pairs"]``
-    and the notes filled in), before anything is read for writing: the place to show the plan.
+    Layers pair ``by`` name or by order, or as ``maps`` say (``"SRC[/DIR]=DST[/DIR]"``; a
+    plain LSTM/GRU/SimpleRNN fills one direction). ``roles`` narrows to weights or gate
+    blocks (``"recurrent_kernel[i,f]"``). The plan's ``result.extra["pairs"]`` lists what
+    moves; applying it runs each moved cell, the donor's and the written one, on a probe
+    batch and requires the same outputs.
+
+    >>> import bilstm_cli as bl
+    >>> donor, target = "fixtures/k2_seq_lstm.h5", "fixtures/k3_seq_input_lstm_concat.keras"
+    >>> plan = bl.plan_transplant(donor, target)
+    >>> [p["target"] for p in plan.result.extra["pairs"]]
+    ['bidirectional/forward', 'bidirectional/backward']
     """
-    if output is None and not dry_run:
-        raise UsageError("transplant needs -o OUT (or --dry-run)")
+    if by not in ("name", "order"):
+        raise UsageError(f"by must be 'name' or 'order', not {by!r}")
     role_targets = _role_targets(roles)
-    donor = read_model(donor_path)
-    target = read_model(path)
-    pairs = plan_pairs(donor, target, maps, layer_globs, direction, by)
+    session = Session()
+    donor_model = formats.read_model(donor, session)
+    target = formats.read_model(path, session)
+    pairs = plan_pairs(donor_model, target, maps, layers, direction, by)
     for r in role_targets:
         if r.gates is not None:
             for p in pairs:
                 parse_gates(p.target.cell, r.gates)
-    result = WriteResult("transplant", path, None, dry_run)
-    result.extra["donor"] = donor_path
-    with open_weights(donor_path) as donor_file:
-        forward = None if dry_run else _ForwardChecks(donor, target, donor_file)
-        jobs = []
-        for pair in pairs:
-            for role, mask in _check_pair(pair, role_targets, donor_path):
-                jobs.append(
-                    _job(pair, role, mask, donor_file, donor_path, allow_nonfinite, forward)
-                )
-            for difference in pair.differences:
-                result.notes.append(f"{pair.label}: {difference}")
-        for d_layer, t_layer in {
-            (id(p.whole[0]), id(p.whole[1])): p.whole for p in pairs if p.whole
-        }.values():
-            if d_layer.config_known and d_layer.merge_mode != t_layer.merge_mode:
-                result.notes.append(
-                    f"{d_layer.name} → {t_layer.name}: merge_mode {d_layer.merge_mode} (donor) vs "
-                    f"{t_layer.merge_mode} (target); each direction is checked on its own"
-                )
-        result.extra["pairs"] = [
-            {
-                "donor": p.source.label,
-                "target": f"{p.target.name}/{p.direction}",
-                "roles": p.roles,
-                "moves": p.moves,
-                "complete": p.complete,
-                "differences": p.differences,
-            }
-            for p in pairs
+    result = WriteResult("transplant", path, None, False)
+    result.extra["donor"] = donor
+    moved = [(pair, _check_pair(pair, role_targets, donor)) for pair in pairs]
+    for pair in pairs:
+        for difference in pair.differences:
+            result.notes.append(f"{pair.label}: {difference}")
+    for d_layer, t_layer in {
+        (id(p.whole[0]), id(p.whole[1])): p.whole for p in pairs if p.whole
+    }.values():
+        if d_layer.config_known and d_layer.merge_mode != t_layer.merge_mode:
+            result.notes.append(
+                f"{d_layer.name} → {t_layer.name}: merge_mode {d_layer.merge_mode} (donor) vs "
+                f"{t_layer.merge_mode} (target); each direction is checked on its own"
+            )
+    result.extra["pairs"] = [
+        {
+            "donor": p.source.label,
+            "target": f"{p.target.name}/{p.direction}",
+            "roles": p.roles,
+            "moves": p.moves,
+            "complete": p.complete,
+            "differences": p.differences,
+        }
+        for p in pairs
+    ]
+
+    def make_jobs(
+        stack: contextlib.ExitStack, dry_run: bool
+    ) -> tuple[list[Job], _ForwardChecks | None]:
+        donor_reader = formats.open_reader(donor, session)
+        stack.callback(donor_reader.close)
+        forward = None
+        if not dry_run:
+            forward = _ForwardChecks(donor_model, target, donor_reader, session)
+            stack.callback(forward.close)
+        jobs = [
+            _job(pair, role, mask, donor_reader, donor, allow_nonfinite, forward)
+            for pair, picked in moved
+            for role, mask in picked
         ]
-        if on_plan is not None:
-            on_plan(result)
         if forward is not None:
             forward.plan(pairs)
-        try:
-            return execute(
-                target, jobs, result, output, force, verifier=forward, verify_keras=verify_keras
-            )
-        finally:
-            if forward is not None:
-                forward.close()
+        return jobs, forward
+
+    return Plan(target, result, make_jobs, session)

@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from bilstm_cli.formats import h5safe
-from bilstm_cli.formats.reader import open_weights
+from bilstm_cli import formats
+from bilstm_cli.formats import Session
 from bilstm_cli.model import Model
-from bilstm_cli.ops.apply import Check
+from bilstm_cli.results import Check
 
 NAME = "--verify keras"
 
@@ -94,7 +94,7 @@ def _probe(model: Any) -> list[np.ndarray]:
     return batch
 
 
-def verify(model: Model, staged: str) -> list[Check]:
+def verify(model: Model, staged: str, session: Session) -> list[Check]:
     """Load ``staged`` with Keras and compare; returns the checks made."""
     if not model.config_known:
         return [Check("file", NAME, True, "skipped: a weights-only file has no model to load")]
@@ -126,7 +126,8 @@ def verify(model: Model, staged: str) -> list[Check]:
     ours = {layer.name: layer for layer in model.layers}
     mismatched = []
     compared = 0
-    with open_weights(staged) as f:
+    reader = formats.open_reader(staged, session)
+    try:
         for name, layer in _bidirectionals(loaded):
             mine = ours.get(name)
             if mine is None:
@@ -142,10 +143,12 @@ def verify(model: Model, staged: str) -> list[Check]:
                     ref = mine.weight(direction, role)
                     if ref is None:
                         continue
-                    stored = h5safe.read(h5safe.dataset(f, ref.location), ref.location)
+                    stored = reader.read(ref.location)
                     compared += 1
                     if not np.array_equal(_numpy(variable), stored):
                         mismatched.append(f"{name}/{direction}/{role}")
+    finally:
+        reader.close()
     checks.append(
         Check(
             "file",

@@ -1,0 +1,148 @@
+"""What every file format provides, and what one operation remembers about the files it read.
+
+A format is one :class:`Format` entry: whether it claims a file, how to read its layout into a
+:class:`~bilstm_cli.model.Model` (no weight values), how to open it for reading values, and how
+to write a changed copy (:class:`Writer`). The operations see only these; no file handle or
+format library object ever reaches them.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from bilstm_cli.errors import InputError
+
+if TYPE_CHECKING:
+    from bilstm_cli.model import Model, WeightReader
+
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
+
+
+@dataclass
+class Session:
+    """The safety checks already made on unchanged data during one operation.
+
+    One command opens the same file several times (its layout, its values, the copy being
+    verified); a whole-member CRC or a heap scan of data already checked would only cost
+    time. Keys are ``(check, device, inode, size, mtime, offset)``: a file that changed is
+    checked again. A session lives as long as the call that made it, never longer.
+    """
+
+    checked: set[tuple[object, ...]] = field(default_factory=set)
+
+    def done(self, check: str, key: tuple[object, ...] | None) -> bool:
+        return key is not None and (check, *key) in self.checked
+
+    def mark(self, check: str, key: tuple[object, ...] | None) -> None:
+        if key is not None:
+            self.checked.add((check, *key))
+
+
+# Called with (location, values read back) for each weight a command wrote.
+OnWritten = Callable[[str, np.ndarray], None]
+
+
+class Stage(Protocol):
+    """A changed copy of a model being written beside its final name (see staging.py)."""
+
+    staged_path: str
+    written: dict[str, str]
+
+    def read(self, location: str) -> np.ndarray: ...
+
+    def write(self, location: str, values: np.ndarray) -> None: ...
+
+    def finish(self) -> None: ...
+
+    def seal(self) -> None: ...
+
+    def commit(self) -> None: ...
+
+    def __enter__(self) -> Stage: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+@dataclass(frozen=True)
+class Writer:
+    """How a format writes: check the output path, stage a copy, and compare the copy."""
+
+    check_output: Callable[[Model, str, bool], str]
+    stage: Callable[[Model, str, Sequence[str], Session], Stage]
+    unchanged_except: Callable[[Model, str, dict[str, str], OnWritten | None, Session], list[str]]
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What is known of a file before a format claims it: its path and its kind."""
+
+    path: str
+    kind: str  # "zip" or "hdf5"
+
+
+@dataclass(frozen=True)
+class Format:
+    """One file layout the tool reads (and writes, when ``writer`` is set)."""
+
+    name: str
+    claims: Callable[[Probe, Session], bool]
+    read_model: Callable[[str, Session], Model]
+    open_reader: Callable[[str, Session], WeightReader]
+    writer: Writer | None = None
+
+
+def sniff(path: str) -> Probe:
+    """The kind of file at ``path``; InputError for anything no format reads."""
+    if not os.path.exists(path):
+        raise InputError("no such file")
+    if os.path.isdir(path):
+        raise InputError("is a directory, not a model file")
+    if not os.path.isfile(path):
+        # Opening a pipe would wait for a writer forever; devices never end.
+        raise InputError("is a pipe, device or socket, not a model file")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if head[:4] in ZIP_MAGICS:
+                return Probe(path, "zip")
+            # HDF5 allows a user block of 512, 1024, 2048… bytes before the signature.
+            offset = 0
+            while head == HDF5_MAGIC or offset < 1 << 20:
+                if head == HDF5_MAGIC:
+                    return Probe(path, "hdf5")
+                offset = 512 if offset == 0 else offset * 2
+                f.seek(offset)
+                head = f.read(8)
+                if len(head) < 8:
+                    break
+    except PermissionError:
+        raise InputError("permission denied") from None
+    except OSError as exc:
+        raise InputError(f"cannot be read ({exc.strerror or exc})") from None
+    if os.path.getsize(path) == 0:
+        raise InputError("is empty")
+    raise InputError("not a Keras model file (neither a .keras zip archive nor HDF5)")
+
+
+def digest(array: np.ndarray) -> str:
+    """A fingerprint of an array's exact bytes, dtype and shape: CRC-32 of the bytes.
+
+    It only has to catch accidents (a write that went wrong, a mask applied to the wrong
+    columns), never an adversary, and it is read back over every weight a command writes:
+    CRC-32 catches any burst error and all but 1 in 4 billion others, at twice SHA-256's speed.
+    """
+    data = np.ascontiguousarray(array).view(np.uint8).reshape(-1).data
+    return f"{array.dtype.str}{array.shape}:{zlib.crc32(data):08x}"
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's text, short enough for a one-line error."""
+    lines = str(exc).strip().splitlines()
+    return lines[0][:160] if lines else type(exc).__name__

@@ -1,0 +1,136 @@
+"""Legacy ``.h5`` model files (Keras 2, tf.keras, tf-keras, Keras 3's legacy writer): the
+``model_config`` attribute names the layers, ``model_weights/<layer>`` holds each top-level
+layer's datasets in the order of its ``weight_names`` attribute."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import h5py
+
+from bilstm_cli.errors import InputError
+from bilstm_cli.formats import h5safe, staging
+from bilstm_cli.formats.base import Format, Probe, Session
+from bilstm_cli.formats.hdf5 import about, open_h5, open_reader
+from bilstm_cli.formats.keras_config import bidirectional_settings, load_json, walk_layers
+from bilstm_cli.formats.keras_layout import (
+    GATE_COUNT,
+    check_directions,
+    check_plain,
+    plain_rnn_entries,
+    roles_for,
+    weight_at,
+)
+from bilstm_cli.model import CellSettings, Layer, Model, PlainLayer, Weight
+
+
+def claims(probe: Probe, session: Session) -> bool:
+    """An HDF5 file with a ``model_config`` attribute: a whole legacy model."""
+    if probe.kind != "hdf5":
+        return False
+    with open_h5(probe.path, h5safe.path_identity(probe.path), session) as f:
+        return "model_config" in f.attrs
+
+
+def read_model(path: str, session: Session) -> Model:
+    """The layers of a legacy ``.h5`` model, from its configuration; no weight values."""
+    with about(path), open_h5(path, h5safe.path_identity(path), session) as f:
+        version = h5safe.attr_string(f, "keras_version")
+        raw = h5safe.attr(f, "model_config")
+        if not isinstance(raw, bytes | str):
+            raise InputError("the model_config attribute is not text")
+        config = load_json(raw, "model_config")
+        if not h5safe.has(f, "model_weights"):
+            raise InputError("a model configuration but no model_weights group")
+        layers = _legacy_layers_from_config(f, config)
+        rnns = _legacy_rnns_from_config(f, config)
+        optimizer = ["optimizer_weights"] if h5safe.has(f, "optimizer_weights") else []
+        return Model(
+            path, "h5", version, layers, True, optimizer_groups=optimizer, plain_layers=rnns
+        )
+
+
+def strip_suffix(name: str) -> str:
+    """A weight name without TensorFlow's ``:0`` suffix."""
+    return name[:-2] if name.endswith(":0") else name
+
+
+def _legacy_layers_from_config(f: h5py.File, config: Any) -> list[Layer]:
+    found = []
+    for entry in walk_layers(config):
+        if entry.class_name != "Bidirectional":
+            continue
+        forward, backward, merge_mode = bidirectional_settings(entry)
+        group_path = f"model_weights/{entry.h5_group}"
+        if not h5safe.has(f, group_path):
+            raise InputError(f"layer '{entry.display_name}': no weights group '{group_path}'")
+        names = h5safe.attr_strings(h5safe.group(f, group_path), "weight_names")
+        if entry.chain:
+            # A nested model keeps all its weights in one group; pick this layer's by scope.
+            names = [n for n in names if entry.name in n.split("/")[:-2]]
+        layer = Layer(entry.display_name, group_path, merge_mode, forward, backward)
+        counts = [len(roles_for(s)) if s.cell in GATE_COUNT else None for s in (forward, backward)]
+        if None in counts:
+            half = len(names) // 2
+            layer.notes.append(f"{forward.cell} is not a supported cell; weights by position")
+            for i, n in enumerate(names):
+                direction = "forward" if i < half else "backward"
+                layer.weights.append(
+                    weight_at(f, f"{group_path}/{n}", direction, f"weight_{i % half}")
+                )
+        else:
+            if len(names) != sum(counts):
+                raise InputError(
+                    f"layer '{entry.display_name}': expected {sum(counts)} weights "
+                    f"({forward.cell}, use_bias={forward.use_bias}), the file lists {len(names)}"
+                )
+            split = counts[0]
+            for direction, chunk, settings in (
+                ("forward", names[:split], forward),
+                ("backward", names[split:], backward),
+            ):
+                layer.weights.extend(
+                    _legacy_direction(f, group_path, chunk, direction, settings, layer)
+                )
+            check_directions(layer)
+        found.append(layer)
+    return found
+
+
+def _legacy_rnns_from_config(f: h5py.File, config: Any) -> list[PlainLayer]:
+    found = []
+    for entry, settings in plain_rnn_entries(config):
+        group_path = f"model_weights/{entry.h5_group}"
+        if not h5safe.has(f, group_path):
+            continue
+        names = h5safe.attr_strings(h5safe.group(f, group_path), "weight_names")
+        if entry.chain:
+            names = [n for n in names if entry.name in n.split("/")[:-2]]
+        if len(names) != len(roles_for(settings)):
+            continue
+        layer = PlainLayer(entry.display_name, group_path, settings)
+        layer.weights = _legacy_direction(f, group_path, names, "forward", settings, layer)
+        check_plain(layer)
+        found.append(layer)
+    return found
+
+
+def _legacy_direction(
+    f: h5py.File,
+    group_path: str,
+    names: list[str],
+    direction: str,
+    settings: CellSettings,
+    layer: Layer,
+) -> list[Weight]:
+    expected = roles_for(settings)
+    named = [strip_suffix(n).rsplit("/", 1)[-1] for n in names]
+    if sorted(named) == sorted(expected):
+        roles = named
+    else:
+        roles = list(expected)
+        layer.notes.append(f"{direction} weight names not recognised; roles taken by position")
+    return [weight_at(f, f"{group_path}/{n}", direction, r) for n, r in zip(names, roles)]
+
+
+FORMAT = Format("h5", claims, read_model, open_reader, staging.WRITER)

@@ -1,0 +1,93 @@
+"""Opening the HDF5 data of a Keras file (a ``.h5`` file, or the weights member of a
+``.keras`` archive) safely, and reading weights from it by their dataset path."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import h5py
+import numpy as np
+
+from bilstm_cli.errors import InputError, UsageError
+from bilstm_cli.formats import h5safe
+from bilstm_cli.formats.archive import KerasArchive
+from bilstm_cli.formats.base import Session, first_line, sniff
+
+
+def open_h5(source: Any, key: tuple[object, ...] | None, session: Session) -> h5py.File:
+    """``source`` (a path or a seekable file object) opened read-only by h5py, once its
+    global heaps are known to be sound."""
+    try:
+        h5safe.check_heaps_of(source, key, session)  # before HDF5 can loop forever on one
+        return h5py.File(source, "r")
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        raise InputError(f"the HDF5 data cannot be opened ({first_line(exc)})") from None
+
+
+@contextmanager
+def about(path: str) -> Iterator[None]:
+    """Name the file in every error raised while reading it."""
+    try:
+        yield
+    except InputError as exc:
+        raise InputError(f"{path}: {exc.message}") from None
+    except (OSError, RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
+        # h5py reports damaged files in many ways; all of them mean the same to a user.
+        raise InputError(f"{path}: damaged or unreadable model data ({first_line(exc)})") from None
+
+
+@contextmanager
+def open_weights(path: str, session: Session) -> Iterator[h5py.File]:
+    """The HDF5 file holding a model's weights, opened read-only."""
+    with h5safe.no_filter_plugins():
+        with about(path):
+            archive = KerasArchive(path, session) if sniff(path).kind == "zip" else None
+            try:
+                if archive:
+                    f = open_h5(archive.weights_file(), archive.weights_key, session)
+                else:
+                    f = open_h5(path, h5safe.path_identity(path), session)
+            except BaseException:
+                if archive:
+                    archive.close()
+                raise
+        try:
+            yield f
+        finally:
+            f.close()
+            if archive:
+                archive.close()
+
+
+def read_dataset(f: h5py.File, location: str, path: str) -> np.ndarray:
+    """One weight's values from an open weights file, with errors naming ``path``."""
+    try:
+        return h5safe.read(h5safe.dataset(f, location), location)
+    except InputError as exc:
+        raise InputError(f"{path}: {exc.message}") from None
+
+
+class H5Reader:
+    """Reads weights of one Keras file by dataset path until closed."""
+
+    def __init__(self, path: str, session: Session) -> None:
+        self.path = path
+        self._opened = open_weights(path, session)
+        self._file: h5py.File | None = self._opened.__enter__()
+
+    def read(self, location: str) -> np.ndarray:
+        if self._file is None:
+            raise UsageError(f"{self.path} is closed; read weights inside its 'with' block")
+        return read_dataset(self._file, location, self.path)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file = None
+            self._opened.__exit__(None, None, None)
+
+
+def open_reader(path: str, session: Session) -> H5Reader:
+    """A :class:`H5Reader` over the weights of the Keras file at ``path``."""
+    return H5Reader(path, session)

@@ -1,0 +1,116 @@
+"""What the Keras layouts share: the weights each cell has, the shapes they must have, and a
+weight entry for a dataset, checked against the layer's configuration."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import h5py
+
+from bilstm_cli.errors import InputError
+from bilstm_cli.formats import h5safe
+from bilstm_cli.formats.keras_config import LayerEntry, cell_settings, walk_layers
+from bilstm_cli.model import CellSettings, Layer, PlainLayer, Weight
+
+ROLES = ("kernel", "recurrent_kernel", "bias")
+GATE_COUNT = {"LSTM": 4, "GRU": 3, "SimpleRNN": 1, "CuDNNLSTM": 4, "CuDNNGRU": 3}
+CELL_GROUP_NAMES = {"lstm_cell": "LSTM", "gru_cell": "GRU", "simple_rnn_cell": "SimpleRNN"}
+
+
+def plain_rnn_entries(config: Any) -> Iterator[tuple[LayerEntry, CellSettings]]:
+    for entry in walk_layers(config):
+        if entry.class_name in GATE_COUNT:
+            settings = cell_settings(
+                {"class_name": entry.class_name, "config": entry.config},
+                f"layer '{entry.display_name}'",
+            )
+            yield entry, settings
+
+
+def check_plain(layer: PlainLayer) -> None:
+    kernel = layer.weight("kernel")
+    if kernel is None or len(kernel.shape) != 2:
+        raise InputError(f"layer '{layer.name}': kernel is missing or not a matrix")
+    for w in layer.weights:
+        want = expected_shape(layer.settings, w.role, kernel.shape[0])
+        if w.shape != want:
+            raise InputError(
+                f"layer '{layer.name}': {w.role} has shape {shape_text(w.shape)}, but a "
+                f"{layer.settings.cell} of {layer.settings.units} units needs {shape_text(want)}"
+            )
+
+
+def vars_name(f: h5py.File, group_path: str) -> str | None:
+    if not h5safe.has(f, f"{group_path}/vars"):
+        return None
+    return h5safe.attr_string(h5safe.group(f, f"{group_path}/vars"), "name")
+
+
+def numbered(g: h5py.Group) -> list[str]:
+    keys = [k for k in g.keys() if k.isdigit()]
+    return sorted(keys, key=int)
+
+
+def roles_for(settings: CellSettings) -> tuple[str, ...]:
+    return ROLES if settings.use_bias else ROLES[:2]
+
+
+def weight_at(f: h5py.File, path: str, direction: str, role: str) -> Weight:
+    try:
+        ds = h5safe.dataset(f, path)
+    except KeyError:
+        raise InputError(f"{direction} {role} weight '{path}' is missing from the file") from None
+    return Weight(
+        direction=direction,
+        role=role,
+        location=path,
+        shape=tuple(int(d) for d in ds.shape),
+        dtype=h5safe.dtype_name(ds),
+    )
+
+
+def expected_shape(settings: CellSettings, role: str, input_dim: int) -> tuple[int, ...]:
+    """The shape Keras gives a weight of this cell (the Keras layout, not CuDNN's)."""
+    u = settings.units
+    k = GATE_COUNT[settings.cell]
+    if role == "kernel":
+        return (input_dim, k * u)
+    if role == "recurrent_kernel":
+        return (u, k * u)
+    if settings.cell == "CuDNNLSTM" or settings.cell == "CuDNNGRU":
+        return (2 * k * u,)
+    if settings.cell == "GRU" and settings.reset_after:
+        return (2, k * u)
+    return (k * u,)
+
+
+def check_directions(layer: Layer) -> None:
+    """Every weight's shape must fit the cell the configuration declares."""
+    inputs = {}
+    for direction in ("forward", "backward"):
+        settings = layer.settings[direction]
+        if settings.cell not in GATE_COUNT:
+            continue
+        kernel = layer.weight(direction, "kernel")
+        if kernel is None or len(kernel.shape) != 2:
+            raise InputError(f"layer '{layer.name}': {direction} kernel is missing or not a matrix")
+        inputs[direction] = kernel.shape[0]
+        for w in layer.weights:
+            if w.direction != direction:
+                continue
+            want = expected_shape(settings, w.role, kernel.shape[0])
+            if w.shape != want:
+                raise InputError(
+                    f"layer '{layer.name}': {direction} {w.role} has shape {shape_text(w.shape)}, "
+                    f"but a {settings.cell} of {settings.units} units needs {shape_text(want)}"
+                )
+    if len(set(inputs.values())) > 1:
+        raise InputError(
+            f"layer '{layer.name}': the forward kernel takes {inputs['forward']} inputs, the "
+            f"backward kernel {inputs['backward']}; both directions read the same input"
+        )
+
+
+def shape_text(shape: tuple[int, ...]) -> str:
+    return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"

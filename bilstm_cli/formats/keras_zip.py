@@ -1,0 +1,162 @@
+"""Keras 3 ``.keras`` archives: ``config.json`` names the layers, ``model.weights.h5`` keeps
+their weights in groups named by Keras' object tracking
+(``layers/bidirectional_2/forward_layer/cell/vars/0``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import h5py
+
+from bilstm_cli.errors import InputError
+from bilstm_cli.formats import h5safe, staging
+from bilstm_cli.formats.archive import CONFIG, METADATA, KerasArchive
+from bilstm_cli.formats.base import Format, Probe, Session
+from bilstm_cli.formats.hdf5 import about, open_h5, open_reader
+from bilstm_cli.formats.keras_config import (
+    MAX_CONFIG_BYTES,
+    LayerEntry,
+    bidirectional_settings,
+    load_json,
+    walk_layers,
+)
+from bilstm_cli.formats.keras_layout import (
+    GATE_COUNT,
+    check_directions,
+    check_plain,
+    numbered,
+    plain_rnn_entries,
+    roles_for,
+    vars_name,
+    weight_at,
+)
+from bilstm_cli.model import CellSettings, Layer, Model, PlainLayer, Weight
+
+
+def claims(probe: Probe, session: Session) -> bool:
+    """A zip archive; :func:`read_model` says whether it is a Keras one."""
+    return probe.kind == "zip"
+
+
+def read_model(path: str, session: Session) -> Model:
+    """The layers of a ``.keras`` archive, from its configuration; no weight values."""
+    with about(path), KerasArchive(path, session) as archive:
+        config = load_json(archive.read_member(CONFIG, MAX_CONFIG_BYTES), CONFIG)
+        version = None
+        if METADATA in archive.names:
+            meta = load_json(archive.read_member(METADATA, 1 << 20), METADATA)
+            if isinstance(meta, dict) and isinstance(meta.get("keras_version"), str):
+                version = meta["keras_version"]
+        with open_h5(archive.weights_file(), archive.weights_key, session) as f:
+            layers = _tracked_layers_from_config(f, config)
+            rnns = _tracked_rnns_from_config(f, config)
+            optimizer = ["optimizer"] if h5safe.has(f, "optimizer") else []
+    return Model(
+        path=path,
+        format="keras",
+        keras_version=version,
+        layers=layers,
+        config_known=True,
+        weights_member="model.weights.h5",
+        optimizer_groups=optimizer,
+        plain_layers=rnns,
+    )
+
+
+def _layers_root(f: h5py.File) -> str:
+    # tf-keras 2.13 named the layer list after its checkpoint dependency attribute.
+    if not h5safe.has(f, "layers") and h5safe.has(f, "_layer_checkpoint_dependencies"):
+        return "_layer_checkpoint_dependencies"
+    return "layers"
+
+
+def _tracked_layers_from_config(f: h5py.File, config: Any) -> list[Layer]:
+    root_name = _layers_root(f)
+    found = []
+    for entry in walk_layers(config):
+        if entry.class_name != "Bidirectional":
+            continue
+        forward, backward, merge_mode = bidirectional_settings(entry)
+        base = entry.keras_path
+        if root_name != "layers":
+            base = base.replace("layers/", f"{root_name}/")
+        base, notes = _locate_tracked(f, base, entry)
+        layer = Layer(
+            name=entry.display_name,
+            group=base,
+            merge_mode=merge_mode,
+            forward=forward,
+            backward=backward,
+            notes=notes,
+        )
+        for direction, sub, settings in (
+            ("forward", "forward_layer", forward),
+            ("backward", "backward_layer", backward),
+        ):
+            layer.weights.extend(_tracked_direction(f, f"{base}/{sub}", direction, settings, layer))
+        check_directions(layer)
+        found.append(layer)
+    return found
+
+
+def _tracked_rnns_from_config(f: h5py.File, config: Any) -> list[PlainLayer]:
+    found = []
+    for entry, settings in plain_rnn_entries(config):
+        base = entry.keras_path
+        if _layers_root(f) != "layers":
+            base = base.replace("layers/", f"{_layers_root(f)}/")
+        if not h5safe.has(f, base):
+            continue  # never built, so it has no weights
+        layer = PlainLayer(entry.display_name, base, settings)
+        layer.weights = _tracked_direction(f, base, "forward", settings, layer)
+        check_plain(layer)
+        found.append(layer)
+    return found
+
+
+def _locate_tracked(f: h5py.File, base: str, entry: LayerEntry) -> tuple[str, list[str]]:
+    """The group holding a Bidirectional's weights, cross-checked against the ``name``
+    attribute recent Keras versions write (older files have none, so it cannot lead)."""
+    if h5safe.has(f, base):
+        recorded = vars_name(f, base)
+        if recorded is None or recorded == entry.name:
+            return base, []
+    # The walk and the file disagree: look for the layer's recorded name among its siblings.
+    parent = base.rpartition("/")[0]
+    if h5safe.has(f, parent):
+        for child in h5safe.group(f, parent):
+            candidate = f"{parent}/{child}"
+            if (
+                h5safe.has(f, f"{candidate}/forward_layer")
+                and vars_name(f, candidate) == entry.name
+            ):
+                return candidate, [f"weights found by recorded name at '{candidate}'"]
+    raise InputError(
+        f"layer '{entry.display_name}': no weights where the configuration places them ('{base}')"
+    )
+
+
+def _tracked_direction(
+    f: h5py.File, sub: str, direction: str, settings: CellSettings, layer: Layer
+) -> list[Weight]:
+    vars_path = f"{sub}/cell/vars"
+    if not h5safe.has(f, vars_path):
+        # Layers that are not cell-based RNNs keep their variables on the layer itself.
+        if settings.cell not in GATE_COUNT and h5safe.has(f, f"{sub}/vars"):
+            vars_path = f"{sub}/vars"
+        else:
+            raise InputError(f"layer '{layer.name}': {direction} weights missing ('{vars_path}')")
+    keys = numbered(h5safe.group(f, vars_path))
+    if settings.cell not in GATE_COUNT:
+        layer.notes.append(f"{settings.cell} is not a supported cell; weights listed by position")
+        return [weight_at(f, f"{vars_path}/{k}", direction, f"weight_{k}") for k in keys]
+    roles = roles_for(settings)
+    if len(keys) != len(roles):
+        raise InputError(
+            f"layer '{layer.name}': {direction} {settings.cell} should have {len(roles)} weights "
+            f"({', '.join(roles)}), the file has {len(keys)} at '{vars_path}'"
+        )
+    return [weight_at(f, f"{vars_path}/{k}", direction, role) for k, role in zip(keys, roles)]
+
+
+FORMAT = Format("keras", claims, read_model, open_reader, staging.WRITER)

@@ -1,0 +1,247 @@
+"""What each operation returns: plain dataclasses whose ``to_dict()`` is exactly the JSON
+document the ``bilstm`` command prints with ``--json`` (the keys are documented in the README
+and are interface)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from bilstm_cli.model import Layer, Model, Weight
+
+STAT_COLUMNS = ("mean", "std", "min", "max", "l2")
+
+
+def stats_doc(stats: dict[str, Any]) -> dict[str, Any]:
+    """The ``stats`` object of a weight: mean, population std, min, max, L2 norm, finite."""
+    return {k: stats[k] for k in (*STAT_COLUMNS, "finite")}
+
+
+def _gate_doc(g: dict[str, Any]) -> dict[str, Any]:
+    doc = {"gate": g["gate"], **stats_doc(g)}
+    for extra in ("orth_error", "max_singular"):
+        if extra in g:
+            doc[extra] = g[extra]
+    return doc
+
+
+# --- inspect -----------------------------------------------------------------------------------
+
+
+@dataclass
+class WeightReport:
+    """One weight with its statistics (and per-gate statistics when asked for)."""
+
+    ref: Weight
+    stats: dict[str, Any]
+    gates: list[dict[str, Any]] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "direction": self.ref.direction,
+            "role": self.ref.role,
+            "shape": list(self.ref.shape),
+            "dtype": self.ref.dtype,
+            "dataset": self.ref.location,
+            "stats": stats_doc(self.stats),
+        }
+        if self.gates is not None:
+            doc["gate_stats"] = [_gate_doc(g) for g in self.gates]
+        return doc
+
+
+@dataclass
+class LayerReport:
+    """One Bidirectional layer with the reports of its weights."""
+
+    layer: Layer
+    gate_names: tuple[str, ...] = ()
+    weights: list[WeightReport] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        layer = self.layer
+        doc: dict[str, Any] = {
+            "name": layer.name,
+            "cell": layer.cell,
+            "units": layer.units,
+            "merge_mode": layer.merge_mode if layer.config_known else None,
+            "gates": list(self.gate_names),
+            "group": layer.group,
+            "supported": layer.supported,
+            "settings": {d: s.to_dict() for d, s in layer.settings.items()},
+            "weights": [w.to_dict() for w in self.weights],
+        }
+        if layer.notes:
+            doc["notes"] = list(layer.notes)
+        return doc
+
+
+@dataclass
+class InspectResult:
+    """What :func:`bilstm_cli.inspect` found: the file's layout and the selected layers."""
+
+    model: Model
+    layers: list[LayerReport]
+
+    def to_dict(self) -> dict[str, Any]:
+        model = self.model
+        doc: dict[str, Any] = {
+            "file": model.path,
+            "format": model.format,
+            "keras_version": model.keras_version,
+            "config_known": model.config_known,
+            "layers": [r.to_dict() for r in self.layers],
+        }
+        if model.notes:
+            doc["notes"] = list(model.notes)
+        return doc
+
+
+# --- init / transplant -------------------------------------------------------------------------
+
+
+@dataclass
+class Change:
+    """One changed weight, or some gate blocks of it, with statistics before and after."""
+
+    layer: str
+    direction: str
+    role: str
+    gates: tuple[str, ...] | None
+    source: str
+    before: dict[str, Any]
+    after: dict[str, Any]
+    dataset: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "layer": self.layer,
+            "direction": self.direction,
+            "role": self.role,
+            "gates": list(self.gates) if self.gates else None,
+            "source": self.source,
+            "dataset": self.dataset,
+            "before": stats_doc(self.before),
+            "after": stats_doc(self.after),
+        }
+
+
+@dataclass
+class Check:
+    """One verification check: where, what, whether it held, and the detail."""
+
+    where: str
+    name: str
+    ok: bool
+    detail: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"where": self.where, "check": self.name, "ok": self.ok, "detail": self.detail}
+
+
+@dataclass
+class WriteResult:
+    """What ``init`` or ``transplant`` did (or, for a dry run, would do)."""
+
+    command: str
+    input: str
+    output: str | None
+    dry_run: bool
+    verified: bool = False
+    changes: list[Change] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    seed: int | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "command": self.command,
+            "input": self.input,
+            "output": self.output,
+            "dry_run": self.dry_run,
+            "verified": self.verified,
+            "changes": [c.to_dict() for c in self.changes],
+            "checks": [c.to_dict() for c in self.checks],
+            "notes": list(self.notes),
+            "timings": {k: round(v, 4) for k, v in self.timings.items()},
+        }
+        if self.seed is not None:
+            doc["seed"] = self.seed
+        doc.update(self.extra)
+        return doc
+
+
+# --- diff --------------------------------------------------------------------------------------
+
+
+@dataclass
+class WeightDiff:
+    """How one weight (or one gate block of it) compares between A and B."""
+
+    direction: str
+    role: str
+    gate: str | None
+    equal: bool
+    shape_a: tuple[int, ...] | None
+    shape_b: tuple[int, ...] | None
+    max_abs: float | None = None
+    max_rel: float | None = None
+    stats_a: dict[str, Any] | None = None
+    stats_b: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "direction": self.direction,
+            "role": self.role,
+            "gate": self.gate,
+            "equal": self.equal,
+            "shape_a": list(self.shape_a) if self.shape_a is not None else None,
+            "shape_b": list(self.shape_b) if self.shape_b is not None else None,
+            "max_abs_diff": self.max_abs,
+            "max_rel_diff": self.max_rel,
+            "a": stats_doc(self.stats_a) if self.stats_a else None,
+            "b": stats_doc(self.stats_b) if self.stats_b else None,
+        }
+
+
+@dataclass
+class LayerDiff:
+    """One layer of a diff: ``same``, ``different``, ``only in A`` or ``only in B``."""
+
+    name: str
+    cell: str
+    status: str
+    weights: list[WeightDiff] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "cell": self.cell,
+            "status": self.status,
+            "notes": self.notes,
+            "weights": [w.to_dict() for w in self.weights],
+        }
+
+
+@dataclass
+class DiffResult:
+    """What :func:`bilstm_cli.diff` found; ``identical`` is the exit status's answer."""
+
+    a: str
+    b: str
+    layers: list[LayerDiff]
+
+    @property
+    def identical(self) -> bool:
+        return all(layer.status == "same" for layer in self.layers)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "a": self.a,
+            "b": self.b,
+            "identical": self.identical,
+            "layers": [layer.to_dict() for layer in self.layers],
+        }
