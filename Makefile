@@ -62,9 +62,10 @@ bench: $(VENV)/.installed-test ## Time bilstm against the Keras way on a generat
 fuzz: $(VENV)/.installed-test ## Long fuzzing run: thousands of damaged fixtures through inspect and init
 	$(BIN)/python bench/fuzz.py
 
-lint: $(VENV)/.installed-test ## ruff lint and format check
+lint: $(VENV)/.installed-test ## ruff lint and format check, mypy --strict on the package
 	$(BIN)/ruff check bilstm_cli tests bench fixtures
 	$(BIN)/ruff format --check bilstm_cli
+	$(BIN)/mypy
 
 clean: ## Remove the environment and generated files
 	rm -rf $(VENV) $(OUT) bench/out .pytest_cache .hypothesis

@@ -5,7 +5,7 @@ A library first; the ``bilstm`` command is a thin layer over it::
     import bilstm_cli as bl
 
     report = bl.inspect("m.keras", layers=["enc*"], gates=True)   # .to_dict() == inspect --json
-    plan = bl.plan_init("m.keras", init=["orthogonal", "bias[f]=ones"], seed=7)
+    plan = bl.plan_init("m.keras", init=["recurrent_kernel=orthogonal", "bias[f]=ones"], seed=7)
     result = bl.apply(plan, "out.keras")                           # verified, or VerifyError
     delta = bl.diff("m.keras", "out.keras")
 

@@ -348,6 +348,16 @@ def _keep_freed_memory() -> None:
     mallopt(m_trim_threshold, 1 << 30)  # and stay there once freed
 
 
+def _one_blas_thread() -> None:
+    """The tool's linear algebra is many small products (per-gate blocks, a probe batch
+    through a cell), where waking BLAS threads costs more than it saves, badly so on a busy
+    CI machine; the work that does pay off in parallel (drawing random numbers, CRC passes)
+    uses its own threads. This must happen before NumPy loads, so only the command does it,
+    for its own process; a value the user exported wins."""
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(name, "1")
+
+
 def run() -> None:
     """The console script: :func:`main`, then leave without tearing the interpreter down.
 
@@ -355,6 +365,7 @@ def run() -> None:
     what is left is freeing NumPy, h5py and their caches, which takes longer than some
     commands. Flushing and exiting at once keeps ``bilstm`` quick in shell loops.
     """
+    _one_blas_thread()
     _keep_freed_memory()
     try:
         main()

@@ -55,7 +55,7 @@ def _crc_of_range(fd: int, start: int, size: int) -> int | None:
 class _Window(io.RawIOBase):
     """A read-only view of ``size`` bytes of ``f`` starting at ``start``."""
 
-    def __init__(self, f: IO[bytes], start: int, size: int) -> None:
+    def __init__(self, f: io.BufferedReader, start: int, size: int) -> None:
         super().__init__()
         self._f = f
         self._start = start

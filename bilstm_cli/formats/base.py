@@ -12,7 +12,7 @@ import os
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -67,7 +67,7 @@ class Stage(Protocol):
 
     def __enter__(self) -> Stage: ...
 
-    def __exit__(self, *exc: object) -> None: ...
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None: ...
 
 
 @dataclass(frozen=True)

@@ -47,8 +47,8 @@ def _same_value(a: Any, b: Any) -> bool:
     if a.dtype != b.dtype or a.shape != b.shape:
         return False
     if a.dtype.kind == "O":
-        return a.tolist() == b.tolist()
-    return a.tobytes() == b.tobytes()
+        return bool(a.tolist() == b.tolist())
+    return bool(a.tobytes() == b.tobytes())
 
 
 def _same_attrs(x: Any, y: Any) -> bool:
@@ -207,9 +207,10 @@ def _compare_dataset(
 
 
 def _declared_bytes(ds: h5py.Dataset) -> int:
+    itemsize = int(ds.dtype.itemsize)
     if not ds.shape:
-        return ds.dtype.itemsize
-    return math.prod(int(d) for d in ds.shape) * ds.dtype.itemsize
+        return itemsize
+    return math.prod(int(d) for d in ds.shape) * itemsize
 
 
 def _blocks(ds: h5py.Dataset) -> Iterator[Any]:

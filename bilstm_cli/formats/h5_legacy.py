@@ -69,8 +69,8 @@ def _legacy_layers_from_config(f: h5py.File, config: Any) -> list[Layer]:
             # A nested model keeps all its weights in one group; pick this layer's by scope.
             names = [n for n in names if entry.name in n.split("/")[:-2]]
         layer = Layer(entry.display_name, group_path, merge_mode, forward, backward)
-        counts = [len(roles_for(s)) if s.cell in GATE_COUNT else None for s in (forward, backward)]
-        if None in counts:
+        counts = [len(roles_for(s)) for s in (forward, backward) if s.cell in GATE_COUNT]
+        if len(counts) < 2:
             half = len(names) // 2
             layer.notes.append(f"{forward.cell} is not a supported cell; weights by position")
             for i, n in enumerate(names):
@@ -121,7 +121,7 @@ def _legacy_direction(
     names: list[str],
     direction: str,
     settings: CellSettings,
-    layer: Layer,
+    layer: Layer | PlainLayer,
 ) -> list[Weight]:
     expected = roles_for(settings)
     named = [strip_suffix(n).rsplit("/", 1)[-1] for n in names]

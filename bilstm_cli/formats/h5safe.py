@@ -221,7 +221,7 @@ def dtype_name(ds: h5py.Dataset) -> str:
 
 def read(ds: h5py.Dataset, path: str) -> np.ndarray:
     try:
-        return ds[()]
+        return np.asarray(ds[()])
     except (OSError, ValueError, RuntimeError, TypeError) as exc:
         raise InputError(f"dataset '{path}' cannot be read ({_first_line(exc)})") from None
 

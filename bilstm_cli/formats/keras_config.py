@@ -95,10 +95,9 @@ def _is_model(entry: dict[str, Any]) -> bool:
 
 def _entry_name(entry: dict[str, Any]) -> str:
     conf = entry.get("config")
-    if isinstance(conf, dict) and isinstance(conf.get("name"), str):
-        return conf["name"]
-    if isinstance(entry.get("name"), str):
-        return entry["name"]
+    for holder in (conf, entry):
+        if isinstance(holder, dict) and isinstance(holder.get("name"), str):
+            return str(holder["name"])
     return "?"
 
 
@@ -156,7 +155,7 @@ def _activation_name(value: Any) -> str | None:
         if isinstance(conf, str):
             return conf
         if isinstance(value.get("class_name"), str):
-            return value["class_name"]
+            return str(value["class_name"])
     return None
 
 
@@ -165,7 +164,8 @@ def cell_settings(layer: Any, where: str) -> CellSettings:
     if not isinstance(layer, dict) or not isinstance(layer.get("class_name"), str):
         raise InputError(f"{where}: the wrapped layer has no class name in the configuration")
     class_name = layer["class_name"]
-    conf = layer.get("config") if isinstance(layer.get("config"), dict) else {}
+    raw = layer.get("config")
+    conf: dict[str, Any] = raw if isinstance(raw, dict) else {}
     units = conf.get("units")
     valid_units = isinstance(units, int) and not isinstance(units, bool) and units > 0
     if class_name in RNN_CLASSES and not valid_units:

@@ -137,7 +137,7 @@ def _locate_tracked(f: h5py.File, base: str, entry: LayerEntry) -> tuple[str, li
 
 
 def _tracked_direction(
-    f: h5py.File, sub: str, direction: str, settings: CellSettings, layer: Layer
+    f: h5py.File, sub: str, direction: str, settings: CellSettings, layer: Layer | PlainLayer
 ) -> list[Weight]:
     vars_path = f"{sub}/cell/vars"
     if not h5safe.has(f, vars_path):

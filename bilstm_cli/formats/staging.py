@@ -232,7 +232,7 @@ class StagedWrite:
                 raise InputError(
                     f"{self.model.path}: '{dataset}' holds {length} bytes, not {data.nbytes}"
                 )
-            view = memoryview(data).cast("B")
+            view = data.data.cast("B")
             try:
                 if data.nbytes < _PARALLEL_DIGEST:
                     pwrite_all(self._fd, view, offset)

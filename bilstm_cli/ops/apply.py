@@ -192,7 +192,7 @@ def apply(plan: Plan, output: str, force: bool = False, verify: str | None = Non
     fails, :class:`~bilstm_cli.errors.OutputError` when the output cannot be written.
 
     >>> import bilstm_cli as bl
-    >>> plan = bl.plan_init("fixtures/k2_seq_lstm.h5", init=["orthogonal"], seed=7)
+    >>> plan = bl.plan_init("fixtures/k2_seq_lstm.h5", init=["recurrent_kernel=orthogonal"], seed=7)
     >>> bl.apply(plan, "reinit.h5").verified
     True
     """

@@ -103,12 +103,12 @@ def _layer_diff(
             if not wanted:
                 continue
             if any(t.gates for t in wanted) and la.supported:
-                mask = np.zeros(ra.shape[-1], dtype=bool)
+                columns = np.zeros(ra.shape[-1], dtype=bool)
                 for t in wanted:
-                    mask |= gate_mask(
+                    columns |= gate_mask(
                         la.cell, la.units, parse_gates(la.cell, t.gates) if t.gates else None
                     )
-                masks = [(",".join(g for t in wanted for g in (t.gates or ())) or None, mask)]
+                masks = [(",".join(g for t in wanted for g in (t.gates or ())) or None, columns)]
         rb = lb.weight(ra.direction, ra.role)
         if rb is None:
             result.status = "different"
@@ -121,7 +121,9 @@ def _layer_diff(
             continue
         if with_gates and la.supported and la.cell != "SimpleRNN" and masks[0][1] is None:
             masks += [
-                (g, gate_mask(la.cell, la.units, (g,))) for g, _ in gate_blocks(la.cell, la.units)
+                (g, gate_mask(la.cell, la.units, (g,)))
+                for g, _ in gate_blocks(la.cell, la.units)
+                if g is not None
             ]
         for gate, mask in masks:
             xa, xb = _masked(a, mask), _masked(b, mask)

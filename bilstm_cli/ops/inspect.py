@@ -21,19 +21,18 @@ def inspect(path: str, layers: Sequence[str] = (), gates: bool = False) -> Inspe
     >>> [(r.layer.name, r.layer.cell, r.layer.units) for r in report.layers]
     [('bidirectional', 'LSTM', 3)]
     """
-    layer_globs, with_gates = layers, gates
     with formats.open_model(path) as model:
-        layers = select_layers(model.layers, layer_globs, path)
+        chosen = select_layers(model.layers, layers, path)
         reports = [
-            LayerReport(layer, gate_layout.CELL_GATES.get(layer.cell, ())) for layer in layers
+            LayerReport(layer, gate_layout.CELL_GATES.get(layer.cell, ())) for layer in chosen
         ]
         for report in reports:
             layer = report.layer
             for ref in layer.weights:
                 values = ref.read()
-                gates = None
-                if with_gates and layer.supported:
-                    gates = gate_stats(values, layer.cell, ref.role, layer.units)
-                report.weights.append(WeightReport(ref, weight_stats(values), gates))
+                blocks = None
+                if gates and layer.supported:
+                    blocks = gate_stats(values, layer.cell, ref.role, layer.units)
+                report.weights.append(WeightReport(ref, weight_stats(values), blocks))
                 del values  # one dataset in memory at a time
     return InspectResult(model, reports)

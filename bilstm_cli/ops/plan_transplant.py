@@ -136,6 +136,7 @@ def _pairs_from_map(donor: Model, target: Model, text: str, wanted: tuple[str, .
             )
         if src_dir is None:
             return [Pair(_bi_source(donor, src_bi, d), dst, d, whole=(src_bi, dst)) for d in wanted]
+        assert dst_dir is not None  # both sides name a direction
         return [Pair(_bi_source(donor, src_bi, src_dir), dst, dst_dir)]
     plain = _find(donor.plain_layers, src_name)
     if plain is None:

@@ -46,9 +46,24 @@ def _quiet_stderr() -> Iterator[None]:
         os.close(saved)
 
 
-def _loader(model: Model) -> tuple[str, Any]:
+@contextlib.contextmanager
+def _quiet_tensorflow() -> Iterator[None]:
+    """TensorFlow's C++ logging off while it loads (it reads the setting once, on import);
+    the variable is put back as it was afterwards."""
+    saved = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    with _quiet_stderr():
+    try:
+        with _quiet_stderr():
+            yield
+    finally:
+        if saved is None:
+            os.environ.pop("TF_CPP_MIN_LOG_LEVEL", None)
+        else:
+            os.environ["TF_CPP_MIN_LOG_LEVEL"] = saved
+
+
+def _loader(model: Model) -> tuple[str, Any]:
+    with _quiet_tensorflow():
         if (model.keras_version or "3").startswith(("1.", "2.")):
             try:
                 import tf_keras
