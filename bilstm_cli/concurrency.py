@@ -6,6 +6,7 @@ the interpreter while they run, so a second thread does real work beside the fir
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -35,3 +36,52 @@ def in_parallel(first: Callable[[], A], second: Callable[[], B]) -> tuple[A, B]:
     if not ok:
         raise value
     return value, result
+
+
+class SerialWorker:
+    """A helper thread for the forward-pass arithmetic (NumPy lets go of the interpreter in
+    it), so that it runs beside the main thread's reading, writing and statistics. Tasks run in
+    the order given, one at a time, and a new one waits until the last is done: the weights
+    held for the arithmetic are never more than one."""
+
+    def __init__(self) -> None:
+        self._tasks: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._idle = threading.Semaphore(1)
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def submit(self, task: Callable[[], None]) -> None:
+        if self._thread is None:
+            thread = threading.Thread(target=self._run, daemon=True)
+            thread.start()  # kept only once started: a signal can interrupt start()
+            self._thread = thread
+        self._idle.acquire()
+        self._tasks.put(task)
+
+    def _run(self) -> None:
+        while True:
+            task = self._tasks.get()
+            if task is None:
+                return
+            try:
+                if self._error is None:
+                    task()
+            except BaseException as exc:  # re-raised by finish(), in the main thread
+                self._error = exc
+            finally:
+                del task  # let go of its weight before saying so
+                self._idle.release()
+
+    def finish(self) -> None:
+        """Wait for every task given so far; raise the first failure here."""
+        if self._thread is not None:
+            self._idle.acquire()  # the last task is done
+            self._idle.release()
+        if self._error is not None:
+            raise self._error
+
+    def close(self) -> None:
+        if self._thread is not None:
+            thread, self._thread = self._thread, None
+            self._tasks.put(None)
+            thread.join()

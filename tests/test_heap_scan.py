@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bilstm_cli.formats.h5safe import CollectionFinder
+from bilstm_cli.formats.h5heaps import CollectionFinder
 
 
 @settings(max_examples=300, deadline=None)

@@ -88,16 +88,16 @@ def test_a_transplant_whose_bytes_differ_from_the_donor_fails_verification(tmp_p
 
 
 def test_a_forward_pass_that_disagrees_fails_verification(tmp_path, monkeypatch):
-    import bilstm_cli.ops.plan_transplant as transplant_module
+    import bilstm_cli.ops.forward_check as forward_check
 
-    real = transplant_module._ForwardChecks.written
+    real = forward_check.ForwardChecks.written
 
     def nudged(self, dataset, values):
         # The bytes check out, but the cell computes something else: only the forward pass
         # can tell.
         real(self, dataset, values + 1e-3 if dataset.endswith("vars/2") else values)
 
-    monkeypatch.setattr(transplant_module._ForwardChecks, "written", nudged)
+    monkeypatch.setattr(forward_check.ForwardChecks, "written", nudged)
     out = tmp_path / "o.keras"
     run = run_cli("transplant", DONOR, SRC, "-o", out)
     assert run.exit_code == 1

@@ -18,7 +18,8 @@ from typing import IO, TYPE_CHECKING, Any
 
 from bilstm_cli.concurrency import in_parallel
 from bilstm_cli.errors import InputError
-from bilstm_cli.formats import h5safe
+from bilstm_cli.formats import h5heaps
+from bilstm_cli.formats.base import identity
 from bilstm_cli.formats.inplace import crc32_of
 
 if TYPE_CHECKING:
@@ -95,7 +96,7 @@ class KerasArchive:
         self._session = session
         self._file = open(path, "rb")  # noqa: SIM115 - closed in close()
         self._temp: IO[bytes] | None = None
-        # Identity of the weights member's bytes (see h5safe.identity), None when inflated.
+        # Identity of the weights member's bytes (see base.identity), None when inflated.
         self.weights_key: tuple[object, ...] | None = None
         try:
             self.zip = zipfile.ZipFile(self._file)
@@ -169,7 +170,7 @@ class KerasArchive:
                     start = info.header_offset + _LOCAL_HEADER.size + fields[9] + fields[10]
                     self._check_crc(start, info)
                     try:
-                        self.weights_key = h5safe.identity(self._file.fileno(), start)
+                        self.weights_key = identity(self._file.fileno(), start)
                     except (OSError, ValueError):
                         self.weights_key = None
                     return io.BufferedReader(_Window(self._file, start, info.file_size), 1 << 20)
@@ -188,7 +189,7 @@ class KerasArchive:
         rather than read as weights. A command opens the same archive several times (read,
         edit, verify); an unchanged file is checked only the first time."""
         try:
-            key: tuple[object, ...] | None = h5safe.identity(self._file.fileno(), start)
+            key: tuple[object, ...] | None = identity(self._file.fileno(), start)
         except (OSError, ValueError):
             key = None
         if self._session.done("crc", key):
@@ -196,11 +197,11 @@ class KerasArchive:
         collections = self._crc_of(start, info)
         self._session.mark("crc", key)
         # The same pass found the HDF5 global heaps: walk them now, before HDF5 would.
-        h5safe.check_collections(_Window(self._file, start, info.file_size), collections)
+        h5heaps.check_collections(_Window(self._file, start, info.file_size), collections)
         self._session.mark("heaps", key)
 
     def _crc_of(self, start: int, info: zipfile.ZipInfo) -> list[int]:
-        finder = h5safe.CollectionFinder()
+        finder = h5heaps.CollectionFinder()
 
         def scan(with_crc: bool) -> int:
             running, left = 0, info.file_size

@@ -45,6 +45,22 @@ class Session:
             self.checked.add((check, *key))
 
 
+def identity(fileno: int, start: int = 0) -> tuple[object, ...]:
+    """A file's identity and state (device, inode, size, modification time) and the offset
+    of the part meant: equal keys mean the same unchanged bytes."""
+    st = os.fstat(fileno)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, start)
+
+
+def path_identity(path: str, start: int = 0) -> tuple[object, ...]:
+    """:func:`identity` of the file at ``path``."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return identity(fd, start)
+    finally:
+        os.close(fd)
+
+
 # Called with (location, values read back) for each weight a command wrote.
 OnWritten = Callable[[str, np.ndarray], None]
 

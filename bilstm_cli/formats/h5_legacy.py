@@ -10,7 +10,7 @@ import h5py
 
 from bilstm_cli.errors import InputError
 from bilstm_cli.formats import h5safe, staging
-from bilstm_cli.formats.base import Format, Probe, Session
+from bilstm_cli.formats.base import Format, Probe, Session, path_identity
 from bilstm_cli.formats.hdf5 import about, open_h5, open_reader
 from bilstm_cli.formats.keras_config import bidirectional_settings, load_json, walk_layers
 from bilstm_cli.formats.keras_layout import (
@@ -28,13 +28,13 @@ def claims(probe: Probe, session: Session) -> bool:
     """An HDF5 file with a ``model_config`` attribute: a whole legacy model."""
     if probe.kind != "hdf5":
         return False
-    with open_h5(probe.path, h5safe.path_identity(probe.path), session) as f:
+    with open_h5(probe.path, path_identity(probe.path), session) as f:
         return "model_config" in f.attrs
 
 
 def read_model(path: str, session: Session) -> Model:
     """The layers of a legacy ``.h5`` model, from its configuration; no weight values."""
-    with about(path), open_h5(path, h5safe.path_identity(path), session) as f:
+    with about(path), open_h5(path, path_identity(path), session) as f:
         version = h5safe.attr_string(f, "keras_version")
         raw = h5safe.attr(f, "model_config")
         if not isinstance(raw, bytes | str):

@@ -11,16 +11,16 @@ import h5py
 import numpy as np
 
 from bilstm_cli.errors import InputError, UsageError
-from bilstm_cli.formats import h5safe
+from bilstm_cli.formats import h5heaps, h5safe
 from bilstm_cli.formats.archive import KerasArchive
-from bilstm_cli.formats.base import Session, first_line, sniff
+from bilstm_cli.formats.base import Session, first_line, path_identity, sniff
 
 
 def open_h5(source: Any, key: tuple[object, ...] | None, session: Session) -> h5py.File:
     """``source`` (a path or a seekable file object) opened read-only by h5py, once its
     global heaps are known to be sound."""
     try:
-        h5safe.check_heaps_of(source, key, session)  # before HDF5 can loop forever on one
+        h5heaps.check_heaps_of(source, key, session)  # before HDF5 can loop forever on one
         return h5py.File(source, "r")
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         raise InputError(f"the HDF5 data cannot be opened ({first_line(exc)})") from None
@@ -48,7 +48,7 @@ def open_weights(path: str, session: Session) -> Iterator[h5py.File]:
                 if archive:
                     f = open_h5(archive.weights_file(), archive.weights_key, session)
                 else:
-                    f = open_h5(path, h5safe.path_identity(path), session)
+                    f = open_h5(path, path_identity(path), session)
             except BaseException:
                 if archive:
                     archive.close()

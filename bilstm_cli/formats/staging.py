@@ -33,7 +33,7 @@ from bilstm_cli.formats.archive import (
     KerasArchive,
     rewrite_archive,
 )
-from bilstm_cli.formats.base import Session, Writer, digest
+from bilstm_cli.formats.base import Session, Writer, digest, path_identity
 from bilstm_cli.formats.compare import unchanged_except
 from bilstm_cli.formats.hdf5 import open_weights
 from bilstm_cli.formats.inplace import (
@@ -298,7 +298,7 @@ class StagedWrite:
         thread.start()
         self._sealing, self._fd = (self._fd, thread), None
         start = self._member.data_offset if self._member is not None else 0
-        key = h5safe.path_identity(self.staged_path, start)
+        key = path_identity(self.staged_path, start)
         if self._member is not None:
             # Its bytes were just written and verification checks them itself; the recorded
             # CRC is brought up to date from those same bytes before the rename.

@@ -10,7 +10,7 @@ import h5py
 
 from bilstm_cli.errors import InputError
 from bilstm_cli.formats import h5safe, staging
-from bilstm_cli.formats.base import Format, Probe, Session
+from bilstm_cli.formats.base import Format, Probe, Session, path_identity
 from bilstm_cli.formats.h5_legacy import strip_suffix
 from bilstm_cli.formats.hdf5 import about, open_h5, open_reader
 from bilstm_cli.formats.keras_layout import (
@@ -33,7 +33,7 @@ def claims(probe: Probe, session: Session) -> bool:
 
 def read_model(path: str, session: Session) -> Model:
     """The Bidirectional layers a weights-only file holds, inferred from names and shapes."""
-    with about(path), open_h5(path, h5safe.path_identity(path), session) as f:
+    with about(path), open_h5(path, path_identity(path), session) as f:
         version = h5safe.attr_string(f, "keras_version")
         if "layer_names" in f.attrs:
             layers = _legacy_layers_inferred(f, "")

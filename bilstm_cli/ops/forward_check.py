@@ -1,0 +1,341 @@
+"""The forward-pass check of a transplant: each moved cell, the donor's and the written one,
+runs on the same probe batch in NumPy, and the outputs must agree.
+
+The weights pass by anyway (the donor's as each job reads them, the written ones as the
+verification walk reads them back), so the cells are fed from there rather than by reading
+both files again; the arithmetic runs in a helper thread beside the writing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import numpy as np
+
+from bilstm_cli import formats
+from bilstm_cli.cells import forward as reference
+from bilstm_cli.concurrency import SerialWorker
+from bilstm_cli.errors import InputError
+from bilstm_cli.formats import Session
+from bilstm_cli.model import CellSettings, Layer, Model, WeightReader
+from bilstm_cli.ops.apply import Verifier
+from bilstm_cli.ops.pairs import Pair, donor_values, keras_major
+from bilstm_cli.results import Check
+
+# Float64 reference runs of identical float32 weights agree to the last bit; anything above
+# this is a real difference.
+OUTPUT_TOLERANCE = 1e-6
+
+
+def _cell_config(settings: CellSettings, major: int, go_backwards: bool) -> reference.CellConfig:
+    return reference.CellConfig(
+        cell=settings.cell,
+        units=settings.units,
+        activation=settings.activation,
+        recurrent_activation=settings.recurrent_activation,
+        use_bias=settings.use_bias,
+        reset_after=bool(settings.reset_after),
+        go_backwards=go_backwards,
+        keras_major=major,
+    )
+
+
+Fetch = Callable[[str], Any]
+
+
+class _CellRun:
+    """One cell run on the probe batch, fed its weights as they pass by anyway: the donor's
+    as each job reads them, the written ones as the verification walk reads them back. Roles
+    nothing will feed (those not transplanted) are fetched from the file on the first feed.
+    The kernel is handed to the arithmetic thread for projection at once; the recurrent
+    kernel waits at most for the bias, so a run holds about one weight, never a whole layer."""
+
+    def __init__(
+        self,
+        x: np.ndarray,
+        cfg: reference.CellConfig,
+        fetch: Fetch,
+        fed: set[str],
+        work: SerialWorker,
+    ):
+        self.x = x
+        self.cfg = cfg
+        self._fetch = fetch
+        self._work = work
+        self._needed = ["kernel", "recurrent_kernel"] + (["bias"] if cfg.use_bias else [])
+        self._fed = fed
+        self._have: dict[str, Any] = {}
+        self._proj: np.ndarray | None = None  # set by the arithmetic thread
+        self._output: np.ndarray | None = None  # set by the arithmetic thread
+        self._started = False
+        self._queued = False
+
+    def feed(self, role: str, values: np.ndarray) -> None:
+        if self._queued or role not in self._needed or role in self._have:
+            return
+        if not self._started:
+            self._started = True
+            for other in self._needed:
+                if other != role and other not in self._fed:
+                    self._take(other, self._fetch(other))
+        self._take(role, values)
+
+    def _take(self, role: str, values: Any) -> None:
+        if role in self._have:
+            return
+        if role == "kernel":
+            self._have[role] = None
+            self._work.submit(partial(self._project, values))
+        else:
+            self._have[role] = values
+        if not self._queued and all(r in self._have for r in self._needed):
+            self._queued = True
+            rk, bias = self._have["recurrent_kernel"], self._have.get("bias")
+            self._have = dict.fromkeys(self._have)
+            # Queued after the projection, so it runs after it.
+            self._work.submit(partial(self._recur, rk, bias))
+
+    def _project(self, kernel: np.ndarray) -> None:
+        self._proj = reference.input_projection(self.x, kernel, self.cfg)
+
+    def _recur(self, rk: np.ndarray, bias: np.ndarray | None) -> None:
+        assert self._proj is not None
+        self._output = reference.recurrence(self._proj, rk, bias, self.cfg)
+        self._proj = None
+
+    def output(self) -> np.ndarray:
+        """The cell's outputs; whatever was not fed by now is fetched."""
+        for role in self._needed:
+            if not self._queued and role not in self._have:
+                self.feed(role, self._fetch(role))
+        self._work.finish()
+        assert self._output is not None
+        return self._output
+
+
+@dataclass
+class _Probe:
+    """One forward-pass comparison: the donor's cells against the written ones."""
+
+    label: str
+    name: str
+    pair: Pair  # says whether the outputs must agree
+    donor: list[_CellRun]
+    written: list[_CellRun]
+    merge_mode: str | None = None  # whole Bidirectional layers only
+
+    def outputs(self, runs: list[_CellRun]) -> Any:
+        if len(runs) == 1:
+            return runs[0].output()
+        return reference.merge_directions(runs[0].output(), runs[1].output(), self.merge_mode)
+
+
+class ForwardChecks(Verifier):
+    """Run each moved cell, the donor's and the written one, on the same probe batch, and
+    compare. A Bidirectional moved whole is run as one layer, merge mode included."""
+
+    def __init__(
+        self, donor: Model, target: Model, donor_reader: WeightReader, session: Session
+    ) -> None:
+        self.donor = donor
+        self.target = target
+        self.donor_reader = donor_reader
+        self.session = session
+        self._entries: list[Check | _Probe] = []
+        self._donor_runs: dict[tuple[int, str], list[_CellRun]] = {}
+        self._written_runs: dict[str, list[tuple[_CellRun, str]]] = {}
+        self._staged_path: str | None = None
+        self._staged_reader: WeightReader | None = None
+        self._work = SerialWorker()
+
+    # Planning, once every pair knows the roles it moves.
+    def plan(self, pairs: list[Pair]) -> None:
+        major = keras_major(self.target)
+        covered = _whole_pairs(pairs)
+        for pair in pairs:
+            if any(pair is p for _, _, moved in covered for p in moved):
+                continue
+            src = pair.source.settings
+            tgt = pair.target.settings[pair.direction]
+            if src.activation is None or tgt.activation is None:
+                self._skip(pair.label, "forward pass", "settings unknown")
+                continue
+            unknown = _unknown_activation([(src, pair.source.keras_major), (tgt, major)])
+            if unknown:
+                self._skip(pair.label, "forward pass", unknown)
+                continue
+            x = reference.probe_batch(pair.source.refs["kernel"].shape[0], seed=0)
+            donor_run = self._donor_run(pair, x, _cell_config(src, pair.source.keras_major, False))
+            written_run = self._written_run(
+                pair.target, pair.direction, x, _cell_config(tgt, major, False), set(pair.roles)
+            )
+            self._entries.append(
+                _Probe(pair.label, "forward pass", pair, [donor_run], [written_run])
+            )
+        for d_layer, t_layer, moved in covered:
+            label = f"{d_layer.name} → {t_layer.name}"
+            ordered = sorted(moved, key=lambda p: p.direction != "forward")
+            unknown = _unknown_activation(
+                [(p.source.settings, p.source.keras_major) for p in ordered]
+                + [(t_layer.forward, major), (t_layer.backward, major)]
+            )
+            if unknown:
+                self._skip(label, "Bidirectional forward pass", unknown)
+                continue
+            donor_cfgs = [
+                _cell_config(
+                    p.source.settings, p.source.keras_major, p.source.settings.go_backwards
+                )
+                for p in ordered
+            ]
+            written_cfgs = [
+                _cell_config(s, major, s.go_backwards) for s in (t_layer.forward, t_layer.backward)
+            ]
+            for cfgs in (donor_cfgs, written_cfgs):
+                reference.check_directions(*cfgs)
+            x = reference.probe_batch(t_layer.weight("forward", "kernel").shape[0], seed=1)  # type: ignore[union-attr]
+            whole_pair = Pair(moved[0].source, t_layer, "both")
+            whole_pair.complete = all(p.complete for p in moved)
+            whole_pair.differences = [d for p in moved for d in p.differences]
+            self._entries.append(
+                _Probe(
+                    label,
+                    "Bidirectional forward pass",
+                    whole_pair,
+                    [self._donor_run(p, x, cfg) for p, cfg in zip(ordered, donor_cfgs)],
+                    [
+                        self._written_run(t_layer, p.direction, x, cfg, set(p.roles))
+                        for p, cfg in zip(ordered, written_cfgs)
+                    ],
+                    d_layer.merge_mode,
+                )
+            )
+
+    def _skip(self, label: str, name: str, why: str) -> None:
+        self._entries.append(Check(label, name, True, f"skipped: {why}"))
+
+    def _donor_run(self, pair: Pair, x: np.ndarray, cfg: reference.CellConfig) -> _CellRun:
+        source = pair.source
+
+        def fetch(role: str) -> np.ndarray | None:
+            if role not in source.refs:
+                return None
+            return donor_values(self.donor_reader, source, role)
+
+        run = _CellRun(x, cfg, fetch, set(pair.roles), self._work)
+        for role in pair.roles:
+            self._donor_runs.setdefault((id(pair), role), []).append(run)
+        return run
+
+    def _written_run(
+        self,
+        layer: Layer,
+        direction: str,
+        x: np.ndarray,
+        cfg: reference.CellConfig,
+        fed: set[str],
+    ) -> _CellRun:
+        refs = {w.role: w for w in layer.weights if w.direction == direction}
+
+        def fetch(role: str) -> np.ndarray | None:
+            if role not in refs:
+                return None
+            dataset = refs[role].location
+            return self._staged_weights().read(dataset)
+
+        run = _CellRun(x, cfg, fetch, fed, self._work)
+        for role, ref in refs.items():
+            self._written_runs.setdefault(ref.location, []).append((run, role))
+        return run
+
+    def _staged_weights(self) -> WeightReader:
+        if self._staged_reader is None:
+            assert self._staged_path is not None
+            self._staged_reader = formats.open_reader(self._staged_path, self.session)
+        return self._staged_reader
+
+    # Feeding, from the jobs (donor values) and from the verification walk (written values).
+    def donor_values(self, pair: Pair, role: str, values: np.ndarray) -> None:
+        for run in self._donor_runs.get((id(pair), role), ()):
+            run.feed(role, values)
+
+    def begin(self, staged_path: str) -> None:
+        self._staged_path = staged_path
+
+    def written(self, dataset: str, values: np.ndarray) -> None:
+        for run, role in self._written_runs.get(dataset, ()):
+            run.feed(role, values)
+
+    def checks(self) -> list[Check]:
+        out = []
+        for entry in self._entries:
+            if isinstance(entry, Check):
+                out.append(entry)
+                continue
+            diff = _max_diff(entry.outputs(entry.donor), entry.outputs(entry.written))
+            out.append(_agreement(entry.pair, entry.name, diff, entry.label))
+        return out
+
+    def close(self) -> None:
+        self._work.close()
+        if self._staged_reader is not None:
+            reader, self._staged_reader = self._staged_reader, None
+            reader.close()
+
+
+def _unknown_activation(settings: list[tuple[CellSettings, int]]) -> str | None:
+    """Why the reference cannot run these cells (an activation it does not know), if so.
+    A custom activation's code is never run: the check is skipped and says why."""
+    for cell, major in settings:
+        for name in (cell.activation, cell.recurrent_activation):
+            if name is None:
+                continue
+            try:
+                reference.get_activation(name, major)
+            except InputError:
+                owner = cell.name or cell.cell
+                return f"activation '{name}' of {owner} is not one the reference knows"
+    return None
+
+
+def _whole_pairs(pairs: list[Pair]) -> list[tuple[Layer, Layer, list[Pair]]]:
+    """Donor/target Bidirectional layers moved in both directions, runnable as whole layers."""
+    groups: dict[tuple[int, int], list[Pair]] = {}
+    for p in pairs:
+        if p.whole:
+            groups.setdefault((id(p.whole[0]), id(p.whole[1])), []).append(p)
+    out = []
+    for moved in groups.values():
+        d_layer, t_layer = moved[0].whole  # type: ignore[misc]
+        if len(moved) != 2 or d_layer.merge_mode != t_layer.merge_mode:
+            continue
+        if any(s.activation is None for s in (d_layer.forward, t_layer.forward)):
+            continue
+        out.append((d_layer, t_layer, moved))
+    return out
+
+
+def _max_diff(a: Any, b: Any) -> float:
+    """Largest absolute difference; NaN where both have NaN counts as agreement."""
+    if isinstance(a, list):
+        return max(_max_diff(x, y) for x, y in zip(a, b))
+    a, b = np.asarray(a), np.asarray(b)
+    both_nan = np.isnan(a) & np.isnan(b)
+    with np.errstate(invalid="ignore"):
+        d = np.where(both_nan, 0.0, np.abs(a - b))
+    if np.isnan(d).any():
+        return float("inf")
+    return float(d.max()) if d.size else 0.0
+
+
+def _agreement(pair: Pair, name: str, diff: float, label: str | None = None) -> Check:
+    label = label or pair.label
+    if pair.complete and not pair.differences:
+        ok = diff <= OUTPUT_TOLERANCE
+        detail = f"largest output difference {diff:.3g}"
+        return Check(label, name, ok, detail if ok else detail + " (should be 0)")
+    why = "partial transplant" if not pair.complete else "settings differ"
+    return Check(label, name, True, f"largest output difference {diff:.3g} (expected: {why})")
