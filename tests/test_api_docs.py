@@ -36,3 +36,14 @@ def test_public_docstring_examples_run(in_a_checkout, name):
     for test in finder.find(obj, name, module=module, globs={"bl": bl}):
         runner.run(test)
     assert runner.failures == 0
+
+
+def test_readme_library_example_runs(in_a_checkout):
+    import re
+
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+    assert blocks, "README shows the library"
+    for block in blocks:
+        namespace: dict[str, object] = {}
+        exec(compile(block, "README.md", "exec"), namespace)
+    assert namespace["result"].verified and namespace["delta"].identical is False
