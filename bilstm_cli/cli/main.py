@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -21,6 +21,9 @@ from bilstm_cli.cli.options import (
     write_options,
 )
 from bilstm_cli.errors import BilstmError, UsageError
+
+if TYPE_CHECKING:
+    from bilstm_cli.ops.apply import Plan
 
 EXIT_INTERRUPTED = 130
 
@@ -90,6 +93,25 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj["debug"] = debug
 
 
+def _needs_output(command: str, output: str | None, dry_run: bool) -> None:
+    if output is None and not dry_run:
+        raise UsageError(f"{command} needs -o OUT (or --dry-run)")
+
+
+def _preview_or_apply(
+    plan: Plan, output: str | None, force: bool, dry_run: bool, verify: str | None, as_json: bool
+) -> None:
+    """The dry run's prediction, or the plan written and verified; then the result shown."""
+    from bilstm_cli.cli import render
+    from bilstm_cli.ops.apply import apply
+
+    if dry_run or output is None:
+        result = plan.preview()
+    else:
+        result = apply(plan, output, force, verify)
+    render.write_result(result, as_json)
+
+
 @cli.command()
 @click.argument("model", type=MODEL_PATH)
 @layer_option
@@ -141,15 +163,11 @@ def init(
     lecun_uniform, lecun_normal, orthogonal:gain=, identity:gain=, unit_forget_bias,
     chrono:tmax=T, keras_default, pytorch_default, npy:PATH, npz:PATH:KEY.
     """
-    from bilstm_cli.cli import render
-    from bilstm_cli.ops.apply import apply
     from bilstm_cli.ops.plan_init import plan_init
 
-    if output is None and not dry_run:
-        raise UsageError("init needs -o OUT (or --dry-run)")
+    _needs_output("init", output, dry_run)
     plan = plan_init(model, inits, layers, direction, seed)
-    result = plan.preview() if dry_run else apply(plan, output, force, verify)  # type: ignore[arg-type]
-    render.write_result(result, as_json)
+    _preview_or_apply(plan, output, force, dry_run, verify, as_json)
 
 
 @cli.command()
@@ -200,16 +218,13 @@ def transplant(
 ) -> None:
     """Copy Bidirectional weights from DONOR into MODEL and write OUT."""
     from bilstm_cli.cli import render
-    from bilstm_cli.ops.apply import apply
     from bilstm_cli.ops.plan_transplant import plan_transplant
 
-    if output is None and not dry_run:
-        raise UsageError("transplant needs -o OUT (or --dry-run)")
+    _needs_output("transplant", output, dry_run)
     plan = plan_transplant(donor, model, maps, layers, direction, roles, by, allow_nonfinite)
     if not as_json:
         render.transplant_plan(plan.result)
-    result = plan.preview() if dry_run else apply(plan, output, force, verify)  # type: ignore[arg-type]
-    render.write_result(result, as_json)
+    _preview_or_apply(plan, output, force, dry_run, verify, as_json)
 
 
 @cli.command()
