@@ -9,7 +9,14 @@ from __future__ import annotations
 
 
 class BilstmError(Exception):
-    """Base class of every error the tool reports to the user."""
+    """Base class of every error the tool reports to the user.
+
+    >>> try:
+    ...     bl.inspect("no/such/file.keras")
+    ... except bl.BilstmError as exc:
+    ...     (type(exc).__name__, exc.exit_code, exc.message)
+    ('InputError', 3, 'no/such/file.keras: no such file')
+    """
 
     exit_code: int = 1
 
@@ -25,25 +32,51 @@ class BilstmError(Exception):
 
 
 class UsageError(BilstmError):
-    """Bad option or spec, a selection that matched nothing, or a strategy that does not fit."""
+    """Bad option or spec, a selection that matched nothing, or a strategy that does not fit.
+
+    >>> try:
+    ...     bl.plan_init("fixtures/k2_seq_lstm.h5", init=["identity"])
+    ... except bl.UsageError as exc:
+    ...     exc.exit_code
+    2
+    """
 
     exit_code = 2
 
 
 class InputError(BilstmError):
-    """An input cannot be read, or the requested operation does not fit it."""
+    """An input cannot be read, or the requested operation does not fit it.
+
+    >>> try:
+    ...     bl.plan_init("fixtures/k2_plain_lstm_lm.h5")
+    ... except bl.InputError as exc:
+    ...     exc.message
+    'fixtures/k2_plain_lstm_lm.h5: no Bidirectional layer to initialize'
+    """
 
     exit_code = 3
 
 
 class OutputError(BilstmError):
-    """The output cannot be written."""
+    """The output cannot be written.
+
+    >>> plan = bl.plan_init("fixtures/k2_seq_lstm.h5", seed=1)
+    >>> try:
+    ...     bl.apply(plan, "no/such/dir/out.h5")
+    ... except bl.OutputError as exc:
+    ...     exc.exit_code
+    4
+    """
 
     exit_code = 4
 
 
 class VerifyError(BilstmError):
-    """What was written does not match what was intended; nothing was written."""
+    """What was written does not match what was intended; nothing was written.
+
+    ``bl.apply`` raises it when any verification check fails; the output path is then left
+    as it was, and ``exit_code`` is 1.
+    """
 
     exit_code = 1
 

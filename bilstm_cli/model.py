@@ -39,6 +39,11 @@ class CellSettings:
 
     Fields are ``None`` when the file carries no config (weights-only files):
     the tool then knows only what the shapes and group names tell.
+
+    >>> with bl.open_model("fixtures/k2_seq_lstm.h5") as model:
+    ...     s = model.layers[0].settings["backward"]
+    >>> (s.cell, s.units, s.activation, s.recurrent_activation, s.go_backwards)
+    ('LSTM', 3, 'tanh', 'sigmoid', True)
     """
 
     cell: str
@@ -96,7 +101,13 @@ class Weight:
 
 @dataclass(frozen=True)
 class Direction:
-    """One direction of a Bidirectional layer: its cell settings and its weights."""
+    """One direction of a Bidirectional layer: its cell settings and its weights.
+
+    >>> with bl.open_model("fixtures/k2_seq_lstm.h5") as model:
+    ...     forward, backward = model.layers[0].directions
+    >>> backward.name, [w.role for w in backward.weights]
+    ('backward', ['kernel', 'recurrent_kernel', 'bias'])
+    """
 
     name: str
     settings: CellSettings
@@ -109,6 +120,11 @@ class Layer:
 
     ``settings`` maps ``"forward"`` and ``"backward"`` to each direction's
     :class:`CellSettings`; ``directions`` gives both as :class:`Direction` objects.
+
+    >>> with bl.open_model("fixtures/k3_functional_mixed.keras") as model:
+    ...     [(x.name, x.cell, x.units, x.merge_mode) for x in model.layers]
+    [('bi_lstm_ave', 'LSTM', 3, 'ave'), ('bi_gru_mul', 'GRU', 3, 'mul'),
+     ('my_bi', 'SimpleRNN', 3, None)]
     """
 
     name: str
@@ -155,7 +171,12 @@ class Layer:
 
 @dataclass
 class PlainLayer:
-    """A plain (not Bidirectional) recurrent layer: a possible donor for one direction."""
+    """A plain (not Bidirectional) recurrent layer: a possible donor for one direction.
+
+    >>> with bl.open_model("fixtures/k3_plain_lstm_lm.keras") as model:
+    ...     [(p.name, p.settings.cell, p.settings.units) for p in model.plain_layers]
+    [('lm', 'LSTM', 3), ('lm_gru', 'GRU', 3)]
+    """
 
     name: str
     group: str
@@ -177,6 +198,10 @@ class Model:
     Returned by :func:`bilstm_cli.open_model`, a model is a read-only context manager: inside
     the ``with`` block every :meth:`Weight.read` reads from the file, which is closed on
     leaving it.
+
+    >>> with bl.open_model("fixtures/k2_trained_adam.h5") as model:
+    ...     (model.format, model.config_known, model.optimizer_groups, len(model.layers))
+    ('h5', True, ['optimizer_weights'], 1)
     """
 
     path: str

@@ -30,7 +30,12 @@ def _gate_doc(g: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass
 class WeightReport:
-    """One weight with its statistics (and per-gate statistics when asked for)."""
+    """One weight with its statistics (and per-gate statistics when asked for).
+
+    >>> w = bl.inspect("fixtures/k2_seq_lstm.h5").layers[0].weights[2]
+    >>> w.ref.role, w.ref.shape, w.stats["finite"], w.to_dict()["dataset"].endswith("bias:0")
+    ('bias', (12,), True, True)
+    """
 
     ref: Weight
     stats: dict[str, Any]
@@ -52,7 +57,12 @@ class WeightReport:
 
 @dataclass
 class LayerReport:
-    """One Bidirectional layer with the reports of its weights."""
+    """One Bidirectional layer with the reports of its weights.
+
+    >>> report = bl.inspect("fixtures/k2_seq_lstm.h5").layers[0]
+    >>> report.gate_names, len(report.weights), report.to_dict()["merge_mode"]
+    (('i', 'f', 'c', 'o'), 6, 'concat')
+    """
 
     layer: Layer
     gate_names: tuple[str, ...] = ()
@@ -78,7 +88,12 @@ class LayerReport:
 
 @dataclass
 class InspectResult:
-    """What :func:`bilstm_cli.inspect` found: the file's layout and the selected layers."""
+    """What :func:`bilstm_cli.inspect` found: the file's layout and the selected layers.
+
+    >>> doc = bl.inspect("fixtures/k2_seq_lstm.h5").to_dict()
+    >>> doc["format"], [x["name"] for x in doc["layers"]]
+    ('h5', ['bidirectional'])
+    """
 
     model: Model
     layers: list[LayerReport]
@@ -102,7 +117,13 @@ class InspectResult:
 
 @dataclass
 class Change:
-    """One changed weight, or some gate blocks of it, with statistics before and after."""
+    """One changed weight, or some gate blocks of it, with statistics before and after.
+
+    >>> plan = bl.plan_init("fixtures/k2_seq_lstm.h5", init=["bias[f]=ones"], seed=1)
+    >>> change = plan.preview().changes[0]
+    >>> change.direction, change.role, change.gates, change.after["mean"]
+    ('forward', 'bias', ('f',), 1.0)
+    """
 
     layer: str
     direction: str
@@ -128,7 +149,14 @@ class Change:
 
 @dataclass
 class Check:
-    """One verification check: where, what, whether it held, and the detail."""
+    """One verification check: where, what, whether it held, and the detail.
+
+    >>> plan = bl.plan_init("fixtures/k2_seq_lstm.h5", init=["bias=zeros"], seed=1)
+    >>> check = bl.apply(plan, "zeros.h5").checks[0]
+    >>> check.to_dict()
+    {'where': 'file', 'check': 'everything else unchanged', 'ok': True,
+     'detail': 'other datasets, attributes and members as before'}
+    """
 
     where: str
     name: str
@@ -141,7 +169,13 @@ class Check:
 
 @dataclass
 class WriteResult:
-    """What ``init`` or ``transplant`` did (or, for a dry run, would do)."""
+    """What ``init`` or ``transplant`` did (or, for a dry run, would do).
+
+    >>> plan = bl.plan_init("fixtures/k2_seq_lstm.h5", init=["recurrent_kernel=identity"], seed=2)
+    >>> result = bl.apply(plan, "identity.h5")
+    >>> result.verified, result.seed, [c.role for c in result.changes]
+    (True, 2, ['recurrent_kernel', 'recurrent_kernel'])
+    """
 
     command: str
     input: str
@@ -178,7 +212,13 @@ class WriteResult:
 
 @dataclass
 class WeightDiff:
-    """How one weight (or one gate block of it) compares between A and B."""
+    """How one weight (or one gate block of it) compares between A and B.
+
+    >>> d = bl.diff("fixtures/k2_seq_lstm.h5", "fixtures/k3_seq_input_lstm_concat.keras")
+    >>> w = d.layers[0].weights[0]
+    >>> w.direction, w.role, w.equal, w.max_abs > 0
+    ('forward', 'kernel', False, True)
+    """
 
     direction: str
     role: str
@@ -208,7 +248,13 @@ class WeightDiff:
 
 @dataclass
 class LayerDiff:
-    """One layer of a diff: ``same``, ``different``, ``only in A`` or ``only in B``."""
+    """One layer of a diff: ``same``, ``different``, ``only in A`` or ``only in B``.
+
+    >>> d = bl.diff("fixtures/k2_seq_lstm.h5", "fixtures/k3_functional_mixed.keras")
+    >>> [(x.name, x.status) for x in d.layers]
+    [('bidirectional', 'only in A'), ('bi_lstm_ave', 'only in B'),
+     ('bi_gru_mul', 'only in B'), ('my_bi', 'only in B')]
+    """
 
     name: str
     cell: str
@@ -228,7 +274,12 @@ class LayerDiff:
 
 @dataclass
 class DiffResult:
-    """What :func:`bilstm_cli.diff` found; ``identical`` is the exit status's answer."""
+    """What :func:`bilstm_cli.diff` found; ``identical`` is the exit status's answer.
+
+    >>> a, b = "fixtures/k3_functional_mixed.keras", "fixtures/k3_functional_mixed.weights.h5"
+    >>> bl.diff(a, b).identical
+    True
+    """
 
     a: str
     b: str

@@ -139,6 +139,10 @@ class Plan:
     ``preview()`` predicts the result without writing (``--dry-run``); ``to_dict()`` is that
     prediction's JSON document; :func:`apply` writes it. A plan holds no open file: what it
     needs is opened when it runs, and a file changed since planning is refused.
+
+    >>> plan = bl.plan_init("fixtures/k2_seq_lstm.h5", init=["kernel=zeros"], seed=1)
+    >>> plan.to_dict()["dry_run"], [c.after["max"] for c in plan.preview().changes]
+    (True, [0.0, 0.0])
     """
 
     model: Model
