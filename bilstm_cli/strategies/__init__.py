@@ -39,7 +39,6 @@ import math
 import re
 import zipfile
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,19 +56,14 @@ from bilstm_cli.cells.blocks import (
 )
 from bilstm_cli.errors import InputError, UsageError
 from bilstm_cli.stats import orthogonality_error
+from bilstm_cli.strategies.sampling import CHUNK_SIZE, TRUNCATION, Affine, draw, stream
 
 ArgValue = float | int | bool | str
-
-#: Elements per independently seeded chunk of the flattened array (part of the seed contract).
-CHUNK_SIZE: int = 1 << 18
-#: Threads that fill chunks; the output does not depend on it.
-WORKERS: int = 2
 
 # Keras divides the target stddev by this constant so that a normal cut at two standard
 # deviations ends up with the intended stddev: it is the stddev of a standard normal
 # truncated to [-2, 2] (keras/src/initializers/random_initializers.py, VarianceScaling).
 TRUNCATED_NORMAL_STD: float = 0.87962566103423978
-TRUNCATION: float = 2.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -487,142 +481,6 @@ def _load_exact(spec: Spec) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------
-# Random streams
-# --------------------------------------------------------------------------------------------
-
-
-def _child(seed: np.random.SeedSequence, k: int) -> np.random.SeedSequence:
-    # Built by hand rather than with seed.spawn(), which counts children inside the parent and
-    # would make a second generate() call with the same seed give different numbers.
-    return np.random.SeedSequence(
-        entropy=seed.entropy, spawn_key=tuple(seed.spawn_key) + (k,), pool_size=seed.pool_size
-    )
-
-
-def _rng(seed: np.random.SeedSequence, k: int) -> np.random.Generator:
-    return np.random.Generator(np.random.SFC64(_child(seed, k)))
-
-
-Affine = float | np.ndarray
-
-
-def _affine(buf: np.ndarray, start: int, scale: Affine, shift: Affine, cols: int) -> None:
-    """``buf = buf * scale + shift`` in place, scale/shift per last-axis column if arrays.
-
-    ``buf`` is the slice ``[start, start + len)`` of a flattened C-order array whose rows have
-    ``cols`` entries, so a chunk may begin and end in the middle of a row.
-    """
-    if np.ndim(scale) == 0 and np.ndim(shift) == 0:
-        # Skipping the identity steps saves whole passes over large chunks.
-        if scale != 1.0:
-            buf *= buf.dtype.type(scale)
-        if shift != 0.0:
-            buf += buf.dtype.type(shift)
-        return
-    sc = np.broadcast_to(np.asarray(scale, dtype=buf.dtype), (cols,))
-    sh = np.broadcast_to(np.asarray(shift, dtype=buf.dtype), (cols,))
-    n = buf.size
-    c0 = start % cols
-    head = min((cols - c0) % cols, n)
-    if head:
-        buf[:head] *= sc[c0 : c0 + head]
-        buf[:head] += sh[c0 : c0 + head]
-    rows = (n - head) // cols
-    if rows:
-        body = buf[head : head + rows * cols].reshape(rows, cols)
-        body *= sc
-        body += sh
-    tail = buf[head + rows * cols :]
-    if tail.size:
-        tail *= sc[: tail.size]
-        tail += sh[: tail.size]
-
-
-def _standard_normal(rng: np.random.Generator, out: np.ndarray) -> None:
-    """Fill the 1-D float32/float64 array ``out`` with standard normal draws: the Box–Muller
-    transform of the generator's uniforms. Each pair (u, v) gives r·cos θ and r·sin θ, with
-    r = √(−2 ln(1 − u)) and θ = 2πv, two independent standard normals. Exact in distribution,
-    and with NumPy's vectorized log, sqrt, cos and sin about twice as fast as its own normal
-    sampler, which matters when a command draws millions of them."""
-    dtype = out.dtype.type
-    half = (out.size + 1) // 2
-    radius = rng.random(half, dtype=dtype)
-    angle = rng.random(half, dtype=dtype)
-    np.subtract(dtype(1.0), radius, out=radius)  # (0, 1]: the logarithm stays finite
-    np.log(radius, out=radius)
-    np.multiply(radius, dtype(-2.0), out=radius)
-    np.sqrt(radius, out=radius)
-    np.multiply(angle, dtype(2.0 * math.pi), out=angle)
-    first, second = out[:half], out[half:]
-    np.cos(angle, out=first)
-    np.multiply(first, radius, out=first)
-    rest = second.size
-    np.sin(angle[:rest], out=second)
-    np.multiply(second, radius[:rest], out=second)
-
-
-def _draw_chunk(
-    kind: str,
-    flat: np.ndarray,
-    k: int,
-    seed: np.random.SeedSequence,
-    scale: Affine,
-    shift: Affine,
-    cols: int,
-) -> None:
-    start = k * CHUNK_SIZE
-    buf = flat[start : start + CHUNK_SIZE]
-    rng = _rng(seed, k)
-    if kind == "uniform":
-        rng.random(out=buf, dtype=buf.dtype)
-    else:
-        _standard_normal(rng, buf)
-        if kind == "truncated_normal":
-            # Redraw out-of-range values from the same chunk's stream until none is left,
-            # which is exactly sampling the normal conditioned on |z| <= 2.
-            idx = np.flatnonzero(np.abs(buf) > TRUNCATION)
-            while idx.size:
-                fresh = np.empty(idx.size, dtype=buf.dtype)
-                _standard_normal(rng, fresh)
-                bad = np.abs(fresh) > TRUNCATION
-                buf[idx[~bad]] = fresh[~bad]
-                idx = idx[bad]
-    _affine(buf, start, scale, shift, cols)
-
-
-def _random(
-    kind: str,
-    shape: tuple[int, ...],
-    seed: np.random.SeedSequence,
-    dtype: np.dtype,
-    scale: Affine = 1.0,
-    shift: Affine = 0.0,
-) -> np.ndarray:
-    """Fill an array of ``shape`` with ``scale * draw + shift``.
-
-    ``kind`` is ``uniform`` (draw in [0, 1)), ``normal`` or ``truncated_normal`` (standard
-    normal, the latter cut at ±2). ``scale``/``shift`` may be vectors over the last axis.
-    """
-    out = np.empty(shape, dtype=dtype)
-    flat = out.reshape(-1)
-    cols = int(shape[-1]) if shape else 1
-    n_chunks = -(-flat.size // CHUNK_SIZE)
-    workers = min(WORKERS, n_chunks)
-    if workers <= 1:
-        for k in range(n_chunks):
-            _draw_chunk(kind, flat, k, seed, scale, shift, cols)
-    else:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            futures = [
-                pool.submit(_draw_chunk, kind, flat, k, seed, scale, shift, cols)
-                for k in range(n_chunks)
-            ]
-            for f in futures:
-                f.result()
-    return out
-
-
-# --------------------------------------------------------------------------------------------
 # Strategy pieces
 # --------------------------------------------------------------------------------------------
 
@@ -690,7 +548,7 @@ def _orthogonal_matrix(rows: int, cols: int, normal: np.ndarray) -> np.ndarray:
 
 def _chrono_values(info: WeightInfo, tmax: float, seed: np.random.SeedSequence) -> np.ndarray:
     """log U(1, tmax - 1) for one gate block, in float64."""
-    rng = _rng(seed, 0)
+    rng = stream(seed, 0)
     return np.log(rng.uniform(1.0, tmax - 1.0, size=int(info.units)))
 
 
@@ -735,17 +593,17 @@ def _generate(
         return np.full(shape, float(a["value"]), dtype=work)
     if name == "uniform":
         lo, hi = float(a["minval"]), float(a["maxval"])
-        return _random("uniform", shape, seed, work, scale=hi - lo, shift=lo)
+        return draw("uniform", shape, seed, work, scale=hi - lo, shift=lo)
     if name in ("normal", "truncated_normal"):
-        return _random(name, shape, seed, work, scale=float(a["stddev"]), shift=float(a["mean"]))
+        return draw(name, shape, seed, work, scale=float(a["stddev"]), shift=float(a["mean"]))
     if name in _VARIANCE_SCALING:
         bounds = _column_bounds(spec, info)
         uniform = _VARIANCE_SCALING[name][2] == "uniform"
         # A scalar scale keeps the fast path when every column shares one bound.
         scale: Affine = bounds if bool(a.get("per_gate")) else float(bounds[0])
         if uniform:
-            return _random("uniform", shape, seed, work, scale=2 * scale, shift=-scale)
-        return _random("truncated_normal", shape, seed, work, scale=scale / TRUNCATION)
+            return draw("uniform", shape, seed, work, scale=2 * scale, shift=-scale)
+        return draw("truncated_normal", shape, seed, work, scale=scale / TRUNCATION)
     if name == "orthogonal":
         return _orthogonal(info, float(a["gain"]), bool(a["per_gate"]), seed, work)
     if name == "identity":
@@ -773,7 +631,7 @@ def _generate(
         return _generate(_keras_default_spec(info), info, seed, work)
     if name == "pytorch_default":
         k = 1.0 / math.sqrt(info.units)
-        return _random("uniform", shape, seed, work, scale=2 * k, shift=-k)
+        return draw("uniform", shape, seed, work, scale=2 * k, shift=-k)
     if name in ("npy", "npz"):
         return _load_exact(spec).astype(work, copy=False)
     raise UsageError(f"unknown init strategy {name!r}; known: {_known_names()}")
@@ -785,14 +643,14 @@ def _orthogonal(
     shape = tuple(info.shape)
     rows = int(np.prod(shape[:-1]))
     if not per_gate:
-        normal = _random("normal", _tall_shape(rows, shape[-1]), seed, np.dtype(np.float64))
+        normal = draw("normal", _tall_shape(rows, shape[-1]), seed, np.dtype(np.float64))
         q = _orthogonal_matrix(rows, shape[-1], normal)
         return (gain * q).reshape(shape).astype(work)
     out = np.empty((rows, shape[-1]), dtype=work)
     for b, (_, sl) in enumerate(gate_blocks(info.cell, info.units)):
         # Each block draws from its own child stream, so blocks do not depend on each other.
         cols = sl.stop - sl.start
-        normal = _rng(seed, b).standard_normal(_tall_shape(rows, cols))
+        normal = stream(seed, b).standard_normal(_tall_shape(rows, cols))
         out[:, sl] = gain * _orthogonal_matrix(rows, cols, normal)
     return out.reshape(shape)
 
