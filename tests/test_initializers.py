@@ -25,6 +25,7 @@ from bilstm_cli.strategies import (
     parse_init_option,
     parse_spec,
     parse_target,
+    sampling,
 )
 
 SEED = np.random.SeedSequence(1234)
@@ -389,10 +390,10 @@ def test_thread_count_does_not_change_values(
     info = WeightInfo("GRU", "kernel", (rows, 9), 3)
     spec = parse_spec(spec_text)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(ini, "CHUNK_SIZE", chunk)
-        mp.setattr(ini, "WORKERS", 1)
+        mp.setattr(sampling, "CHUNK_SIZE", chunk)
+        mp.setattr(sampling, "WORKERS", 1)
         one = generate(spec, info, SEED)
-        mp.setattr(ini, "WORKERS", workers)
+        mp.setattr(sampling, "WORKERS", workers)
         many = generate(spec, info, SEED)
     np.testing.assert_array_equal(one, many)
     all_ok(spec, info, many)
@@ -405,10 +406,12 @@ def test_per_column_scaling_across_chunk_boundaries(chunk: int, rows: int, seed:
     shape = (rows, 8)
     scale = np.arange(1, 9, dtype=np.float32)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(ini, "CHUNK_SIZE", chunk)
+        mp.setattr(sampling, "CHUNK_SIZE", chunk)
         ss = np.random.SeedSequence(seed)
-        base = ini._random("uniform", shape, ss, np.dtype(np.float32))
-        scaled = ini._random("uniform", shape, ss, np.dtype(np.float32), scale=scale, shift=-scale)
+        base = sampling.draw("uniform", shape, ss, np.dtype(np.float32))
+        scaled = sampling.draw(
+            "uniform", shape, ss, np.dtype(np.float32), scale=scale, shift=-scale
+        )
     np.testing.assert_array_equal(scaled, base * scale - scale)
 
 
@@ -425,7 +428,7 @@ def test_large_array_uses_several_chunks_deterministically() -> None:
     spec = parse_spec("truncated_normal:stddev=0.1")
     a = generate(spec, info, SEED)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(ini, "WORKERS", 1)
+        mp.setattr(sampling, "WORKERS", 1)
         b = generate(spec, info, SEED)
     np.testing.assert_array_equal(a, b)
     # Chunks draw from different streams.
@@ -565,7 +568,7 @@ def test_normal_sampler_is_standard_normal(dtype, size) -> None:
     against the normal CDF (a Kolmogorov–Smirnov bound), kurtosis, and no correlation between
     the two draws made from one pair of uniforms."""
     out = np.full(size, np.nan, dtype=dtype)
-    ini._standard_normal(np.random.Generator(np.random.SFC64(5)), out)
+    sampling.standard_normal(np.random.Generator(np.random.SFC64(5)), out)
     assert np.isfinite(out).all()
     if size < 1000:
         return
