@@ -1,18 +1,8 @@
-"""Gate blocks of Keras RNN weights.
+"""Gate blocks of Keras RNN weights, for every registered cell family.
 
-Keras stores every gate of a cell side by side along the LAST axis of each weight:
-
-=========  ==================  ==================  ====================================
-cell       kernel              recurrent_kernel    bias
-=========  ==================  ==================  ====================================
-LSTM       (input, 4u) i f c o (u, 4u)             (4u,)
-GRU        (input, 3u) z r h   (u, 3u)             (3u,) or (2, 3u) with reset_after=True
-SimpleRNN  (input, u)          (u, u)              (u,)
-=========  ==================  ==================  ====================================
-
-A GRU with ``reset_after=True`` keeps two bias rows (row 0 added to the input projection, row 1
-to the recurrent one); its gate blocks are still column ranges of the last axis, so one slice
-selects a gate in both rows. SimpleRNN has no gates: it is one block covering the whole last axis.
+Keras stores every gate of a cell side by side along the LAST axis of each weight, in the order of
+the family's ``gates`` (see the family modules for each layout). A family without gates
+(SimpleRNN) is one block covering the whole last axis.
 """
 
 from __future__ import annotations
@@ -21,34 +11,28 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from bilstm_cli.cells.base import get, known
 from bilstm_cli.errors import InputError, UsageError
 
-CELL_GATES: dict[str, tuple[str, ...]] = {
-    "LSTM": ("i", "f", "c", "o"),
-    "GRU": ("z", "r", "h"),
-    "SimpleRNN": (),
-}
 ROLES: tuple[str, ...] = ("kernel", "recurrent_kernel", "bias")
 
+# Views of the registry as plain tables. The package registers every family before any of its
+# modules other than the family modules is imported, so these are complete.
+CELL_GATES: dict[str, tuple[str, ...]] = {c.name: c.gates for c in map(get, known())}
 # Human names used in messages and descriptions.
 GATE_NAMES: dict[str, dict[str, str]] = {
-    "LSTM": {"i": "input", "f": "forget", "c": "cell", "o": "output"},
-    "GRU": {"z": "update", "r": "reset", "h": "candidate"},
-    "SimpleRNN": {},
+    c.name: dict(zip(c.gates, c.gate_names)) for c in map(get, known())
 }
 
 
 def check_cell(cell: str) -> str:
     """Return ``cell`` if it is a known cell class name, else raise :class:`InputError`."""
-    if cell not in CELL_GATES:
-        known = ", ".join(CELL_GATES)
-        raise InputError(f"unsupported recurrent cell {cell!r}; expected one of {known}")
-    return cell
+    return get(cell).name
 
 
 def block_count(cell: str) -> int:
     """Number of blocks along the last axis (SimpleRNN counts as one block)."""
-    return max(1, len(CELL_GATES[check_cell(cell)]))
+    return get(cell).blocks
 
 
 def last_axis_width(cell: str, units: int) -> int:
@@ -61,7 +45,7 @@ def gate_slices(cell: str, units: int) -> dict[str, slice]:
 
     SimpleRNN has no gates and gives an empty dict.
     """
-    gates = CELL_GATES[check_cell(cell)]
+    gates = get(cell).gates
     u = int(units)
     return {g: slice(k * u, (k + 1) * u) for k, g in enumerate(gates)}
 
@@ -101,22 +85,22 @@ def parse_gates(cell: str, gates: str | Iterable[str]) -> tuple[str, ...]:
     Raises :class:`UsageError` naming the cell's gates on an unknown name, on an empty list,
     or when the cell has no gates at all.
     """
-    known = CELL_GATES[check_cell(cell)]
+    cell_gates = get(cell).gates
     if isinstance(gates, str):
         names = [g.strip() for g in gates.split(",")]
     else:
         names = [str(g).strip() for g in gates]
     names = [g for g in names if g]
-    if not known:
+    if not cell_gates:
         raise UsageError(f"{cell} has no gates; drop the [..] gate list for its weights")
-    listing = f"{cell} has gates {', '.join(known)}"
+    listing = f"{cell} has gates {', '.join(cell_gates)}"
     if not names:
         raise UsageError(f"empty gate list; {listing}")
-    unknown = [g for g in names if g not in known]
+    unknown = [g for g in names if g not in cell_gates]
     if unknown:
         raise UsageError(f"unknown gate {unknown[0]!r}; {listing}")
     wanted = set(names)
-    return tuple(g for g in known if g in wanted)
+    return tuple(g for g in cell_gates if g in wanted)
 
 
 def gate_mask(cell: str, units: int, gates: Iterable[str] | str | None) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Converting CuDNNLSTM / CuDNNGRU weights (Keras 2.0-2.3 files) to the LSTM / GRU layout.
+"""CuDNNLSTM / CuDNNGRU (Keras 2.0-2.3 files): stored variants of LSTM and GRU.
 
 The CuDNN layers stored each gate block of the input kernel in cuDNN's own (Fortran-order)
 arrangement and each recurrent block transposed; the LSTM bias holds the input and recurrent
@@ -11,19 +11,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from bilstm_cli.cells import gru, lstm
+from bilstm_cli.cells.base import StoredVariant, variant
 from bilstm_cli.errors import InputError
-
-KERAS_CELL = {"CuDNNLSTM": "LSTM", "CuDNNGRU": "GRU"}
-_BLOCKS = {"CuDNNLSTM": 4, "CuDNNGRU": 3}
-
-
-def is_cudnn(cell: str) -> bool:
-    return cell in KERAS_CELL
 
 
 def to_keras(cell: str, role: str, values: np.ndarray, units: int) -> np.ndarray:
-    """One CuDNN weight in the layout of the equivalent Keras cell."""
-    blocks = _BLOCKS[cell]
+    """One weight of the CuDNN layer class ``cell`` in the layout of the equivalent Keras cell."""
+    stored = variant(cell)
+    if stored is None:
+        raise InputError(f"{cell} is not a CuDNN layer")
+    blocks = stored.cell.blocks
     if role == "kernel":
         parts = np.split(values, blocks, axis=-1)
         return np.concatenate([p.T.reshape(p.shape, order="F") for p in parts], axis=-1)
@@ -31,10 +29,40 @@ def to_keras(cell: str, role: str, values: np.ndarray, units: int) -> np.ndarray
         parts = np.split(values, blocks, axis=-1)
         return np.concatenate([p.T for p in parts], axis=-1)
     if role == "bias":
-        if values.shape != (2 * blocks * units,):
+        if values.shape != stored.shape("bias", units, 0):
             raise InputError(f"a {cell} bias of shape {values.shape} cannot be converted")
         halves = values.reshape(2, blocks * units)
-        if cell == "CuDNNLSTM":
-            return halves[0] + halves[1]
-        return halves.copy()
+        if stored.reset_after:
+            return halves.copy()
+        summed: np.ndarray = halves[0] + halves[1]
+        return summed
     raise InputError(f"a {cell} has no weight called {role}")
+
+
+# The CuDNN kernels had no activation settings: they always ran tanh / sigmoid with a bias.
+CUDNN_LSTM = StoredVariant(
+    name="CuDNNLSTM",
+    cell=lstm.CELL,
+    activation="tanh",
+    recurrent_activation="sigmoid",
+    use_bias=True,
+    reset_after=None,
+    convert=to_keras,
+)
+CUDNN_GRU = StoredVariant(
+    name="CuDNNGRU",
+    cell=gru.CELL,
+    activation="tanh",
+    recurrent_activation="sigmoid",
+    use_bias=True,
+    reset_after=True,
+    convert=to_keras,
+)
+
+#: The Keras cell each CuDNN layer class is read as.
+KERAS_CELL: dict[str, str] = {v.name: v.cell.name for v in (CUDNN_LSTM, CUDNN_GRU)}
+
+
+def is_cudnn(cell: str) -> bool:
+    """Whether ``cell`` is a CuDNN layer class."""
+    return cell in KERAS_CELL

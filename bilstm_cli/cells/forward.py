@@ -1,16 +1,11 @@
-"""A NumPy forward pass of Keras' LSTM, GRU and SimpleRNN and of ``Bidirectional``.
+"""A NumPy forward pass of Keras' recurrent layers and of ``Bidirectional``.
 
 Used to check a transplant without Keras: run the donor's layer and the written layer on the same
 probe batch and compare. The math follows Keras exactly (Keras 3 and Keras 2/tf-keras, which
 differ only in ``hard_sigmoid``), in float64, with a zero initial state, no masking and no
-dropout (inference):
-
-* LSTM, gates i, f, c, o: ``z = x·W + h·U + b``; ``c' = σ(f)·c + σ(i)·act(c̃)``;
-  ``h' = σ(o)·act(c')``.
-* GRU, gates z, r, h. ``reset_after=True`` (bias (2, 3u): input row, recurrent row):
-  ``h̃ = act(x·W_h + b_h + r ⊙ (h·U_h + b'_h))``. ``reset_after=False`` (bias (3u,)):
-  ``h̃ = act(x·W_h + b_h + (r ⊙ h)·U_h)``. Then ``h' = z ⊙ h + (1 − z) ⊙ h̃``.
-* SimpleRNN: ``h' = act(x·W + b + h·U)``.
+dropout (inference). This module runs the parts every cell shares (the input projection
+``x·W + b``, the loop over time steps, the bidirectional merge); one time step is the cell
+family's own ``step`` (see the family modules).
 
 A layer with ``go_backwards=True`` reads the sequence reversed and returns its outputs in the
 order it produced them; ``Bidirectional`` flips the backward layer's sequence back before merging
@@ -25,10 +20,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from bilstm_cli.cells.blocks import block_count, check_cell
+from bilstm_cli.cells.base import Activation, StepParams, get
 from bilstm_cli.errors import InputError
-
-Activation = Callable[[np.ndarray], np.ndarray]
 
 # tf.nn.selu's constants (Klambauer et al. 2017), which Keras uses on every backend.
 _SELU_ALPHA = 1.6732632423543772848170429916717
@@ -43,7 +36,8 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 def _softplus(x: np.ndarray) -> np.ndarray:
-    return np.maximum(x, 0.0) + np.log1p(np.exp(-np.abs(x)))
+    out: np.ndarray = np.maximum(x, 0.0) + np.log1p(np.exp(-np.abs(x)))
+    return out
 
 
 def _elu(x: np.ndarray) -> np.ndarray:
@@ -62,7 +56,9 @@ def _hard_sigmoid_k2(x: np.ndarray) -> np.ndarray:
 
 def _gelu(x: np.ndarray) -> np.ndarray:
     # Keras' gelu activation defaults to the exact (erf) form.
-    return 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0)).astype(np.float64))
+    # np.asarray: frompyfunc gives a Python float, not an array, for a 0-d input.
+    erf = np.asarray(_erf(x / math.sqrt(2.0)), dtype=np.float64)
+    return 0.5 * x * (1.0 + erf)
 
 
 _COMMON: dict[str, Activation] = {
@@ -149,21 +145,20 @@ def _describe(cfg: CellConfig) -> str:
 
 
 def _check_recurrent(rk: np.ndarray, bias: np.ndarray | None, cfg: CellConfig) -> None:
-    u = int(cfg.units)
-    width = block_count(cfg.cell) * u
+    cell = get(cfg.cell)
     desc = _describe(cfg)
-    if rk.shape != (u, width):
-        raise _shape_error("recurrent kernel", rk.shape, desc, (u, width))
+    expected = cell.shape("recurrent_kernel", cfg.units, 0)
+    if rk.shape != expected:
+        raise _shape_error("recurrent kernel", rk.shape, desc, expected)
     if not cfg.use_bias:
         if bias is not None:
             raise InputError(f"{desc} has use_bias=False but a bias was given")
         return
     if bias is None:
         raise InputError(f"{desc} has use_bias=True but no bias was given")
-    two_rows = cfg.cell == "GRU" and cfg.reset_after
-    expected = (2, width) if two_rows else (width,)
+    expected = cell.shape("bias", cfg.units, 0, cfg.reset_after)
     if bias.shape != expected:
-        extra = f" (reset_after={cfg.reset_after})" if cfg.cell == "GRU" else ""
+        extra = f" (reset_after={cfg.reset_after})" if cell.has_reset_after else ""
         raise _shape_error("bias", bias.shape, desc + extra, expected)
 
 
@@ -174,13 +169,10 @@ _PROJECTION_ROWS = 256
 def _check_input(xs: np.ndarray, kernel: np.ndarray, cfg: CellConfig) -> None:
     if xs.ndim != 3:
         raise InputError(f"input of shape {xs.shape} is not (batch, time, features)")
-    width = block_count(cfg.cell) * int(cfg.units)
-    if kernel.shape != (xs.shape[2], width):
+    expected = get(cfg.cell).shape("kernel", cfg.units, xs.shape[2])
+    if kernel.shape != expected:
         raise _shape_error(
-            "kernel",
-            kernel.shape,
-            f"{_describe(cfg)} and {xs.shape[2]} input features",
-            (xs.shape[2], width),
+            "kernel", kernel.shape, f"{_describe(cfg)} and {xs.shape[2]} input features", expected
         )
 
 
@@ -188,7 +180,7 @@ def input_projection(x: np.ndarray, kernel: np.ndarray, cfg: CellConfig) -> np.n
     """``x · W`` for every step at once, in float64, in the order the layer reads the steps
     (reversed for ``go_backwards``), without the bias: the part of the cell that does not
     depend on the state. Pass it to :func:`recurrence` with the recurrent kernel and bias."""
-    check_cell(cfg.cell)
+    get(cfg.cell)  # an unknown cell is reported before anything else
     xs = _as_f64(x, "input")
     kernel = np.asarray(kernel)
     _check_input(xs, kernel, cfg)
@@ -238,34 +230,13 @@ def _run_steps(
         else:
             proj = proj + b
 
-    h = np.zeros((batch, u))
-    c = np.zeros((batch, u))
+    cell = get(cfg.cell)
+    params = StepParams(rk, recurrent_bias, u, cfg.reset_after, act, ract)
+    state = tuple(np.zeros((batch, u)) for _ in range(cell.states))
     outputs = np.empty((batch, steps, u))
     for t in range(steps):
-        p = proj[:, t]
-        if cfg.cell == "LSTM":
-            z = p + h @ rk
-            i = ract(z[:, :u])
-            f = ract(z[:, u : 2 * u])
-            c = f * c + i * act(z[:, 2 * u : 3 * u])
-            h = ract(z[:, 3 * u :]) * act(c)
-        elif cfg.cell == "GRU":
-            if cfg.reset_after:
-                rec = h @ rk
-                if recurrent_bias is not None:
-                    rec = rec + recurrent_bias
-                zg = ract(p[:, :u] + rec[:, :u])
-                r = ract(p[:, u : 2 * u] + rec[:, u : 2 * u])
-                hh = act(p[:, 2 * u :] + r * rec[:, 2 * u :])
-            else:
-                rec = h @ rk[:, : 2 * u]
-                zg = ract(p[:, :u] + rec[:, :u])
-                r = ract(p[:, u : 2 * u] + rec[:, u:])
-                hh = act(p[:, 2 * u :] + (r * h) @ rk[:, 2 * u :])
-            h = zg * h + (1.0 - zg) * hh
-        else:
-            h = act(p + h @ rk)
-        outputs[:, t] = h
+        state = cell.step(proj[:, t], state, params)
+        outputs[:, t] = state[0]
     return outputs if return_sequences else outputs[:, -1]
 
 
@@ -283,7 +254,7 @@ def rnn_forward(
     time for ``go_backwards=True``, as Keras returns it), else the last output (batch, units).
     Raises :class:`InputError` when a shape or an activation does not fit ``cfg``.
     """
-    check_cell(cfg.cell)
+    get(cfg.cell)  # an unknown cell is reported before anything else
     _check_input(_as_f64(x, "input"), np.asarray(kernel), cfg)
     _check_recurrent(np.asarray(recurrent_kernel), None if bias is None else np.asarray(bias), cfg)
     get_activation(cfg.activation, cfg.keras_major)
@@ -364,15 +335,18 @@ def merge_directions(
         )
     if return_sequences:
         y_rev = y_rev[:, ::-1]
+    if merge_mode is None:
+        return [y, y_rev]
+    merged: np.ndarray
     if merge_mode == "concat":
-        return np.concatenate([y, y_rev], axis=-1)
-    if merge_mode == "sum":
-        return y + y_rev
-    if merge_mode == "mul":
-        return y * y_rev
-    if merge_mode == "ave":
-        return (y + y_rev) / 2.0
-    return [y, y_rev]
+        merged = np.concatenate([y, y_rev], axis=-1)
+    elif merge_mode == "sum":
+        merged = y + y_rev
+    elif merge_mode == "mul":
+        merged = y * y_rev
+    else:
+        merged = (y + y_rev) / 2.0
+    return merged
 
 
 def probe_batch(input_dim: int, seed: int = 0, batch: int = 2, time: int = 5) -> np.ndarray:
