@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     import numpy as np
 
-SUPPORTED_CELLS = ("LSTM", "GRU", "SimpleRNN")
 DIRECTIONS = ("forward", "backward")
 
 
@@ -135,6 +134,8 @@ class Layer:
     weights: list[Weight] = field(default_factory=list)
     config_known: bool = True
     notes: list[str] = field(default_factory=list)
+    #: Whether both directions wrap a cell family the tool can change (the reader says).
+    supported: bool = False
 
     @property
     def cell(self) -> str:
@@ -143,10 +144,6 @@ class Layer:
     @property
     def units(self) -> int:
         return self.forward.units
-
-    @property
-    def supported(self) -> bool:
-        return self.forward.cell in SUPPORTED_CELLS and self.backward.cell in SUPPORTED_CELLS
 
     @property
     def settings(self) -> dict[str, CellSettings]:

@@ -12,15 +12,56 @@ from bilstm_cli.cells import cudnn
 from bilstm_cli.cells.base import Cell, StoredVariant
 from bilstm_cli.cells.blocks import CELL_GATES, GATE_NAMES, ROLES, check_cell
 from bilstm_cli.errors import InputError
-from bilstm_cli.formats.keras_config import RNN_CLASSES
-from bilstm_cli.formats.reader import CELL_GROUP_NAMES, GATE_COUNT
-from bilstm_cli.formats.reader import expected_shape as reader_expected_shape
-from bilstm_cli.model import SUPPORTED_CELLS, CellSettings
-from bilstm_cli.ops.plan_transplant import _keras_settings
+from bilstm_cli.model import CellSettings
+
+# What the readers knew before the registry existed, written out: the registry must say the same.
+RNN_CLASSES = ("LSTM", "GRU", "SimpleRNN", "CuDNNLSTM", "CuDNNGRU")
+GATE_COUNT = {"LSTM": 4, "GRU": 3, "SimpleRNN": 1, "CuDNNLSTM": 4, "CuDNNGRU": 3}
+CELL_GROUP_NAMES = {"lstm_cell": "LSTM", "gru_cell": "GRU", "simple_rnn_cell": "SimpleRNN"}
+
+
+def reader_expected_shape(settings: CellSettings, role: str, input_dim: int) -> tuple[int, ...]:
+    u, k = settings.units, GATE_COUNT[settings.cell]
+    if role == "kernel":
+        return (input_dim, k * u)
+    if role == "recurrent_kernel":
+        return (u, k * u)
+    if settings.cell in ("CuDNNLSTM", "CuDNNGRU"):
+        return (2 * k * u,)
+    if settings.cell == "GRU" and settings.reset_after:
+        return (2, k * u)
+    return (k * u,)
+
+
+def _keras_settings(s: CellSettings) -> CellSettings:
+    if s.cell not in ("CuDNNLSTM", "CuDNNGRU"):
+        return s
+    return CellSettings(
+        cell=s.cell[len("CuDNN") :],
+        units=s.units,
+        activation="tanh",
+        recurrent_activation="sigmoid",
+        use_bias=True,
+        reset_after=True if s.cell == "CuDNNGRU" else None,
+        go_backwards=s.go_backwards,
+        name=s.name,
+    )
 
 
 def test_families_in_registration_order() -> None:
-    assert cells.known() == SUPPORTED_CELLS == ("LSTM", "GRU", "SimpleRNN")
+    assert cells.known() == ("LSTM", "GRU", "SimpleRNN")
+    assert cells.supported(CellSettings("GRU", 2), CellSettings("SimpleRNN", 2))
+    assert not cells.supported(CellSettings("LSTM", 2), CellSettings("CuDNNLSTM", 2))
+
+
+def test_layer_class_for_blocks() -> None:
+    families = [cells.layer_class_for_blocks(k) for k in (4, 3, 1, 2)]
+    assert families == ["LSTM", "GRU", "SimpleRNN", None]
+    assert [cells.layer_class_for_blocks(k, stored=True) for k in (4, 3, 1)] == [
+        "CuDNNLSTM",
+        "CuDNNGRU",
+        None,
+    ]
 
 
 def test_layer_classes_match_the_readable_classes() -> None:

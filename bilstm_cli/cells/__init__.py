@@ -18,9 +18,11 @@ from bilstm_cli.cells.base import (
     keras_settings,
     known,
     layer_block_count,
+    layer_class_for_blocks,
     layer_classes,
     register,
     register_variant,
+    supported,
     variant,
 )
 
@@ -39,8 +41,10 @@ __all__ = [
     "keras_settings",
     "known",
     "layer_block_count",
+    "layer_class_for_blocks",
     "layer_classes",
     "register",
     "register_variant",
+    "supported",
     "variant",
 ]

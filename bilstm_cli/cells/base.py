@@ -174,6 +174,19 @@ def layer_block_count(class_name: str) -> int:
     return (stored.cell if stored else get(class_name)).blocks
 
 
+def layer_class_for_blocks(blocks: int, stored: bool = False) -> str | None:
+    """The family (or, with ``stored``, the stored variant) whose weights hold ``blocks`` gate
+    blocks along their last axis: what a weights-only file's shapes say the cell is."""
+    if stored:
+        return next((v.name for v in _VARIANTS.values() if v.cell.blocks == blocks), None)
+    return next((c.name for c in _CELLS.values() if c.blocks == blocks), None)
+
+
+def supported(*settings: CellSettings) -> bool:
+    """Whether every one of ``settings`` is a cell family the tool can change."""
+    return all(s.cell in _CELLS for s in settings)
+
+
 def for_tracked_group(name: str) -> Cell | None:
     """The family whose cell Keras 3 tracks under the group ``name`` (None for any other)."""
     return next((c for c in _CELLS.values() if c.tracked_group == name), None)

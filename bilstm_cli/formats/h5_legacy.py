@@ -8,13 +8,13 @@ from typing import Any
 
 import h5py
 
+from bilstm_cli import cells
 from bilstm_cli.errors import InputError
 from bilstm_cli.formats import h5safe, staging
 from bilstm_cli.formats.base import Format, Probe, Session, path_identity
 from bilstm_cli.formats.hdf5 import about, open_h5, open_reader
 from bilstm_cli.formats.keras_config import bidirectional_settings, load_json, walk_layers
 from bilstm_cli.formats.keras_layout import (
-    GATE_COUNT,
     check_directions,
     check_plain,
     plain_rnn_entries,
@@ -69,7 +69,8 @@ def _legacy_layers_from_config(f: h5py.File, config: Any) -> list[Layer]:
             # A nested model keeps all its weights in one group; pick this layer's by scope.
             names = [n for n in names if entry.name in n.split("/")[:-2]]
         layer = Layer(entry.display_name, group_path, merge_mode, forward, backward)
-        counts = [len(roles_for(s)) for s in (forward, backward) if s.cell in GATE_COUNT]
+        layer.supported = cells.supported(forward, backward)
+        counts = [len(roles_for(s)) for s in (forward, backward) if s.cell in cells.layer_classes()]
         if len(counts) < 2:
             half = len(names) // 2
             layer.notes.append(f"{forward.cell} is not a supported cell; weights by position")

@@ -14,12 +14,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from bilstm_cli import cells
 from bilstm_cli.errors import InputError
 from bilstm_cli.model import CellSettings
-
-# Wrapped-layer classes whose weights the tool knows how to read. CuDNN layers come from
-# Keras 2.0-2.3 files; their weights are read and converted by the legacy reader.
-RNN_CLASSES = ("LSTM", "GRU", "SimpleRNN", "CuDNNLSTM", "CuDNNGRU")
 
 # A configuration larger than this is not a model anyone saved; refuse rather than parse it.
 MAX_CONFIG_BYTES = 64 * 1024 * 1024
@@ -168,7 +165,7 @@ def cell_settings(layer: Any, where: str) -> CellSettings:
     conf: dict[str, Any] = raw if isinstance(raw, dict) else {}
     units = conf.get("units")
     valid_units = isinstance(units, int) and not isinstance(units, bool) and units > 0
-    if class_name in RNN_CLASSES and not valid_units:
+    if class_name in cells.layer_classes() and not valid_units:
         raise InputError(f"{where}: {class_name} has no valid 'units' in the configuration")
     reset_after = None
     if class_name == "GRU":
@@ -182,7 +179,7 @@ def cell_settings(layer: Any, where: str) -> CellSettings:
         activation=_activation_name(conf.get("activation", "tanh")),
         recurrent_activation=(
             _activation_name(conf.get("recurrent_activation", "sigmoid"))
-            if class_name in ("LSTM", "GRU", "CuDNNLSTM", "CuDNNGRU")
+            if class_name in cells.layer_classes() and cells.layer_block_count(class_name) > 1
             else None
         ),
         use_bias=bool(conf.get("use_bias", True)),

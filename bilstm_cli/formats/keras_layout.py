@@ -8,19 +8,18 @@ from typing import Any
 
 import h5py
 
+from bilstm_cli import cells
 from bilstm_cli.errors import InputError
 from bilstm_cli.formats import h5safe
 from bilstm_cli.formats.keras_config import LayerEntry, cell_settings, walk_layers
 from bilstm_cli.model import CellSettings, Layer, PlainLayer, Weight
 
 ROLES = ("kernel", "recurrent_kernel", "bias")
-GATE_COUNT = {"LSTM": 4, "GRU": 3, "SimpleRNN": 1, "CuDNNLSTM": 4, "CuDNNGRU": 3}
-CELL_GROUP_NAMES = {"lstm_cell": "LSTM", "gru_cell": "GRU", "simple_rnn_cell": "SimpleRNN"}
 
 
 def plain_rnn_entries(config: Any) -> Iterator[tuple[LayerEntry, CellSettings]]:
     for entry in walk_layers(config):
-        if entry.class_name in GATE_COUNT:
+        if entry.class_name in cells.layer_classes():
             settings = cell_settings(
                 {"class_name": entry.class_name, "config": entry.config},
                 f"layer '{entry.display_name}'",
@@ -33,7 +32,7 @@ def check_plain(layer: PlainLayer) -> None:
     if kernel is None or len(kernel.shape) != 2:
         raise InputError(f"layer '{layer.name}': kernel is missing or not a matrix")
     for w in layer.weights:
-        want = expected_shape(layer.settings, w.role, kernel.shape[0])
+        want = cells.expected_shape(layer.settings, w.role, kernel.shape[0])
         if w.shape != want:
             raise InputError(
                 f"layer '{layer.name}': {w.role} has shape {shape_text(w.shape)}, but a "
@@ -70,27 +69,12 @@ def weight_at(f: h5py.File, path: str, direction: str, role: str) -> Weight:
     )
 
 
-def expected_shape(settings: CellSettings, role: str, input_dim: int) -> tuple[int, ...]:
-    """The shape Keras gives a weight of this cell (the Keras layout, not CuDNN's)."""
-    u = settings.units
-    k = GATE_COUNT[settings.cell]
-    if role == "kernel":
-        return (input_dim, k * u)
-    if role == "recurrent_kernel":
-        return (u, k * u)
-    if settings.cell == "CuDNNLSTM" or settings.cell == "CuDNNGRU":
-        return (2 * k * u,)
-    if settings.cell == "GRU" and settings.reset_after:
-        return (2, k * u)
-    return (k * u,)
-
-
 def check_directions(layer: Layer) -> None:
     """Every weight's shape must fit the cell the configuration declares."""
     inputs = {}
     for direction in ("forward", "backward"):
         settings = layer.settings[direction]
-        if settings.cell not in GATE_COUNT:
+        if settings.cell not in cells.layer_classes():
             continue
         kernel = layer.weight(direction, "kernel")
         if kernel is None or len(kernel.shape) != 2:
@@ -99,7 +83,7 @@ def check_directions(layer: Layer) -> None:
         for w in layer.weights:
             if w.direction != direction:
                 continue
-            want = expected_shape(settings, w.role, kernel.shape[0])
+            want = cells.expected_shape(settings, w.role, kernel.shape[0])
             if w.shape != want:
                 raise InputError(
                     f"layer '{layer.name}': {direction} {w.role} has shape {shape_text(w.shape)}, "

@@ -8,6 +8,7 @@ from typing import Any
 
 import h5py
 
+from bilstm_cli import cells
 from bilstm_cli.errors import InputError
 from bilstm_cli.formats import h5safe, staging
 from bilstm_cli.formats.archive import CONFIG, METADATA, KerasArchive
@@ -21,7 +22,6 @@ from bilstm_cli.formats.keras_config import (
     walk_layers,
 )
 from bilstm_cli.formats.keras_layout import (
-    GATE_COUNT,
     check_directions,
     check_plain,
     numbered,
@@ -88,6 +88,7 @@ def _tracked_layers_from_config(f: h5py.File, config: Any) -> list[Layer]:
             forward=forward,
             backward=backward,
             notes=notes,
+            supported=cells.supported(forward, backward),
         )
         for direction, sub, settings in (
             ("forward", "forward_layer", forward),
@@ -142,12 +143,12 @@ def _tracked_direction(
     vars_path = f"{sub}/cell/vars"
     if not h5safe.has(f, vars_path):
         # Layers that are not cell-based RNNs keep their variables on the layer itself.
-        if settings.cell not in GATE_COUNT and h5safe.has(f, f"{sub}/vars"):
+        if settings.cell not in cells.layer_classes() and h5safe.has(f, f"{sub}/vars"):
             vars_path = f"{sub}/vars"
         else:
             raise InputError(f"layer '{layer.name}': {direction} weights missing ('{vars_path}')")
     keys = numbered(h5safe.group(f, vars_path))
-    if settings.cell not in GATE_COUNT:
+    if settings.cell not in cells.layer_classes():
         layer.notes.append(f"{settings.cell} is not a supported cell; weights listed by position")
         return [weight_at(f, f"{vars_path}/{k}", direction, f"weight_{k}") for k in keys]
     roles = roles_for(settings)

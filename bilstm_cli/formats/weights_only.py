@@ -8,13 +8,13 @@ from typing import Any
 
 import h5py
 
+from bilstm_cli import cells
 from bilstm_cli.errors import InputError
 from bilstm_cli.formats import h5safe, staging
 from bilstm_cli.formats.base import Format, Probe, Session, path_identity
 from bilstm_cli.formats.h5_legacy import strip_suffix
 from bilstm_cli.formats.hdf5 import about, open_h5, open_reader
 from bilstm_cli.formats.keras_layout import (
-    CELL_GROUP_NAMES,
     ROLES,
     check_directions,
     numbered,
@@ -64,7 +64,7 @@ def _legacy_layers_inferred(f: h5py.File, prefix: str) -> list[Layer]:
             role = parts[-1]
             if role not in ROLES or len(parts) < 2:
                 continue
-            if len(parts) >= 3 and parts[-2] in CELL_GROUP_NAMES:
+            if len(parts) >= 3 and cells.for_tracked_group(parts[-2]) is not None:
                 sub, scope = parts[-3], "/".join(parts[:-3])
             else:
                 sub, scope = parts[-2], "/".join(parts[:-2])
@@ -93,10 +93,8 @@ def _infer_settings(sub: str, shapes: dict[str, tuple[int, ...]]) -> CellSetting
     if rk is None or len(rk) != 2 or rk[0] == 0 or rk[1] % rk[0]:
         return None
     units, gates = rk[0], rk[1] // rk[0]
-    cell = {4: "LSTM", 3: "GRU", 1: "SimpleRNN"}.get(gates)
     lowered = sub.lower()
-    if "cu_dnn" in lowered or "cudnn" in lowered:
-        cell = {4: "CuDNNLSTM", 3: "CuDNNGRU"}.get(gates)
+    cell = cells.layer_class_for_blocks(gates, stored="cu_dnn" in lowered or "cudnn" in lowered)
     if cell is None:
         return None
     bias = shapes.get("bias")
@@ -135,6 +133,7 @@ def _inferred_layer(
         settings.append(s)
         refs.extend(direction_refs)
     layer = Layer(name, group, None, settings[0], settings[1], refs, config_known=False)
+    layer.supported = cells.supported(*settings)
     layer.notes.append("no configuration: cell and units inferred from shapes")
     check_directions(layer)
     return layer
@@ -197,7 +196,8 @@ def _tracked_bidirectional_inferred(f: h5py.File, path: str) -> Layer | None:
     if layer is not None:
         recorded = [vars_name(f, f"{path}/{s}/cell") for s in ("forward_layer", "backward_layer")]
         for r, s in zip(recorded, (layer.forward, layer.backward)):
-            if r in CELL_GROUP_NAMES and CELL_GROUP_NAMES[r] != s.cell:
+            family = cells.for_tracked_group(r) if r is not None else None
+            if family is not None and family.name != s.cell:
                 raise InputError(f"layer '{name}': a {r} whose shapes fit a {s.cell}")
     return layer
 

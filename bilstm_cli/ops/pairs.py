@@ -9,10 +9,10 @@ from typing import Any
 
 import numpy as np
 
+from bilstm_cli import cells
 from bilstm_cli.cells import cudnn
 from bilstm_cli.cells.blocks import ROLES, covered_gates, gate_mask
 from bilstm_cli.errors import InputError, UsageError
-from bilstm_cli.formats.keras_layout import expected_shape
 from bilstm_cli.model import CellSettings, Layer, Model, PlainLayer, Weight, WeightReader
 from bilstm_cli.ops.plan_init import bidirectional_layers_to_change
 from bilstm_cli.ops.select import directions, layer_matches, select_layers
@@ -53,28 +53,12 @@ def keras_major(model: Model) -> int:
     return 2 if version.startswith(("1.", "2.")) else 3
 
 
-def _keras_settings(s: CellSettings) -> CellSettings:
-    if not cudnn.is_cudnn(s.cell):
-        return s
-    # CuDNN layers were fixed to tanh / sigmoid; CuDNNGRU maps to GRU(reset_after=True).
-    return CellSettings(
-        cell=cudnn.KERAS_CELL[s.cell],
-        units=s.units,
-        activation="tanh",
-        recurrent_activation="sigmoid",
-        use_bias=True,
-        reset_after=True if s.cell == "CuDNNGRU" else None,
-        go_backwards=s.go_backwards,
-        name=s.name,
-    )
-
-
 def _bi_source(model: Model, layer: Layer, direction: str) -> Source:
     settings = layer.settings[direction]
     refs = {w.role: w for w in layer.weights if w.direction == direction}
     return Source(
         f"{layer.name}/{direction}",
-        _keras_settings(settings),
+        cells.keras_settings(settings),
         refs,
         settings.cell,
         keras_major(model),
@@ -84,7 +68,11 @@ def _bi_source(model: Model, layer: Layer, direction: str) -> Source:
 def _plain_source(model: Model, layer: PlainLayer) -> Source:
     refs = {w.role: w for w in layer.weights}
     return Source(
-        layer.name, _keras_settings(layer.settings), refs, layer.settings.cell, keras_major(model)
+        layer.name,
+        cells.keras_settings(layer.settings),
+        refs,
+        layer.settings.cell,
+        keras_major(model),
     )
 
 
@@ -273,7 +261,7 @@ def _with_gates(settings: CellSettings, role: str, mask: np.ndarray) -> str:
 def _converted_shape(source: Source, role: str) -> tuple[int, ...]:
     """The donor weight's shape once in the Keras layout (a CuDNN bias changes shape)."""
     if cudnn.is_cudnn(source.stored_cell) and role == "bias":
-        return expected_shape(source.settings, "bias", 0)
+        return cells.expected_shape(source.settings, "bias", 0)
     return source.refs[role].shape
 
 
