@@ -13,6 +13,7 @@ from bilstm_cli import formats
 from bilstm_cli import strategies as strategies
 from bilstm_cli.cells.blocks import ROLES, covered_gates, gate_mask, parse_gates
 from bilstm_cli.errors import InputError, UsageError
+from bilstm_cli.formats import Session
 from bilstm_cli.model import Layer, Model, Weight
 from bilstm_cli.ops.apply import Fact, Job, Part, Plan
 from bilstm_cli.ops.select import directions, select_layers
@@ -190,7 +191,8 @@ def plan_init(
     ['bias', 'bias']
     """
     ops = parse_ops(init)
-    model = formats.read_model(path)
+    session = Session()
+    model = formats.read_model(path, session)
     chosen_seed = seed if seed is not None else secrets.randbelow(2**31)
     jobs = plan(model, ops, layers, direction, chosen_seed)
     if not jobs:
@@ -200,4 +202,4 @@ def plan_init(
         result.notes.append(f"no --seed given; used --seed {chosen_seed} (pass it to repeat this)")
     if not init:
         result.notes.append(f"no --init given; used {DEFAULT_INIT} (what a fresh Keras layer gets)")
-    return Plan(model, result, lambda stack, dry_run: (jobs, None))
+    return Plan(model, result, lambda stack, dry_run: (jobs, None), session)
