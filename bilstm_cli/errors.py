@@ -8,6 +8,13 @@ what was expected, in one line, without a traceback.
 from __future__ import annotations
 
 
+def first_line(exc: BaseException, limit: int = 160) -> str:
+    """The first line of an exception's text (its class name if it has none), cut to
+    ``limit`` characters: what a one-line error message quotes of a lower layer's failure."""
+    lines = str(exc).strip().splitlines()
+    return lines[0][:limit] if lines else type(exc).__name__
+
+
 class BilstmError(Exception):
     """Base class of every error the tool reports to the user.
 
@@ -81,4 +88,11 @@ class VerifyError(BilstmError):
     exit_code = 1
 
 
-__all__ = ["BilstmError", "InputError", "OutputError", "UsageError", "VerifyError"]
+__all__ = [
+    "BilstmError",
+    "InputError",
+    "OutputError",
+    "UsageError",
+    "VerifyError",
+    "first_line",
+]

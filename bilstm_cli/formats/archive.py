@@ -17,7 +17,7 @@ import zlib
 from typing import IO, TYPE_CHECKING, Any
 
 from bilstm_cli.concurrency import in_parallel
-from bilstm_cli.errors import InputError
+from bilstm_cli.errors import InputError, first_line
 from bilstm_cli.formats import h5heaps
 from bilstm_cli.formats.base import identity
 from bilstm_cli.formats.inplace import crc32_of
@@ -104,7 +104,7 @@ class KerasArchive:
             self._file.close()
             # NotImplementedError: a zip format version or feature zipfile does not know.
             if isinstance(exc, _DAMAGED + (zipfile.LargeZipFile, OSError, ValueError)):
-                raise InputError(f"not a readable .keras archive ({_short(exc)})") from None
+                raise InputError(f"not a readable .keras archive ({first_line(exc)})") from None
             raise
         try:
             self._check_members()
@@ -239,7 +239,7 @@ class KerasArchive:
                     _copy_member(src, out)
             except _DAMAGED as exc:
                 raise InputError(
-                    f"{self.path}: archive member '{WEIGHTS_H5}' is damaged ({_short(exc)})"
+                    f"{self.path}: archive member '{WEIGHTS_H5}' is damaged ({first_line(exc)})"
                 ) from None
 
     def close(self) -> None:
@@ -275,11 +275,6 @@ def _copy_member(src: IO[bytes], out: IO[bytes]) -> None:
         out.write(block)
 
 
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:160] if text else type(exc).__name__
-
-
 def _without_zip64(extra: bytes) -> bytes:
     """Drop the zip64 record from a member's extra field: zipfile writes its own when needed."""
     kept = b""
@@ -299,7 +294,7 @@ def rewrite_archive(src: str, dest: str, replacement: dict[str, str]) -> None:
     try:
         _rewrite(src, dest, replacement)
     except _DAMAGED as exc:
-        raise InputError(f"{src}: the archive is damaged ({_short(exc)})") from None
+        raise InputError(f"{src}: the archive is damaged ({first_line(exc)})") from None
 
 
 def _rewrite(src: str, dest: str, replacement: dict[str, str]) -> None:

@@ -156,9 +156,3 @@ def digest(array: np.ndarray) -> str:
     """
     data = np.ascontiguousarray(array).view(np.uint8).reshape(-1).data
     return f"{array.dtype.str}{array.shape}:{zlib.crc32(data):08x}"
-
-
-def first_line(exc: BaseException) -> str:
-    """The first line of an exception's text, short enough for a one-line error."""
-    lines = str(exc).strip().splitlines()
-    return lines[0][:160] if lines else type(exc).__name__

@@ -10,7 +10,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from bilstm_cli.errors import InputError
+from bilstm_cli.errors import InputError, first_line
 from bilstm_cli.formats import h5safe
 from bilstm_cli.formats.archive import WEIGHTS_H5
 from bilstm_cli.formats.base import OnWritten, Session, digest
@@ -259,10 +259,8 @@ def unchanged_except(
             seen = compare_weights(f1, f2, written, problems, on_written)
         except _Damaged as exc:
             # The staged file is a copy of the input, so what cannot be read is the input's.
-            text = str(exc.exc).strip().splitlines()
-            detail = text[0][:160] if text else type(exc.exc).__name__
             raise InputError(
-                f"{model.path}: damaged HDF5 data at '{exc.where}' ({detail}); "
+                f"{model.path}: damaged HDF5 data at '{exc.where}' ({first_line(exc.exc)}); "
                 "cannot check that it is carried over unchanged"
             ) from None
     missing = set(written) - seen

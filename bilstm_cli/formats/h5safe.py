@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import h5py
 import numpy as np
 
-from bilstm_cli.errors import InputError
+from bilstm_cli.errors import InputError, first_line
 
 if TYPE_CHECKING:
     pass
@@ -222,12 +222,7 @@ def read(ds: h5py.Dataset, path: str) -> np.ndarray:
     try:
         return np.asarray(ds[()])
     except (OSError, ValueError, RuntimeError, TypeError) as exc:
-        raise InputError(f"dataset '{path}' cannot be read ({_first_line(exc)})") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:160] if text else type(exc).__name__
+        raise InputError(f"dataset '{path}' cannot be read ({first_line(exc)})") from None
 
 
 def odd_attribute_type(tid: Any) -> str | None:

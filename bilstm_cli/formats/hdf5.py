@@ -10,10 +10,10 @@ from typing import Any
 import h5py
 import numpy as np
 
-from bilstm_cli.errors import InputError, UsageError
+from bilstm_cli.errors import InputError, UsageError, first_line
 from bilstm_cli.formats import h5heaps, h5safe
 from bilstm_cli.formats.archive import KerasArchive
-from bilstm_cli.formats.base import Session, first_line, path_identity, sniff
+from bilstm_cli.formats.base import Session, path_identity, sniff
 
 
 def open_h5(source: Any, key: tuple[object, ...] | None, session: Session) -> h5py.File:

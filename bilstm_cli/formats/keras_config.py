@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bilstm_cli import cells
-from bilstm_cli.errors import InputError
+from bilstm_cli.errors import InputError, first_line
 from bilstm_cli.model import CellSettings
 
 # A configuration larger than this is not a model anyone saved; refuse rather than parse it.
@@ -50,12 +50,7 @@ def load_json(raw: bytes | str, what: str) -> Any:
     try:
         return json.loads(raw)
     except (ValueError, RecursionError) as exc:
-        raise InputError(f"{what} is not valid JSON ({_short(exc)})") from None
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return text[:120]
+        raise InputError(f"{what} is not valid JSON ({first_line(exc, 120)})") from None
 
 
 def to_snake_case(name: str) -> str:

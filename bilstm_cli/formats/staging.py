@@ -26,7 +26,7 @@ import h5py
 import numpy as np
 
 from bilstm_cli.concurrency import in_parallel
-from bilstm_cli.errors import InputError, OutputError
+from bilstm_cli.errors import InputError, OutputError, first_line
 from bilstm_cli.formats import h5safe
 from bilstm_cli.formats.archive import (
     WEIGHTS_H5,
@@ -260,9 +260,9 @@ class StagedWrite:
         for code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EROFS, errno.EIO):
             if f"errno = {code}," in text:
                 return _os_error(self.output, OSError(code, os.strerror(code)))
-        lines = text.strip().splitlines()
-        detail = lines[0][:160] if lines else type(exc).__name__
-        return InputError(f"{self.model.path}: damaged HDF5 data; it cannot be {what} ({detail})")
+        return InputError(
+            f"{self.model.path}: damaged HDF5 data; it cannot be {what} ({first_line(exc)})"
+        )
 
     def finish(self) -> None:
         """Close the edited weights and, for an archive, assemble the staged ``.keras``."""

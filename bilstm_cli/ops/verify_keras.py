@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from bilstm_cli import formats
+from bilstm_cli.errors import first_line
 from bilstm_cli.formats import Session
 from bilstm_cli.model import Model
 from bilstm_cli.results import Check
@@ -25,8 +26,9 @@ NAME = "--verify keras"
 
 
 def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0][:200]}" if lines else type(exc).__name__
+    """What Keras said, with the kind of failure: Keras' messages alone can be cryptic."""
+    text = first_line(exc, 200)
+    return text if text == type(exc).__name__ else f"{type(exc).__name__}: {text}"
 
 
 @contextlib.contextmanager
