@@ -220,12 +220,6 @@ class Model:
         for plain in self.plain_layers:
             plain.weights = [replace(w, reader=reader) for w in plain.weights]
 
-    def read(self, weight: Weight) -> np.ndarray:
-        """The values of ``weight`` (of this model), read from the open file."""
-        if self.reader is None:
-            return weight.read()
-        return self.reader.read(weight.location)
-
     def close(self) -> None:
         """Close the file; weights can no longer be read."""
         if self.reader is not None:

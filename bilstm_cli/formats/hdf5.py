@@ -61,14 +61,6 @@ def open_weights(path: str, session: Session) -> Iterator[h5py.File]:
                 archive.close()
 
 
-def read_dataset(f: h5py.File, location: str, path: str) -> np.ndarray:
-    """One weight's values from an open weights file, with errors naming ``path``."""
-    try:
-        return h5safe.read(h5safe.dataset(f, location), location)
-    except InputError as exc:
-        raise InputError(f"{path}: {exc.message}") from None
-
-
 class H5Reader:
     """Reads weights of one Keras file by dataset path until closed."""
 
@@ -80,7 +72,10 @@ class H5Reader:
     def read(self, location: str) -> np.ndarray:
         if self._file is None:
             raise UsageError(f"{self.path} is closed; read weights inside its 'with' block")
-        return read_dataset(self._file, location, self.path)
+        try:
+            return h5safe.read(h5safe.dataset(self._file, location), location)
+        except InputError as exc:
+            raise InputError(f"{self.path}: {exc.message}") from None
 
     def close(self) -> None:
         if self._file is not None:
