@@ -24,6 +24,7 @@ from bilstm_cli.errors import BilstmError, UsageError
 
 if TYPE_CHECKING:
     from bilstm_cli.ops.apply import Plan
+    from bilstm_cli.results import WriteResult
 
 EXIT_INTERRUPTED = 130
 
@@ -99,17 +100,14 @@ def _needs_output(command: str, output: str | None, dry_run: bool) -> None:
 
 
 def _preview_or_apply(
-    plan: Plan, output: str | None, force: bool, dry_run: bool, verify: str | None, as_json: bool
-) -> None:
-    """The dry run's prediction, or the plan written and verified; then the result shown."""
-    from bilstm_cli.cli import render
+    plan: Plan, output: str | None, force: bool, dry_run: bool, verify: str | None
+) -> WriteResult:
+    """The dry run's prediction, or the plan written and verified."""
     from bilstm_cli.ops.apply import apply
 
     if dry_run or output is None:
-        result = plan.preview()
-    else:
-        result = apply(plan, output, force, verify)
-    render.write_result(result, as_json)
+        return plan.preview()
+    return apply(plan, output, force, verify)
 
 
 @cli.command()
@@ -163,11 +161,12 @@ def init(
     lecun_uniform, lecun_normal, orthogonal:gain=, identity:gain=, unit_forget_bias,
     chrono:tmax=T, keras_default, pytorch_default, npy:PATH, npz:PATH:KEY.
     """
+    from bilstm_cli.cli import render
     from bilstm_cli.ops.plan_init import plan_init
 
     _needs_output("init", output, dry_run)
     plan = plan_init(model, inits, layers, direction, seed)
-    _preview_or_apply(plan, output, force, dry_run, verify, as_json)
+    render.write_result(_preview_or_apply(plan, output, force, dry_run, verify), as_json)
 
 
 @cli.command()
@@ -222,9 +221,11 @@ def transplant(
 
     _needs_output("transplant", output, dry_run)
     plan = plan_transplant(donor, model, maps, layers, direction, roles, by, allow_nonfinite)
+    # Shown once the outcome is known: a failed transplant leaves stdout empty.
+    result = _preview_or_apply(plan, output, force, dry_run, verify)
     if not as_json:
-        render.transplant_plan(plan.result)
-    _preview_or_apply(plan, output, force, dry_run, verify, as_json)
+        render.transplant_plan(result)
+    render.write_result(result, as_json)
 
 
 @cli.command()
