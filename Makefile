@@ -57,6 +57,7 @@ fixtures: $(VENV)/.installed-test ## Regenerate the fixture models and their man
 	$(BIN)/python fixtures/generate.py
 
 bench: $(VENV)/.installed-test ## Time bilstm against the Keras way on a generated 57 MB model
+	$(BIN)/python -m compileall -q bilstm_cli
 	$(BIN)/python bench/run.py
 
 fuzz: $(VENV)/.installed-test ## Long fuzzing run: thousands of damaged fixtures through inspect and init
