@@ -393,7 +393,13 @@ def test_signal_swallowed_by_a_library_is_still_an_interruption(tmp_path, monkey
         lambda model: replace(real(model), unchanged_except=_swallowing(signum)),
     )
     out = tmp_path / "out.keras"
-    outcome = run_main(*init_args(KERAS, out))
+    # A test run started in the background (`make test &`) inherits an ignored SIGINT, which
+    # the command rightly leaves ignored; this test is about the default disposition.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        outcome = run_main(*init_args(KERAS, out))
+    finally:
+        signal.signal(signal.SIGINT, previous)
     one_error_line(outcome.stderr, outcome.code, 130, "interrupted")
     assert not out.exists() and temp_leftovers(tmp_path) == []
 
