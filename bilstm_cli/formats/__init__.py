@@ -59,7 +59,7 @@ def writer_for(model: Model) -> Writer:
     """How to write a changed copy of ``model``."""
     for fmt in FORMATS:
         if fmt.name == model.format and fmt.writer is not None:
-            return fmt.writer
+            return fmt.writer()
     raise InputError(f"{model.path}: {model.format} files cannot be written")
 
 

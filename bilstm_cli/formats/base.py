@@ -105,13 +105,16 @@ class Probe:
 
 @dataclass(frozen=True)
 class Format:
-    """One file layout the tool reads (and writes, when ``writer`` is set)."""
+    """One file layout the tool reads (and writes, when ``writer`` is set).
+
+    ``writer`` gives the :class:`Writer` when asked, so that reading a file never loads the
+    writing machinery."""
 
     name: str
     claims: Callable[[Probe, Session], bool]
     read_model: Callable[[str, Session], Model]
     open_reader: Callable[[str, Session], WeightReader]
-    writer: Writer | None = None
+    writer: Callable[[], Writer] | None = None
 
 
 def sniff(path: str) -> Probe:

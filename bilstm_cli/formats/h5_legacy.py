@@ -10,9 +10,9 @@ import h5py
 
 from bilstm_cli import cells
 from bilstm_cli.errors import InputError
-from bilstm_cli.formats import h5safe, staging
+from bilstm_cli.formats import h5safe
 from bilstm_cli.formats.base import Format, Probe, Session, path_identity
-from bilstm_cli.formats.hdf5 import about, open_h5, open_reader
+from bilstm_cli.formats.hdf5 import about, keras_writer, open_h5, open_reader
 from bilstm_cli.formats.keras_config import bidirectional_settings, load_json, walk_layers
 from bilstm_cli.formats.keras_layout import (
     check_directions,
@@ -134,4 +134,4 @@ def _legacy_direction(
     return [weight_at(f, f"{group_path}/{n}", direction, r) for n, r in zip(names, roles)]
 
 
-FORMAT = Format("h5", claims, read_model, open_reader, staging.WRITER)
+FORMAT = Format("h5", claims, read_model, open_reader, keras_writer)

@@ -13,7 +13,7 @@ import numpy as np
 from bilstm_cli.errors import InputError, UsageError, first_line
 from bilstm_cli.formats import h5heaps, h5safe
 from bilstm_cli.formats.archive import KerasArchive
-from bilstm_cli.formats.base import Session, path_identity, sniff
+from bilstm_cli.formats.base import Session, Writer, path_identity, sniff
 
 
 def open_h5(source: Any, key: tuple[object, ...] | None, session: Session) -> h5py.File:
@@ -81,6 +81,13 @@ class H5Reader:
         if self._file is not None:
             self._file = None
             self._opened.__exit__(None, None, None)
+
+
+def keras_writer() -> Writer:
+    """How every Keras layout is written: a staged copy, edited and verified (staging.py)."""
+    from bilstm_cli.formats.staging import WRITER
+
+    return WRITER
 
 
 def open_reader(path: str, session: Session) -> H5Reader:

@@ -10,10 +10,10 @@ import h5py
 
 from bilstm_cli import cells
 from bilstm_cli.errors import InputError
-from bilstm_cli.formats import h5safe, staging
+from bilstm_cli.formats import h5safe
 from bilstm_cli.formats.archive import CONFIG, METADATA, KerasArchive
 from bilstm_cli.formats.base import Format, Probe, Session
-from bilstm_cli.formats.hdf5 import about, open_h5, open_reader
+from bilstm_cli.formats.hdf5 import about, keras_writer, open_h5, open_reader
 from bilstm_cli.formats.keras_config import (
     MAX_CONFIG_BYTES,
     LayerEntry,
@@ -160,4 +160,4 @@ def _tracked_direction(
     return [weight_at(f, f"{vars_path}/{k}", direction, role) for k, role in zip(keys, roles)]
 
 
-FORMAT = Format("keras", claims, read_model, open_reader, staging.WRITER)
+FORMAT = Format("keras", claims, read_model, open_reader, keras_writer)

@@ -10,10 +10,10 @@ import h5py
 
 from bilstm_cli import cells
 from bilstm_cli.errors import InputError
-from bilstm_cli.formats import h5safe, staging
+from bilstm_cli.formats import h5safe
 from bilstm_cli.formats.base import Format, Probe, Session, path_identity
 from bilstm_cli.formats.h5_legacy import strip_suffix
-from bilstm_cli.formats.hdf5 import about, open_h5, open_reader
+from bilstm_cli.formats.hdf5 import about, keras_writer, open_h5, open_reader
 from bilstm_cli.formats.keras_layout import (
     ROLES,
     check_directions,
@@ -202,4 +202,4 @@ def _tracked_bidirectional_inferred(f: h5py.File, path: str) -> Layer | None:
     return layer
 
 
-FORMAT = Format("weights.h5", claims, read_model, open_reader, staging.WRITER)
+FORMAT = Format("weights.h5", claims, read_model, open_reader, keras_writer)
