@@ -41,11 +41,9 @@ GRU = FIXTURES / "k3_seq_noinput_gru_sum.keras"
 CONFIGURED = [KERAS, LEGACY]
 
 
-def assert_error(
-    outcome: Outcome, code: int, file: str | Path | None, *words: str, planned: bool = False
-) -> str:
+def assert_error(outcome: Outcome, code: int, file: str | Path | None, *words: str) -> str:
     """One ``Error:`` line naming ``file`` and holding ``words``; returns the line. Nothing
-    on stdout, or (``planned``: a transplant that failed after planning) only its plan."""
+    on stdout."""
     assert outcome.code == code, (outcome.code, outcome.stderr)
     assert "Traceback" not in outcome.stderr
     lines = outcome.stderr.splitlines()
@@ -57,11 +55,7 @@ def assert_error(
         assert str(file) in line, line
     for word in words:
         assert word.lower() in line.lower(), (word, line)
-    if planned:
-        assert outcome.stdout.startswith("plan: "), outcome.stdout
-        assert "\n\n" not in outcome.stdout.rstrip("\n"), outcome.stdout  # the plan alone
-    else:
-        assert outcome.stdout == ""
+    assert outcome.stdout == ""
     return line
 
 
@@ -868,7 +862,7 @@ def test_transplant_donor_values_beyond_the_target_dtype(tmp_path):
     edit_h5(LEGACY, donor, enlarge)
     out = tmp_path / "out.h5"
     outcome = run_main("transplant", donor, LEGACY, "-o", out)
-    assert_error(outcome, 3, donor, "beyond the range", planned=True)
+    assert_error(outcome, 3, donor, "beyond the range")
     assert not out.exists()
     outcome = run_main("transplant", donor, LEGACY, "-o", out, "--json")
     assert_error(outcome, 3, donor, "beyond the range")  # no plan in a --json run

@@ -326,24 +326,26 @@ def test_donor_values_beyond_the_target_dtype_are_one_error_line(tmp_path):
     assert run.stderr.count("\n") == 1 and "beyond the range" in run.stderr, run.stderr
 
 
-def test_plan_is_shown_before_anything_is_written(tmp_path, monkeypatch):
+def test_plan_is_shown_with_the_result_and_not_when_writing_fails(tmp_path, monkeypatch):
     import bilstm_cli.formats.staging as writer
     from bilstm_cli.errors import OutputError
+
+    args = ("--role", "recurrent_kernel[f]", "--role", "kernel")
+    out = tmp_path / "o.keras"
+    run = run_cli("transplant", K2_LSTM, K3_LSTM, "-o", out, *args)
+    assert run.exit_code == 0
+    assert run.stdout.startswith(f"plan: {K2_LSTM} → {K3_LSTM}")
+    for direction in ("forward", "backward"):
+        assert f"bidirectional/{direction}" in run.stdout
+    assert "kernel, recurrent_kernel[f]" in run.stdout
 
     def refuse(self, dataset, values):
         raise OutputError("no space left (simulated)")
 
     monkeypatch.setattr(writer.StagedWrite, "write", refuse)
-    out = tmp_path / "o.keras"
-    run = run_cli(
-        "transplant", K2_LSTM, K3_LSTM, "-o", out, "--role", "recurrent_kernel[f]", "--role",
-        "kernel",
-    )  # fmt: skip
-    assert run.exit_code == 4 and not out.exists()
-    assert run.stdout.startswith(f"plan: {K2_LSTM} → {K3_LSTM}")
-    for direction in ("forward", "backward"):
-        assert f"bidirectional/{direction}" in run.stdout
-    assert "kernel, recurrent_kernel[f]" in run.stdout
+    failed = run_cli("transplant", K2_LSTM, K3_LSTM, "-o", tmp_path / "p.keras", *args)
+    assert failed.exit_code == 4 and not (tmp_path / "p.keras").exists()
+    assert failed.stdout == ""
 
 
 def test_plan_in_json_is_part_of_the_one_document(tmp_path):
