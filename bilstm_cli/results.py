@@ -13,8 +13,9 @@ STAT_COLUMNS = ("mean", "std", "min", "max", "l2")
 
 
 def stats_doc(stats: dict[str, Any]) -> dict[str, Any]:
-    """The ``stats`` object of a weight: mean, population std, min, max, L2 norm, finite."""
-    return {k: stats[k] for k in (*STAT_COLUMNS, "finite")}
+    """The ``stats`` object of a weight: mean, population std, min, max, L2 norm over the
+    finite values, whether every value is finite, and how many are not."""
+    return {k: stats[k] for k in (*STAT_COLUMNS, "finite", "nonfinite")}
 
 
 def _gate_doc(g: dict[str, Any]) -> dict[str, Any]:

@@ -188,7 +188,7 @@ def test_json_document_has_the_documented_keys(tmp_path):
     assert {"input", "output", "verified", "changes"} <= set(doc)
     for change in doc["changes"]:
         assert {"layer", "direction", "role", "gates", "source", "before", "after"} <= set(change)
-        assert set(change["after"]) == {"mean", "std", "min", "max", "l2", "finite"}
+        assert set(change["after"]) == {"mean", "std", "min", "max", "l2", "finite", "nonfinite"}
     assert all(check["ok"] for check in doc["checks"])
 
 

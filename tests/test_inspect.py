@@ -39,7 +39,7 @@ def test_json_lists_the_layers_the_manifest_records(entry):
             "backward"
         ] * per_direction
         for w in layer["weights"]:
-            assert set(w["stats"]) == {"mean", "std", "min", "max", "l2", "finite"}
+            assert set(w["stats"]) == {"mean", "std", "min", "max", "l2", "finite", "nonfinite"}
             assert w["stats"]["finite"] is True
 
 

@@ -147,18 +147,18 @@ CASES = [
 
 # Recorded from the CLI as it was when this test was written.
 EXPECTED: dict[str, tuple[str, str, str]] = {
-    "init-keras-truncated-normal": ("db55a8a670dcfa73", "a72cd31ed11acd9f", "4936b33e2f4e3de7"),
+    "init-keras-truncated-normal": ("db55a8a670dcfa73", "20ee3ce82aeca4a3", "4936b33e2f4e3de7"),
     "init-keras-recipe-nested-backward": (
         "8e56f1852e33e615",
-        "5dc3b5fd5129ccf2",
+        "863efef9ecf978d8",
         "bcdc0b8a5b126879",
     ),
-    "init-h5-chrono": ("342d47a73ed5cccf", "95c728597b00384e", "cb73cbb850d0a264"),
-    "init-h5-keras-default-gru": ("e902d7b444c86193", "c750e4269731b025", "508250c6d3a9b2c3"),
-    "init-weights-h5-mixed": ("4b0d3c99e4677b10", "c7d9970a7a6f242c", "15194bfa830998ac"),
-    "init-pytorch-default-simple": ("6023d829892f83a5", "010b33a5e423b6e3", "e1f0d09b8a70ecfb"),
-    "transplant-k2-into-k3": ("e1257f6da316185c", "de7030e7822e5122", "91b59b19e6c59e48"),
-    "transplant-cudnn-partial": ("9f375277b10acb59", "39b526e9bc586178", "4400e58d6211c596"),
+    "init-h5-chrono": ("342d47a73ed5cccf", "a5f1861e79212197", "cb73cbb850d0a264"),
+    "init-h5-keras-default-gru": ("e902d7b444c86193", "25bec7dacf958245", "508250c6d3a9b2c3"),
+    "init-weights-h5-mixed": ("4b0d3c99e4677b10", "a38df1669dee5096", "15194bfa830998ac"),
+    "init-pytorch-default-simple": ("6023d829892f83a5", "44a158bbbbffce73", "e1f0d09b8a70ecfb"),
+    "transplant-k2-into-k3": ("e1257f6da316185c", "e5a04be3cb03e38f", "91b59b19e6c59e48"),
+    "transplant-cudnn-partial": ("9f375277b10acb59", "651363eef86d9d39", "4400e58d6211c596"),
 }
 
 
@@ -198,7 +198,7 @@ def test_dry_run_document_is_pinned(tmp_path, monkeypatch):
     assert _json_sha(run.stdout) == EXPECTED_DRY_RUN
 
 
-EXPECTED_DRY_RUN = "bd7a8fbb969beba0"
+EXPECTED_DRY_RUN = "e80a9afb1beafa89"
 
 
 READ_ONLY = [
@@ -225,12 +225,12 @@ READ_ONLY = [
 ]
 
 EXPECTED_READ_ONLY: dict[str, tuple[int, str, str]] = {
-    "inspect-keras-gates": (0, "ed3e5791d0aeb25a", "2ba5a86f1d47e26e"),
-    "inspect-h5-nested": (0, "53882e10ca1ae6e6", "1f7b00cf863865d1"),
-    "inspect-weights-only": (0, "b12933e5f3aeca14", "92a3738f1dc150d5"),
-    "inspect-cudnn": (0, "fdf866b335e7daed", "609b4149d3dbdd5a"),
-    "diff-gates": (1, "34f88a99e809ae09", "ea781c5f8efd94ab"),
-    "diff-roles": (0, "e5d07ea2504f49a4", "d72326cdab0ba654"),
+    "inspect-keras-gates": (0, "00cae5801f7d88e6", "2ba5a86f1d47e26e"),
+    "inspect-h5-nested": (0, "0bbecd184188b068", "1f7b00cf863865d1"),
+    "inspect-weights-only": (0, "961e42b56b47a30a", "92a3738f1dc150d5"),
+    "inspect-cudnn": (0, "a143ae037fa9ec73", "609b4149d3dbdd5a"),
+    "diff-gates": (1, "9697fc745b6f9ffe", "ea781c5f8efd94ab"),
+    "diff-roles": (0, "c89396fc174dc4eb", "d72326cdab0ba654"),
 }
 
 

@@ -106,7 +106,7 @@ def _preview_or_apply(
     from bilstm_cli.ops.apply import apply
 
     if dry_run or output is None:
-        return plan.preview()
+        return plan.preview(output)
     return apply(plan, output, force, verify)
 
 

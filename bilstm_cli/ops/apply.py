@@ -175,9 +175,10 @@ class Plan:
             extra=dict(self.result.extra),
         )
 
-    def preview(self) -> WriteResult:
-        """What applying the plan would change, with predicted statistics; writes nothing."""
-        result = self._fresh(True, None)
+    def preview(self, output: str | None = None) -> WriteResult:
+        """What applying the plan would change, with predicted statistics; writes nothing.
+        ``output`` is where it would be written (the document's ``output``)."""
+        result = self._fresh(True, output)
         with contextlib.ExitStack() as stack:
             jobs, _ = self.make_jobs(stack, True)
             execute(self.model, jobs, result, None, False, self.session)

@@ -105,9 +105,25 @@ def _known_names() -> str:
     return ", ".join(_REGISTRY)
 
 
+# Keras initializer class names whose snake_case form differs from the strategy's name.
+_KERAS_NAMES = {"random_uniform": "uniform", "random_normal": "normal"}
+
+
+def _key(name: str) -> str:
+    """The registry key of a name as a user may write it: ``truncated_normal``,
+    ``truncated-normal``, or Keras' class name ``TruncatedNormal`` (``RandomUniform`` is
+    ``uniform``)."""
+    text = name.strip()
+    if text[1:] != text[1:].lower():  # CamelCase: a Keras class name
+        text = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", text)
+    key = canonical_name(text)
+    return _KERAS_NAMES.get(key, key)
+
+
 def lookup(name: str) -> Strategy:
-    """The strategy called ``name`` (in any case, ``-`` for ``_``); :class:`UsageError` if none."""
-    strategy = _REGISTRY.get(canonical_name(name))
+    """The strategy called ``name`` (any case, ``-`` for ``_``, or its Keras class name);
+    :class:`UsageError` if none."""
+    strategy = _REGISTRY.get(_key(name))
     if strategy is None:
         raise UsageError(f"unknown init strategy {name.strip()!r}; known: {_known_names()}")
     return strategy

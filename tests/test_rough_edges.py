@@ -1,0 +1,54 @@
+"""Small things a new user runs into: counts of non-finite values, what a dry run would
+write, and Keras' own initializer names."""
+
+from __future__ import annotations
+
+import shutil
+
+import h5py
+import numpy as np
+from conftest import FIXTURES, run_cli
+
+LSTM_H5 = FIXTURES / "k2_seq_lstm.h5"
+BIAS = "model_weights/bidirectional/bidirectional/forward_lstm/lstm_cell/bias:0"
+
+
+def test_statistics_count_nonfinite_values(tmp_path):
+    src = tmp_path / "nan.h5"
+    shutil.copyfile(LSTM_H5, src)
+    with h5py.File(src, "r+") as f:
+        values = f[BIAS][()]
+        values[:3] = [np.nan, np.inf, -np.inf]
+        f[BIAS][...] = values
+    doc = run_cli("inspect", src, "--json").json()
+    stats = {w["dataset"]: w["stats"] for w in doc["layers"][0]["weights"]}
+    assert stats[BIAS]["finite"] is False and stats[BIAS]["nonfinite"] == 3
+    # The other numbers are over the finite values, which are all still there.
+    clean = run_cli("inspect", LSTM_H5, "--json").json()["layers"][0]["weights"][2]["stats"]
+    assert clean["nonfinite"] == 0 and stats[BIAS]["max"] <= clean["max"]
+
+
+def test_dry_run_document_names_the_output_it_would_write(tmp_path):
+    out = tmp_path / "would.h5"
+    doc = run_cli("init", LSTM_H5, "-o", out, "--seed", "1", "--dry-run", "--json").json()
+    assert doc["dry_run"] is True and doc["output"] == str(out)
+    assert not out.exists()
+    without = run_cli("init", LSTM_H5, "--seed", "1", "--dry-run", "--json").json()
+    assert without["output"] is None
+
+
+def test_keras_class_names_are_strategy_names(tmp_path):
+    pairs = [
+        ("TruncatedNormal:stddev=0.05", "truncated_normal:stddev=0.05"),
+        ("recurrent_kernel=Orthogonal", "recurrent_kernel=orthogonal"),
+        ("kernel=GlorotUniform", "kernel=glorot_uniform"),
+        ("RandomUniform:minval=-0.1,maxval=0.1", "uniform:minval=-0.1,maxval=0.1"),
+        ("bias=Zeros", "bias=zeros"),
+    ]
+    for k, (keras_name, ours) in enumerate(pairs):
+        a, b = tmp_path / f"a{k}.h5", tmp_path / f"b{k}.h5"
+        assert run_cli("init", LSTM_H5, "-o", a, "--init", keras_name, "--seed", "3").exit_code == 0
+        assert run_cli("init", LSTM_H5, "-o", b, "--init", ours, "--seed", "3").exit_code == 0
+        assert a.read_bytes() == b.read_bytes(), keras_name
+    unknown = run_cli("init", LSTM_H5, "-o", tmp_path / "c.h5", "--init", "VarianceScaling")
+    assert unknown.exit_code == 2 and "unknown init strategy 'VarianceScaling'" in unknown.stderr
