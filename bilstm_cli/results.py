@@ -148,24 +148,56 @@ class Change:
         }
 
 
+PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
+
+
 @dataclass
 class Check:
-    """One verification check: where, what, whether it held, and the detail.
+    """One verification check: where, what, its ``status`` (``passed``, ``failed`` or
+    ``skipped``), the detail (for a skip, why), how many things it ``checked`` (gate blocks,
+    weights), and whether it ``applies``: a check that applies but was skipped leaves the
+    result unverified; one that cannot apply to this file (no cell settings to run a forward
+    pass with) is reported and does not.
 
     >>> plan = bl.plan_init("fixtures/k2_seq_lstm.h5", init=["bias=zeros"], seed=1)
     >>> check = bl.apply(plan, "zeros.h5").checks[0]
     >>> check.to_dict()
-    {'where': 'file', 'check': 'everything else unchanged', 'ok': True,
-     'detail': 'other datasets, attributes and members as before'}
+    {'where': 'file', 'check': 'written weights read back', 'status': 'passed', 'ok': True,
+     'detail': '2 of 2 bit for bit as intended', 'checked': 2, 'applies': True}
     """
 
     where: str
     name: str
-    ok: bool
+    status: str
     detail: str
+    checked: int = 1
+    applies: bool = True
+
+    @property
+    def ok(self) -> bool:
+        """Whether the check ran and passed."""
+        return self.status == PASSED
+
+    @classmethod
+    def of(cls, where: str, name: str, ok: bool, detail: str, checked: int = 1) -> Check:
+        """A check that ran: passed when ``ok``, failed otherwise."""
+        return cls(where, name, PASSED if ok else FAILED, detail, checked)
+
+    @classmethod
+    def skipped(cls, where: str, name: str, why: str, applies: bool = True) -> Check:
+        """A check that did not run, and why."""
+        return cls(where, name, SKIPPED, why, 0, applies)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"where": self.where, "check": self.name, "ok": self.ok, "detail": self.detail}
+        return {
+            "where": self.where,
+            "check": self.name,
+            "status": self.status,
+            "ok": self.ok,
+            "detail": self.detail,
+            "checked": self.checked,
+            "applies": self.applies,
+        }
 
 
 @dataclass

@@ -846,8 +846,10 @@ def test_transplant_donor_with_unknown_activation_skips_only_the_forward_check(t
     doc = json.loads(outcome.stdout)
     assert any("tanh_x" in note for note in doc["notes"])
     skipped = [c for c in doc["checks"] if "forward pass" in c["check"]]
-    assert skipped and all("skipped" in c["detail"] and "tanh_x" in c["detail"] for c in skipped)
-    assert out.exists()
+    assert skipped and all(c["status"] == "skipped" and "tanh_x" in c["detail"] for c in skipped)
+    assert all(c["applies"] and not c["ok"] for c in skipped)
+    # Written, but not called verified: a check that applies could not run.
+    assert out.exists() and doc["verified"] is False
 
 
 def test_transplant_donor_values_beyond_the_target_dtype(tmp_path):

@@ -73,7 +73,7 @@ RANDOM_SPECS = [
 
 
 def all_ok(spec: Spec, info: WeightInfo, a: np.ndarray, columns: object = None) -> None:
-    for name, ok, detail in facts(spec, info, a, columns):
+    for name, ok, detail, _ in facts(spec, info, a, columns):
         assert ok, f"{spec.text} on {info}: fact {name} failed ({detail})"
 
 
@@ -458,26 +458,26 @@ def test_facts_detect_violations() -> None:
     info = info_for("LSTM", "recurrent_kernel", 3)
     orth = parse_spec("orthogonal")
     bad = np.ones(info.shape, dtype=np.float32)
-    assert not dict((n, ok) for n, ok, _ in facts(orth, info, bad))["orthogonal blocks"]
+    assert not dict((n, ok) for n, ok, _, _ in facts(orth, info, bad))["orthogonal blocks"]
     z = np.zeros(info.shape, dtype=np.float32)
     z[0, 0] = np.nan
     f = facts(parse_spec("zeros"), info, z)
     assert f[0][0] == "finite" and not f[0][1] and "1 non-finite" in f[0][2]
     u = np.full(info.shape, 0.2, dtype=np.float32)
-    (_, (_, ok, detail)) = facts(parse_spec("uniform:-0.1,0.1"), info, u)
+    (_, (_, ok, detail, _)) = facts(parse_spec("uniform:-0.1,0.1"), info, u)
     assert not ok and "found" in detail
     bias = info_for("LSTM", "bias", 3)
     ufb = generate(parse_spec("unit_forget_bias"), bias, SEED)
     ufb[4] = 0.5
-    assert not all(ok for _, ok, _ in facts(parse_spec("unit_forget_bias"), bias, ufb))
+    assert not all(ok for _, ok, _, _ in facts(parse_spec("unit_forget_bias"), bias, ufb))
 
 
 def test_facts_respect_columns() -> None:
     info = info_for("LSTM", "bias", 2)
     a = np.array([9, 9, 1, 1, 9, 9, 9, 9], dtype=np.float32)
-    assert all(ok for _, ok, _ in facts(parse_spec("ones"), info, a, gate_mask("LSTM", 2, "f")))
-    assert all(ok for _, ok, _ in facts(parse_spec("ones"), info, a, np.array([2, 3])))
-    assert not all(ok for _, ok, _ in facts(parse_spec("ones"), info, a, None))
+    assert all(ok for _, ok, _, _ in facts(parse_spec("ones"), info, a, gate_mask("LSTM", 2, "f")))
+    assert all(ok for _, ok, _, _ in facts(parse_spec("ones"), info, a, np.array([2, 3])))
+    assert not all(ok for _, ok, _, _ in facts(parse_spec("ones"), info, a, None))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -556,7 +556,7 @@ def test_bounds_fact_fails_on_a_value_outside(text, damage):
     all_ok(spec, info, a)
     # One value, in the last gate block's last column, beyond what the strategy can draw.
     a[2, -1] = {"too_big": 10.0, "too_small": -10.0, "nan": np.nan}[damage]
-    found = {name: (ok, detail) for name, ok, detail in facts(spec, info, a)}
+    found = {name: (ok, detail) for name, ok, detail, _ in facts(spec, info, a)}
     assert found["within bounds"][0] is False
     assert "found values in" in found["within bounds"][1]
 

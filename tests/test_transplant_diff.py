@@ -86,7 +86,7 @@ def test_map_one_direction_onto_the_other_with_gates(tmp_path):
     for key in old:
         if key != ("backward", "recurrent_kernel"):
             assert np.array_equal(old[key], new[key])
-    assert "expected: partial transplant" in run.stdout
+    assert "as expected with a partial transplant" in run.stdout
     assert "forward pass" in run.stdout
 
 

@@ -8,6 +8,7 @@ from dataclasses import replace
 from conftest import FIXTURES, run_cli
 
 from bilstm_cli import formats
+from bilstm_cli.formats.base import Comparison
 
 SRC = FIXTURES / "k3_seq_input_lstm_concat.keras"
 DONOR = FIXTURES / "k2_seq_lstm.h5"  # same layers, other values
@@ -20,8 +21,8 @@ def _leftovers(directory):
 def test_unexpected_change_elsewhere_fails_verification(tmp_path, monkeypatch):
     real = formats.writer_for
 
-    def changed_elsewhere(*args, **kwargs):
-        return ["dataset 'layers/dense/vars/0' changed"]
+    def changed_elsewhere(model, staged, written, on_written, session):
+        return Comparison(["dataset 'layers/dense/vars/0' changed"], [], len(written))
 
     monkeypatch.setattr(
         formats,

@@ -11,8 +11,10 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
+from bilstm_cli.results import FAILED, SKIPPED
+
 if TYPE_CHECKING:  # only for annotations
-    from bilstm_cli.results import DiffResult, InspectResult, WriteResult
+    from bilstm_cli.results import Check, DiffResult, InspectResult, WriteResult
 
 from bilstm_cli.results import STAT_COLUMNS
 
@@ -200,22 +202,10 @@ def write_result(result: WriteResult, as_json: bool) -> None:
     out.table(title, columns, rows)
     if result.checks:
         out.line()
-        grouped: dict[str, list[Any]] = {}
-        for check in result.checks:
-            grouped.setdefault(check.name, []).append(check)
-        check_rows = []
-        for name, checks in grouped.items():
-            failed = [c for c in checks if not c.ok]
-            shown = failed[0] if failed else checks[-1]
-            status = "ok" if not failed else "FAILED"
-            where = shown.where if failed or len(checks) == 1 else f"{len(checks)} places"
-            check_rows.append(
-                [name, f"{len(checks) - len(failed)}/{len(checks)} {status}", where, shown.detail]
-            )
         out.table(
             "checks",
             [("check", False), ("result", False), ("where", False), ("detail", False)],
-            check_rows,
+            check_rows(result.checks),
         )
     for note in result.notes:
         out.line(f"note: {note}")
@@ -223,6 +213,37 @@ def write_result(result: WriteResult, as_json: bool) -> None:
         out.line("dry run: nothing was written")
     elif result.verified:
         out.line(f"wrote {result.output} (verified)")
+    else:
+        unrun = [c for c in result.checks if not c.ok and c.applies]
+        out.line(f"wrote {result.output} (NOT verified: {len(unrun)} check(s) could not run)")
+
+
+def check_rows(checks: list[Check]) -> list[list[str]]:
+    """One row per kind of check: how many things passed of how many checked, skips said as
+    such (with why), and where the first failure or skip was."""
+    grouped: dict[str, list[Check]] = {}
+    for check in checks:
+        grouped.setdefault(check.name, []).append(check)
+    rows = []
+    for name, group in grouped.items():
+        failed = [c for c in group if c.status == FAILED]
+        skipped = [c for c in group if c.status == SKIPPED]
+        ran = [c for c in group if c.status != SKIPPED]
+        passed = sum(c.checked for c in ran if c.ok)
+        total = sum(c.checked for c in ran)
+        if failed:
+            result, shown = f"{passed}/{total} FAILED", failed[0]
+        elif ran:
+            result, shown = f"{passed}/{total} passed", ran[-1]
+        else:
+            result, shown = "skipped", skipped[0]
+        if ran and skipped:
+            result += f", {len(skipped)} skipped"
+        places = len(group)
+        where = shown.where if failed or places == 1 else f"{places} places"
+        detail = shown.detail if ran or not shown.detail else f"skipped: {shown.detail}"
+        rows.append([name, result, where, detail])
+    return rows
 
 
 # --- diff --------------------------------------------------------------------------------------

@@ -87,12 +87,24 @@ class Stage(Protocol):
 
 
 @dataclass(frozen=True)
+class Comparison:
+    """What re-reading a staged output found, against the input and the intended values."""
+
+    #: Everything that changed though nothing asked it to (members, attributes, datasets).
+    unchanged: list[str]
+    #: Written weights that do not hold what was written, or were not found again.
+    not_as_written: list[str]
+    #: Written weights read back equal, bit for bit, to what was written.
+    read_back: int
+
+
+@dataclass(frozen=True)
 class Writer:
     """How a format writes: check the output path, stage a copy, and compare the copy."""
 
     check_output: Callable[[Model, str, bool], str]
     stage: Callable[[Model, str, Sequence[str], Session], Stage]
-    unchanged_except: Callable[[Model, str, dict[str, str], OnWritten | None, Session], list[str]]
+    unchanged_except: Callable[[Model, str, dict[str, str], OnWritten | None, Session], Comparison]
 
 
 @dataclass(frozen=True)

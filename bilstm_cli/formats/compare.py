@@ -13,7 +13,7 @@ import numpy as np
 from bilstm_cli.errors import InputError, first_line
 from bilstm_cli.formats import h5safe
 from bilstm_cli.formats.archive import WEIGHTS_H5
-from bilstm_cli.formats.base import OnWritten, Session, digest
+from bilstm_cli.formats.base import Comparison, OnWritten, Session, digest
 from bilstm_cli.formats.hdf5 import open_weights
 from bilstm_cli.model import Model
 
@@ -63,6 +63,7 @@ def compare_weights(
     written: dict[str, str],
     problems: list[str],
     on_written: OnWritten | None = None,
+    not_as_written: list[str] | None = None,
 ) -> set[str]:
     """Walk two HDF5 trees side by side; return the datasets seen. ``on_written`` is given
     each written dataset's values as read back, so callers check them without a second read.
@@ -70,7 +71,9 @@ def compare_weights(
     Each object is compared once, however many hard links lead to it (a file may link a
     group into itself). Raises ``_Damaged`` (naming the place) when a tree cannot be read.
     """
-    walk = _Walk(written, problems, on_written, _written_objects(after, written, problems))
+    not_as_written = not_as_written if not_as_written is not None else problems
+    walk = _Walk(written, problems, on_written, _written_objects(after, written, not_as_written))
+    walk.not_as_written = not_as_written
     stack = [""]
     visited = 0
     while stack and len(problems) < MAX_PROBLEMS:
@@ -112,6 +115,8 @@ class _Walk:
     ) -> None:
         self.written = written
         self.problems = problems
+        # Written datasets that do not hold what was written (by default, with the rest).
+        self.not_as_written = problems
         self.on_written = on_written
         self.written_at = written_at  # object in the new file -> the path it was written at
         self.seen: set[str] = set()
@@ -161,7 +166,7 @@ def _compare_child(
             # A dataset reached by another name than the one it was written at is still it.
             path = walk.written_at.get(h5safe.object_key(o2), child)
             walk.seen.add(path)
-            _compare_dataset(path, o1, o2, walk.written, walk.problems, walk.on_written)
+            _compare_dataset(path, o1, o2, walk)
     elif isinstance(o1, h5py.Datatype) and isinstance(o2, h5py.Datatype):
         if o1.dtype != o2.dtype or not _same_attrs(o1, o2):
             walk.problems.append(f"named datatype '{child}' changed")
@@ -169,14 +174,8 @@ def _compare_child(
         walk.problems.append(f"'{child}' changed kind")
 
 
-def _compare_dataset(
-    path: str,
-    d1: h5py.Dataset,
-    d2: h5py.Dataset,
-    written: dict[str, str],
-    problems: list[str],
-    on_written: OnWritten | None,
-) -> None:
+def _compare_dataset(path: str, d1: h5py.Dataset, d2: h5py.Dataset, walk: _Walk) -> None:
+    written, problems, on_written = walk.written, walk.problems, walk.on_written
     if d1.shape != d2.shape or d1.dtype != d2.dtype:
         problems.append(f"dataset '{path}' changed shape or dtype")
         return
@@ -187,7 +186,7 @@ def _compare_dataset(
     if path in written:
         values = np.asarray(d2[()])
         if digest(values) != written[path]:
-            problems.append(f"dataset '{path}' does not hold the intended values")
+            walk.not_as_written.append(f"dataset '{path}' does not hold the intended values")
         elif on_written is not None:
             on_written(path, values)
         return
@@ -249,21 +248,26 @@ def unchanged_except(
     written: dict[str, str],
     on_written: OnWritten | None,
     session: Session,
-) -> list[str]:
-    """Everything that differs between input and staged output beyond the written datasets."""
+) -> Comparison:
+    """How the staged output differs from the input: the written datasets that do not hold
+    what was written, and everything else that changed."""
     problems: list[str] = []
+    not_as_written: list[str] = []
     if model.format == "keras":
         compare_archives(model.path, staged, problems)
     with open_weights(model.path, session) as f1, open_weights(staged, session) as f2:
         try:
-            seen = compare_weights(f1, f2, written, problems, on_written)
+            seen = compare_weights(f1, f2, written, problems, on_written, not_as_written)
         except _Damaged as exc:
             # The staged file is a copy of the input, so what cannot be read is the input's.
             raise InputError(
                 f"{model.path}: damaged HDF5 data at '{exc.where}' ({first_line(exc.exc)}); "
                 "cannot check that it is carried over unchanged"
             ) from None
+    # One line per written dataset that differs, one more naming those not found at all.
+    read_back = len(written) - len(not_as_written)
     missing = set(written) - seen
     if missing:
-        problems.append(f"written datasets not found again: {', '.join(sorted(missing))}")
-    return problems[:MAX_PROBLEMS]
+        read_back -= len(missing)
+        not_as_written.append(f"written datasets not found again: {', '.join(sorted(missing))}")
+    return Comparison(problems[:MAX_PROBLEMS], not_as_written[:MAX_PROBLEMS], read_back)

@@ -24,10 +24,9 @@ from bilstm_cli.errors import InputError, UsageError, VerifyError
 from bilstm_cli.formats import Session
 from bilstm_cli.formats.base import Stage
 from bilstm_cli.model import Layer, Model, Weight
-from bilstm_cli.results import Change, Check, WriteResult
+from bilstm_cli.results import FAILED, Change, Check, WriteResult
 from bilstm_cli.stats import weight_stats
-
-Fact = tuple[str, bool, str]
+from bilstm_cli.strategies.checks import Fact
 
 
 @dataclass
@@ -269,7 +268,7 @@ def execute(
             staged.seal()  # Keras reads the archive as it will be renamed, CRC included
             result.checks.extend(keras_verify(model, staged.staged_path, session))
         clock.add("verify", t)
-        failed = [c for c in result.checks if not c.ok]
+        failed = [c for c in result.checks if c.status == FAILED]
         if failed:
             first = failed[0]
             raise VerifyError(
@@ -277,7 +276,9 @@ def execute(
                 f" ({len(failed)} check(s) failed); nothing was written"
             )
         staged.commit()
-    result.verified = True
+    # Verified only when every check that applies ran and passed: a skipped one that applies
+    # (a forward pass with an activation the reference does not know) leaves it unverified.
+    result.verified = all(c.ok or not c.applies for c in result.checks)
     return result
 
 
@@ -294,8 +295,8 @@ def _verify(
     def check_facts(dataset: str, values: np.ndarray) -> None:
         job = by_dataset.get(dataset)
         if job is not None:
-            for name, ok, detail in job.facts(values):
-                result.checks.append(Check(where(job), name, ok, detail))
+            for fact in job.facts(values):
+                result.checks.append(Check.of(where(job), *fact))
         verifier.written(dataset, values)
 
     # One walk over both files: everything else unchanged, each written weight as intended,
@@ -303,20 +304,26 @@ def _verify(
     try:
         verifier.begin(staged.staged_path)
         writer = formats.writer_for(model)
-        problems = writer.unchanged_except(
+        found = writer.unchanged_except(
             model, staged.staged_path, staged.written, check_facts, session
         )
-        result.checks.insert(
-            0,
-            Check(
+        written = len(staged.written)
+        result.checks[:0] = [
+            Check.of(
+                "file",
+                "written weights read back",
+                not found.not_as_written,
+                "; ".join(found.not_as_written)
+                or f"{found.read_back} of {written} bit for bit as intended",
+                written,
+            ),
+            Check.of(
                 "file",
                 "everything else unchanged",
-                not problems,
-                "; ".join(problems)
-                if problems
-                else "other datasets, attributes and members as before",
+                not found.unchanged,
+                "; ".join(found.unchanged) or "other datasets, attributes and members as before",
             ),
-        )
+        ]
         result.checks.extend(verifier.checks())
     finally:
         verifier.close()

@@ -15,9 +15,10 @@ from bilstm_cli.cells.blocks import ROLES, covered_gates, gate_mask, parse_gates
 from bilstm_cli.errors import InputError, UsageError
 from bilstm_cli.formats import Session
 from bilstm_cli.model import Layer, Model, Weight
-from bilstm_cli.ops.apply import Fact, Job, Part, Plan
+from bilstm_cli.ops.apply import Job, Part, Plan
 from bilstm_cli.ops.select import directions, select_layers
 from bilstm_cli.results import WriteResult
+from bilstm_cli.strategies.checks import Fact
 
 DEFAULT_INIT = "keras_default"
 

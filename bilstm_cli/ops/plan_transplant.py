@@ -14,10 +14,11 @@ from bilstm_cli.cells.blocks import covered_gates, parse_gates
 from bilstm_cli.errors import InputError, UsageError
 from bilstm_cli.formats import Session, digest
 from bilstm_cli.model import WeightReader
-from bilstm_cli.ops.apply import Fact, Job, Part, Plan
+from bilstm_cli.ops.apply import Job, Part, Plan
 from bilstm_cli.ops.forward_check import ForwardChecks
 from bilstm_cli.ops.pairs import Pair, check_pair, donor_values, plan_pairs, role_targets
 from bilstm_cli.results import WriteResult
+from bilstm_cli.strategies.checks import Fact
 
 
 def _job(
@@ -66,7 +67,7 @@ def _job(
             return donor(current.dtype)
 
         def facts_whole(written: np.ndarray) -> list[Fact]:
-            return [("equals donor", True, "bit for bit")]
+            return [Fact("equals donor", True, "bit for bit")]
 
         return Job(pair.target, ref, [part], build_whole, facts_whole)
 
@@ -83,7 +84,7 @@ def _job(
 
     def facts(written: np.ndarray) -> list[Fact]:
         same = [digest(np.ascontiguousarray(written[..., mask]))] == donor_digest
-        return [("equals donor", same, "bit for bit" if same else "differs from the donor")]
+        return [Fact("equals donor", same, "bit for bit" if same else "differs from the donor")]
 
     return Job(pair.target, ref, [part], build, facts)
 

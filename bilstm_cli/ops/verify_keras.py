@@ -114,12 +114,15 @@ def _probe(model: Any) -> list[np.ndarray]:
 def verify(model: Model, staged: str, session: Session) -> list[Check]:
     """Load ``staged`` with Keras and compare; returns the checks made."""
     if not model.config_known:
-        return [Check("file", NAME, True, "skipped: a weights-only file has no model to load")]
+        why = "a weights-only file has no model for Keras to load"
+        return [Check.skipped("file", NAME, why, applies=False)]
     try:
         which, module = _loader(model)
     except ImportError:
         return [
-            Check("file", NAME, False, "Keras is not installed (pip install 'bilstm-cli[keras]')")
+            Check.of(
+                "file", NAME, False, "Keras is not installed (pip install 'bilstm-cli[keras]')"
+            )
         ]
     try:
         with _quiet_stderr():
@@ -130,15 +133,11 @@ def verify(model: Model, staged: str, session: Session) -> list[Check]:
             with _quiet_stderr():
                 _load(module, model.path)
         except Exception as original:  # noqa: BLE001
-            return [
-                Check(
-                    "file",
-                    NAME,
-                    True,
-                    f"skipped: {which} cannot load the input either ({_first_line(original)})",
-                )
-            ]
-        return [Check("file", NAME, False, f"{which} loads the input but not the output: {reason}")]
+            why = f"{which} cannot load the input either ({_first_line(original)})"
+            return [Check.skipped("file", NAME, why)]
+        return [
+            Check.of("file", NAME, False, f"{which} loads the input but not the output: {reason}")
+        ]
     checks = []
     ours = {layer.name: layer for layer in model.layers}
     mismatched = []
@@ -167,7 +166,7 @@ def verify(model: Model, staged: str, session: Session) -> list[Check]:
     finally:
         reader.close()
     checks.append(
-        Check(
+        Check.of(
             "file",
             f"{NAME}: weights",
             not mismatched and compared > 0,
@@ -183,7 +182,7 @@ def verify(model: Model, staged: str, session: Session) -> list[Check]:
         outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
         finite = all(np.isfinite(_numpy(o)).all() for o in outputs)
         checks.append(
-            Check(
+            Check.of(
                 "file",
                 f"{NAME}: probe batch",
                 finite,
@@ -192,6 +191,6 @@ def verify(model: Model, staged: str, session: Session) -> list[Check]:
         )
     except Exception as exc:  # noqa: BLE001
         checks.append(
-            Check("file", f"{NAME}: probe batch", False, f"running failed: {_first_line(exc)}")
+            Check.of("file", f"{NAME}: probe batch", False, f"running failed: {_first_line(exc)}")
         )
     return checks

@@ -140,7 +140,7 @@ def facts(spec: Spec, info: WeightInfo, array: np.ndarray, columns: Any = None) 
     sel = arr if mask is None else arr[..., mask]
     out: list[Fact] = []
     n_bad = int(sel.size - np.count_nonzero(_isfinite(sel)))
-    out.append(("finite", n_bad == 0, "" if n_bad == 0 else f"{n_bad} non-finite values"))
+    out.append(Fact("finite", n_bad == 0, "" if n_bad == 0 else f"{n_bad} non-finite values"))
     out.extend(lookup(spec.name).facts(spec, info, arr, sel, mask))
     return out
 

@@ -123,11 +123,11 @@ class Chrono(Strategy):
         slices = gate_slices(info.cell, info.units)
         if info.cell == "LSTM":
             if "f" in blocks:
-                _, ok, detail = bounds_fact(arr[..., slices["f"]], 0.0, hi, law)
-                out.append(("forget bias in " + law, ok, detail))
+                ok, detail = bounds_fact(arr[..., slices["f"]], 0.0, hi, law)[1:3]
+                out.append(Fact("forget bias in " + law, ok, detail))
             if "i" in blocks and "f" in blocks:
                 ok = bool(np.array_equal(arr[..., slices["i"]], -arr[..., slices["f"]]))
-                out.append(("input bias = -forget bias", ok, ""))
+                out.append(Fact("input bias = -forget bias", ok, ""))
             for g in ("c", "o"):
                 if g in blocks:
                     label = f"{GATE_NAMES['LSTM'][g]} gate 0"
@@ -135,8 +135,8 @@ class Chrono(Strategy):
             return out
         row = _chrono_row(info)
         if "z" in blocks:
-            _, ok, detail = bounds_fact(arr[row + (slices["z"],)], 0.0, hi, law)
-            out.append(("update gate bias in " + law, ok, detail))
+            ok, detail = bounds_fact(arr[row + (slices["z"],)], 0.0, hi, law)[1:3]
+            out.append(Fact("update gate bias in " + law, ok, detail))
         rest = np.ones(arr.shape, dtype=bool)
         rest[row + (slices["z"],)] = False
         if mask is not None:

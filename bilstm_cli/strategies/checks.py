@@ -1,16 +1,25 @@
 """Facts a strategy promises about a written weight, and the tolerances that decide them.
 
-A fact is ``(name, ok, detail)``. Tolerances allow a few ulps of the weight's own dtype, since
-a value drawn in float32 and stored as float16 or bfloat16 has been rounded once more.
+A fact is ``(name, ok, detail, checked)``: ``checked`` is how many things it checked (gate
+blocks, say), so that a report can say "orthogonal blocks 16/16". Tolerances allow a few ulps
+of the weight's own dtype, since a value drawn in float32 and stored as float16 or bfloat16
+has been rounded once more.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-Fact = tuple[str, bool, str]
+
+class Fact(NamedTuple):
+    """One promise checked on a written weight."""
+
+    name: str
+    ok: bool
+    detail: str
+    checked: int = 1
 
 
 def fmt(x: float) -> str:
@@ -37,7 +46,7 @@ def _tolerance(dtype: np.dtype, magnitude: float) -> float:
 def bounds_fact(values: np.ndarray, lo: Any, hi: Any, text: str) -> Fact:
     """Inclusive bounds check with a few ulps of slack for the rounding of scale * u + shift."""
     if values.size == 0:
-        return ("within bounds", True, text)
+        return Fact("within bounds", True, text)
     lo_a = np.asarray(lo, dtype=np.float64)
     hi_a = np.asarray(hi, dtype=np.float64)
     tol = _tolerance(values.dtype, float(np.max(np.abs([lo_a, hi_a]))))
@@ -54,14 +63,14 @@ def bounds_fact(values: np.ndarray, lo: Any, hi: Any, text: str) -> Fact:
     if not ok:
         v = values.astype(np.float64)
         text += f"; found values in [{fmt(float(np.nanmin(v)))}, {fmt(float(np.nanmax(v)))}]"
-    return ("within bounds", ok, text)
+    return Fact("within bounds", ok, text)
 
 
 def constant_fact(values: np.ndarray, value: float, label: str = "constant") -> Fact:
     """Every entry of ``values`` equals ``value`` as the array's dtype holds it."""
     expected = np.asarray(value, dtype=values.dtype)
     ok = bool(np.all(values == expected))
-    return (label, ok, f"all {fmt(value)}" if ok else f"expected all {fmt(value)}")
+    return Fact(label, ok, f"all {fmt(value)}" if ok else f"expected all {fmt(value)}")
 
 
 def orth_tolerance(dtype: np.dtype, n: int) -> float:

@@ -56,7 +56,7 @@ class _ArrayFile(Strategy):
         sel: np.ndarray,
         mask: np.ndarray | None,
     ) -> list[Fact]:
-        return [("shape", tuple(arr.shape) == tuple(info.shape), str(tuple(arr.shape)))]
+        return [Fact("shape", tuple(arr.shape) == tuple(info.shape), str(tuple(arr.shape)))]
 
 
 @register

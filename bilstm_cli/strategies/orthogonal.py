@@ -101,13 +101,13 @@ class Orthogonal(Strategy):
             tol = orth_tolerance(arr.dtype, max(rows, 1))
             ok = bool(np.isfinite(worst) and worst <= tol)
             detail = f"max ‖QᵀQ−I‖ {worst:.1e} over {len(errors)} block(s)"
-            return [("orthogonal blocks", ok, detail)]
+            return [Fact("orthogonal blocks", ok, detail, len(errors))]
         if mask is not None and not mask.all():
             # Part of a Keras-style orthogonal matrix is not orthogonal by itself: nothing to check.
             return []
         err = orthogonality_error(mat)
         ok = bool(np.isfinite(err) and err <= orth_tolerance(arr.dtype, min(mat.shape)))
-        return [("orthogonal matrix", ok, f"‖QᵀQ−I‖ {err:.1e} over the whole matrix")]
+        return [Fact("orthogonal matrix", ok, f"‖QᵀQ−I‖ {err:.1e} over the whole matrix")]
 
 
 @register
@@ -152,4 +152,5 @@ class Identity(Strategy):
         eye = np.asarray(gain * np.eye(info.units), dtype=arr.dtype)
         blocks = selected_blocks(info.cell, info.units, mask)
         ok = all(bool(np.array_equal(arr[:, sl], eye)) for _, sl in blocks)
-        return [("identity blocks", ok, f"{len(blocks)} block(s) equal {fmt(gain)}·I")]
+        detail = f"{len(blocks)} block(s) equal {fmt(gain)}·I"
+        return [Fact("identity blocks", ok, detail, len(blocks))]

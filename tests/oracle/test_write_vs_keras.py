@@ -209,22 +209,26 @@ def test_cudnn_donor_matches_tf_keras_conversion(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "fixture, expect",
+    "fixture, status, expect, verified",
     [
-        ("k3_functional_mixed.keras", "Keras sees the written values"),
-        ("k2_seq_lstm.h5", "tf-keras sees the written values"),
-        ("k3_lambda.keras", "skipped: Keras cannot load the input either"),
-        ("k3_functional_mixed.weights.h5", "skipped: a weights-only file"),
+        ("k3_functional_mixed.keras", "passed", "Keras sees the written values", True),
+        ("k2_seq_lstm.h5", "passed", "tf-keras sees the written values", True),
+        # Asked for and could not run: written, but not called verified.
+        ("k3_lambda.keras", "skipped", "Keras cannot load the input either", False),
+        # Cannot apply to a file without a model: said so, and the rest verifies it.
+        ("k3_functional_mixed.weights.h5", "skipped", "a weights-only file", True),
     ],
 )
-def test_verify_keras(fixture, expect, tmp_path):
+def test_verify_keras(fixture, status, expect, verified, tmp_path):
     src = FIXTURES / fixture
     out = tmp_path / ("o.keras" if fixture.endswith(".keras") else "o.h5")
     run = run_cli("init", src, "-o", out, "--seed", "1", "--verify", "keras", "--json")
     assert run.exit_code == 0, run.stderr
-    checks = [c for c in run.json()["checks"] if c["check"].startswith("--verify keras")]
-    assert checks and all(c["ok"] for c in checks)
+    doc = run.json()
+    checks = [c for c in doc["checks"] if c["check"].startswith("--verify keras")]
+    assert checks and all(c["status"] == status for c in checks)
     assert any(expect in c["detail"] for c in checks)
+    assert doc["verified"] is verified and out.exists()
 
 
 def test_plain_lstm_donor_matches_keras(tmp_path):
