@@ -294,10 +294,16 @@ class LayerDiff:
     status: str
     weights: list[WeightDiff] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: The layer of B compared with ``name`` of A (another name with ``--by order``/``--map``).
+    name_b: str = ""
+
+    def __post_init__(self) -> None:
+        self.name_b = self.name_b or self.name
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
+            "name_b": self.name_b,
             "cell": self.cell,
             "status": self.status,
             "notes": self.notes,

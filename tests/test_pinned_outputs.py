@@ -229,8 +229,8 @@ EXPECTED_READ_ONLY: dict[str, tuple[int, str, str]] = {
     "inspect-h5-nested": (0, "0bbecd184188b068", "1f7b00cf863865d1"),
     "inspect-weights-only": (0, "961e42b56b47a30a", "92a3738f1dc150d5"),
     "inspect-cudnn": (0, "a143ae037fa9ec73", "609b4149d3dbdd5a"),
-    "diff-gates": (1, "9697fc745b6f9ffe", "ea781c5f8efd94ab"),
-    "diff-roles": (0, "c89396fc174dc4eb", "d72326cdab0ba654"),
+    "diff-gates": (1, "0197d751a68191c3", "71eb229404923d47"),
+    "diff-roles": (0, "7800ad293e783407", "d72326cdab0ba654"),
 }
 
 

@@ -52,3 +52,35 @@ def test_keras_class_names_are_strategy_names(tmp_path):
         assert a.read_bytes() == b.read_bytes(), keras_name
     unknown = run_cli("init", LSTM_H5, "-o", tmp_path / "c.h5", "--init", "VarianceScaling")
     assert unknown.exit_code == 2 and "unknown init strategy 'VarianceScaling'" in unknown.stderr
+
+
+MIXED = FIXTURES / "k3_functional_mixed.keras"
+
+
+def test_diff_pairs_layers_by_order_and_by_map():
+    by_order = run_cli("diff", LSTM_H5, MIXED, "--by", "order", "--json")
+    assert by_order.exit_code == 1
+    layers = by_order.json()["layers"]
+    assert [(x["name"], x["name_b"], x["status"]) for x in layers] == [
+        ("bidirectional", "bi_lstm_ave", "different"),
+        ("bi_gru_mul", "bi_gru_mul", "only in B"),
+        ("my_bi", "my_bi", "only in B"),
+    ]
+    mapped = run_cli("diff", MIXED, MIXED, "--map", "bi_lstm_ave=bi_lstm_ave", "--json").json()
+    assert [x["name"] for x in mapped["layers"]] == ["bi_lstm_ave"] and mapped["identical"]
+    text = run_cli("diff", LSTM_H5, MIXED, "--map", "bidirectional=bi_lstm_ave").stdout
+    assert "bidirectional ↔ bi_lstm_ave" in text
+    bad = run_cli("diff", LSTM_H5, MIXED, "--map", "bidirectional=nope")
+    assert bad.exit_code == 2 and "no Bidirectional layer 'nope' in B" in bad.stderr
+    assert bad.stdout == ""
+
+
+def test_diff_role_narrows_and_relative_difference_is_bounded(tmp_path):
+    zeroed = tmp_path / "zeroed.h5"
+    made = run_cli("init", LSTM_H5, "-o", zeroed, "--init", "bias=zeros", "--seed", "1")
+    assert made.exit_code == 0
+    doc = run_cli("diff", LSTM_H5, zeroed, "--role", "bias", "--json").json()
+    weights = doc["layers"][0]["weights"]
+    assert {w["role"] for w in weights} == {"bias"}
+    # Zero on one side: 100% different, not a quotient by zero.
+    assert all(w["max_rel_diff"] == 1.0 for w in weights)

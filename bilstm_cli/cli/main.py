@@ -240,6 +240,20 @@ def transplant(
     help="Only compare these weights or gate blocks. Repeatable.",
 )
 @click.option("--gates", "with_gates", is_flag=True, help="Add one row per gate block.")
+@click.option(
+    "--by",
+    type=click.Choice(["name", "order"]),
+    default="name",
+    show_default=True,
+    help="Pair layers by name, or the k-th Bidirectional of each file.",
+)
+@click.option(
+    "--map",
+    "maps",
+    multiple=True,
+    metavar="A_LAYER=B_LAYER",
+    help="Compare these two layers (repeatable); layers not named are left out.",
+)
 @json_option
 @click.pass_context
 def diff(
@@ -249,13 +263,15 @@ def diff(
     layers: tuple[str, ...],
     roles: tuple[str, ...],
     with_gates: bool,
+    by: str,
+    maps: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Compare the Bidirectional weights of A and B. Exit 0 when identical, 1 when not."""
     from bilstm_cli.cli import render
     from bilstm_cli.ops.diff import diff as run_diff
 
-    result = run_diff(a, b, layers, roles, with_gates)
+    result = run_diff(a, b, layers, roles, with_gates, by, maps)
     render.diff_result(result, as_json)
     if not result.identical:
         ctx.exit(1)

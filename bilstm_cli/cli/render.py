@@ -289,7 +289,8 @@ def diff_result(result: DiffResult, as_json: bool) -> None:
                     _moved(w.stats_a, w.stats_b, "std"),
                 ]
             )
-        out.table(f"{layer.name}: Bidirectional({layer.cell}) {layer.status}", columns, rows)
+        name = layer.name if layer.name_b == layer.name else f"{layer.name} ↔ {layer.name_b}"
+        out.table(f"{name}: Bidirectional({layer.cell}) {layer.status}", columns, rows)
         for note in layer.notes:
             out.line(f"note: {note}")
     out.line()

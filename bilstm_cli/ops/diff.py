@@ -11,23 +11,30 @@ from bilstm_cli import formats
 from bilstm_cli.cells.blocks import gate_blocks, gate_mask, parse_gates
 from bilstm_cli.errors import UsageError
 from bilstm_cli.formats import Session
-from bilstm_cli.model import Layer
-from bilstm_cli.ops.select import layer_matches
+from bilstm_cli.model import Layer, Model
+from bilstm_cli.ops.select import find_layer, layer_matches
 from bilstm_cli.results import DiffResult, LayerDiff, WeightDiff
 from bilstm_cli.stats import weight_stats
 from bilstm_cli.strategies import parse_target
 
 # Relative differences are taken against max(|a|, this) so exact zeros do not divide.
-REL_FLOOR = 1e-12
+# Entries smaller than this fraction of the weight's largest magnitude are compared as if they
+# were that small: their relative difference says nothing about the weight.
+REL_SCALE_FLOOR = 1e-6
 
 
 def _compare(a: np.ndarray, b: np.ndarray) -> tuple[bool, float, float]:
+    """Whether A and B are bit for bit equal, the largest absolute difference, and the
+    largest relative one, |a − b| / max(|a|, |b|): symmetric and at most 2, so an entry that
+    is zero on one side reads as 100% different rather than as a quotient by zero."""
     equal = a.dtype == b.dtype and a.tobytes() == b.tobytes()
     x, y = a.astype(np.float64), b.astype(np.float64)
     with np.errstate(invalid="ignore", over="ignore"):
         d = np.abs(x - y)
-        rel = d / np.maximum(np.abs(x), REL_FLOOR)
-    finite = np.isfinite(d)
+        size = np.maximum(np.abs(x), np.abs(y))
+        finite = np.isfinite(d)
+        scale = float(size[finite].max()) if finite.any() else 0.0
+        rel = d / np.maximum(size, max(scale * REL_SCALE_FLOOR, np.finfo(np.float64).tiny))
     max_abs = float(d[finite].max()) if finite.any() else 0.0
     max_rel = float(rel[finite].max()) if finite.any() else 0.0
     return equal, max_abs, max_rel
@@ -43,41 +50,83 @@ def diff(
     layers: Sequence[str] = (),
     roles: Sequence[str] = (),
     gates: bool = False,
+    by: str = "name",
+    maps: Sequence[str] = (),
 ) -> DiffResult:
-    """Compare the Bidirectional weights of two files, paired by layer name.
+    """Compare the Bidirectional weights of two files.
 
-    ``layers`` globs and ``roles`` (``"bias[f]"``) narrow the comparison; ``gates`` adds a
-    row per gate block. ``identical`` says whether every selected weight is bit for bit the
-    same; ``to_dict()`` is ``bilstm diff --json``.
+    Layers pair ``by`` name (a nested layer also by its own name) or by order (the k-th
+    Bidirectional of each file), or as ``maps`` say (``"A_LAYER=B_LAYER"``, repeatable; the
+    layers not named are left out). ``layers`` globs and ``roles`` (``"bias[f]"``) narrow the
+    comparison; ``gates`` adds a row per gate block. ``identical`` says whether every selected
+    weight is bit for bit the same; ``to_dict()`` is ``bilstm diff --json``.
 
     >>> import bilstm_cli as bl
     >>> bl.diff("fixtures/k2_seq_lstm.h5", "fixtures/k2_seq_lstm.h5").identical
     True
+    >>> a, b = "fixtures/k2_seq_lstm.h5", "fixtures/k3_functional_mixed.keras"
+    >>> [(x.name, x.name_b, x.status) for x in bl.diff(a, b, by="order").layers]
+    [('bidirectional', 'bi_lstm_ave', 'different'), ('bi_gru_mul', 'bi_gru_mul', 'only in B'),
+     ('my_bi', 'my_bi', 'only in B')]
     """
-    layer_globs, with_gates = layers, gates
+    if by not in ("name", "order"):
+        raise UsageError(f"--by must be name or order, not '{by}'")
     session = Session()
     targets = [parse_target(r) for r in roles]
     with (
         formats.open_model(path_a, session) as model_a,
         formats.open_model(path_b, session) as model_b,
     ):
-        layers_a, layers_b = (
-            _chosen(model_a.layers, layer_globs),
-            _chosen(model_b.layers, layer_globs),
-        )
-        if layer_globs and not layers_a and not layers_b:
+        layers_a, layers_b = _chosen(model_a.layers, layers), _chosen(model_b.layers, layers)
+        if layers and not layers_a and not layers_b:
             names = ", ".join(x.name for x in model_a.layers + model_b.layers) or "none"
             raise UsageError(f"--layer matches no Bidirectional layer in either file ({names})")
-        names_b = {x.name: x for x in layers_b}
-        out: list[LayerDiff] = []
-        for la in layers_a:
-            lb = names_b.pop(la.name, None)
-            if lb is None:
-                out.append(LayerDiff(la.name, la.cell, "only in A"))
-                continue
-            out.append(_layer_diff(la, lb, targets, with_gates))
-    out.extend(LayerDiff(lb.name, lb.cell, "only in B") for lb in names_b.values())
+        if maps:
+            paired = [_mapped(text, model_a, model_b) for text in maps]
+            only_a: list[Layer] = []
+            only_b: list[Layer] = []
+        else:
+            paired, only_a, only_b = _paired(layers_a, layers_b, by)
+        out = [_layer_diff(la, lb, targets, gates) for la, lb in paired]
+    out.extend(LayerDiff(la.name, la.cell, "only in A") for la in only_a)
+    out.extend(LayerDiff(lb.name, lb.cell, "only in B") for lb in only_b)
     return DiffResult(path_a, path_b, out)
+
+
+def _paired(
+    layers_a: list[Layer], layers_b: list[Layer], by: str
+) -> tuple[list[tuple[Layer, Layer]], list[Layer], list[Layer]]:
+    """Pairs of layers to compare, and the layers of each file left without a partner."""
+    if by == "order":
+        n = min(len(layers_a), len(layers_b))
+        return list(zip(layers_a[:n], layers_b[:n])), layers_a[n:], layers_b[n:]
+    names_b = {x.name: x for x in layers_b}
+    paired, only_a = [], []
+    for la in layers_a:
+        lb = names_b.pop(la.name, None)
+        if lb is None:
+            only_a.append(la)
+        else:
+            paired.append((la, lb))
+    return paired, only_a, list(names_b.values())
+
+
+def _mapped(text: str, model_a: Model, model_b: Model) -> tuple[Layer, Layer]:
+    """The pair ``--map A_LAYER=B_LAYER`` names."""
+    left, eq, right = text.partition("=")
+    if not eq or not left.strip() or not right.strip():
+        raise UsageError(f"--map '{text}': expected A_LAYER=B_LAYER, e.g. enc=encoder")
+    found = []
+    for name, model, side in ((left.strip(), model_a, "A"), (right.strip(), model_b, "B")):
+        layer = find_layer(model.layers, name)
+        if layer is None:
+            available = ", ".join(x.name for x in model.layers) or "none"
+            raise UsageError(
+                f"--map '{text}': no Bidirectional layer '{name}' in {side} ({model.path}; "
+                f"available: {available})"
+            )
+        found.append(layer)
+    return found[0], found[1]
 
 
 def _chosen(layers: list[Layer], globs: Sequence[str]) -> list[Layer]:
@@ -92,7 +141,7 @@ def _layer_diff(
     targets: list[Any],
     with_gates: bool,
 ) -> LayerDiff:
-    result = LayerDiff(la.name, la.cell, "same")
+    result = LayerDiff(la.name, la.cell, "same", name_b=lb.name)
     if la.cell != lb.cell or la.units != lb.units:
         result.status = "different"
         result.notes.append(f"{la.cell} {la.units} units vs {lb.cell} {lb.units} units")

@@ -15,7 +15,7 @@ from bilstm_cli.cells.blocks import ROLES, covered_gates, gate_mask
 from bilstm_cli.errors import InputError, UsageError
 from bilstm_cli.model import CellSettings, Layer, Model, PlainLayer, Weight, WeightReader
 from bilstm_cli.ops.plan_init import bidirectional_layers_to_change
-from bilstm_cli.ops.select import directions, layer_matches, select_layers
+from bilstm_cli.ops.select import directions, find_layer, layer_matches, select_layers
 from bilstm_cli.strategies import Target, parse_target
 
 SETTINGS_COMPARED = ("activation", "recurrent_activation", "use_bias", "reset_after")
@@ -83,14 +83,6 @@ def _split_direction(text: str) -> tuple[str, str | None]:
     return text, None
 
 
-def _find(layers: Sequence[Any], name: str) -> Any | None:
-    exact = [x for x in layers if x.name == name]
-    if exact:
-        return exact[0]
-    by_own = [x for x in layers if x.name.rsplit("/", 1)[-1] == name]
-    return by_own[0] if len(by_own) == 1 else None
-
-
 def _names(layers: Sequence[Any]) -> str:
     return ", ".join(x.name for x in layers) or "none"
 
@@ -101,13 +93,13 @@ def _pairs_from_map(donor: Model, target: Model, text: str, wanted: tuple[str, .
         raise UsageError(f"--map '{text}': expected SRC[/DIR]=DST[/DIR], e.g. enc=enc_new")
     src_name, src_dir = _split_direction(src_text.strip())
     dst_name, dst_dir = _split_direction(dst_text.strip())
-    dst = _find(target.layers, dst_name)
+    dst = find_layer(target.layers, dst_name)
     if dst is None:
         raise UsageError(
             f"--map '{text}': no Bidirectional layer '{dst_name}' in {target.path} "
             f"(available: {_names(target.layers)})"
         )
-    src_bi = _find(donor.layers, src_name)
+    src_bi = find_layer(donor.layers, src_name)
     if src_bi is not None:
         if (src_dir is None) != (dst_dir is None):
             raise UsageError(
@@ -118,7 +110,7 @@ def _pairs_from_map(donor: Model, target: Model, text: str, wanted: tuple[str, .
             return [Pair(_bi_source(donor, src_bi, d), dst, d, whole=(src_bi, dst)) for d in wanted]
         assert dst_dir is not None  # both sides name a direction
         return [Pair(_bi_source(donor, src_bi, src_dir), dst, dst_dir)]
-    plain = _find(donor.plain_layers, src_name)
+    plain = find_layer(donor.plain_layers, src_name)
     if plain is None:
         raise UsageError(
             f"--map '{text}': no layer '{src_name}' in {donor.path} (Bidirectional: "
@@ -158,7 +150,9 @@ def plan_pairs(
             matched = list(zip(donor.layers, targets))
         else:
             for t in targets:
-                d = _find(donor.layers, t.name) or _find(donor.layers, t.name.rsplit("/", 1)[-1])
+                d = find_layer(donor.layers, t.name) or find_layer(
+                    donor.layers, t.name.rsplit("/", 1)[-1]
+                )
                 if d is not None:
                     matched.append((d, t))
         pairs = [

@@ -4,14 +4,28 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from fnmatch import fnmatchcase
+from typing import TypeVar
 
 from bilstm_cli.errors import UsageError
-from bilstm_cli.model import Layer
+from bilstm_cli.model import Layer, PlainLayer
 
 
 def layer_matches(layer: Layer, pattern: str) -> bool:
     """A glob matches a layer's full name (``outer/inner``) or its own last part."""
     return fnmatchcase(layer.name, pattern) or fnmatchcase(layer.name.rsplit("/", 1)[-1], pattern)
+
+
+L = TypeVar("L", Layer, PlainLayer)
+
+
+def find_layer(layers: Sequence[L], name: str) -> L | None:
+    """The layer called ``name`` (its full ``outer/inner`` name), else the one layer whose own
+    last part is ``name``; None when there is none, or more than one such."""
+    exact = [x for x in layers if x.name == name]
+    if exact:
+        return exact[0]
+    by_own = [x for x in layers if x.name.rsplit("/", 1)[-1] == name]
+    return by_own[0] if len(by_own) == 1 else None
 
 
 def select_layers(layers: Sequence[Layer], globs: Sequence[str], file: str) -> list[Layer]:
