@@ -208,6 +208,8 @@ class Model:
     config_known: bool
     weights_member: str | None = None  # the HDF5 member inside a .keras archive
     optimizer_groups: list[str] = field(default_factory=list)
+    #: Shapes of the optimizer's saved slots: a changed weight of one of them has stale state.
+    optimizer_shapes: frozenset[tuple[int, ...]] = frozenset()
     notes: list[str] = field(default_factory=list)
     plain_layers: list[PlainLayer] = field(default_factory=list)
     reader: WeightReader | None = field(default=None, compare=False, repr=False)

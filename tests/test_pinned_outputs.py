@@ -153,7 +153,7 @@ EXPECTED: dict[str, tuple[str, str, str]] = {
         "1fe606677bca7698",
         "f608b800c29f1e7a",
     ),
-    "init-h5-chrono": ("342d47a73ed5cccf", "3f87d60185e91840", "dbc2c9f80096d4af"),
+    "init-h5-chrono": ("342d47a73ed5cccf", "842d30bb253c719f", "9f6dbe8d0cdf9f61"),
     "init-h5-keras-default-gru": ("e902d7b444c86193", "b07c3fbb0b3f66c9", "183f79d2c72d6c30"),
     "init-weights-h5-mixed": ("4b0d3c99e4677b10", "50322063a213ac29", "c74b21e5792b792c"),
     "init-pytorch-default-simple": ("6023d829892f83a5", "321e30cda18d81b1", "bfab4482ab553129"),

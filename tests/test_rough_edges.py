@@ -84,3 +84,29 @@ def test_diff_role_narrows_and_relative_difference_is_bounded(tmp_path):
     assert {w["role"] for w in weights} == {"bias"}
     # Zero on one side: 100% different, not a quotient by zero.
     assert all(w["max_rel_diff"] == 1.0 for w in weights)
+
+
+def test_stale_optimizer_note_only_for_weights_the_optimizer_keeps(tmp_path):
+    trained = FIXTURES / "k2_trained_adam.h5"
+    run = run_cli("init", trained, "-o", tmp_path / "a.h5", "--init", "bias=zeros", "--seed", "1")
+    assert run.exit_code == 0 and "optimizer state (optimizer_weights)" in run.stdout
+    keras3 = FIXTURES / "k3_trained_adam.keras"
+    run = run_cli("init", keras3, "-o", tmp_path / "a.keras", "--seed", "1", "--json")
+    assert any("optimizer state (optimizer)" in n for n in run.json()["notes"])
+    # A file saved without its optimizer says nothing about one.
+    plain = run_cli("init", LSTM_H5, "-o", tmp_path / "b.h5", "--seed", "1", "--json")
+    assert not any("optimizer" in n for n in plain.json()["notes"])
+
+
+def test_no_stale_optimizer_note_when_the_optimizer_keeps_nothing_of_that_shape(tmp_path):
+    src = tmp_path / "frozen.h5"
+    shutil.copyfile(FIXTURES / "k2_trained_adam.h5", src)
+    with h5py.File(src, "r+") as f:
+        # As if the recurrent layer had been frozen: the optimizer kept only the dense head.
+        slots = f["optimizer_weights"]
+        for name in list(slots.keys()):
+            del slots[name]
+        slots["Adam/m/dense/kernel:0"] = np.zeros((6, 1), np.float32)
+    run = run_cli("init", src, "-o", tmp_path / "o.h5", "--seed", "1", "--json")
+    assert run.exit_code == 0, run.stderr
+    assert not any("optimizer" in n for n in run.json()["notes"])

@@ -17,6 +17,7 @@ from bilstm_cli.formats.keras_config import bidirectional_settings, load_json, w
 from bilstm_cli.formats.keras_layout import (
     check_directions,
     check_plain,
+    dataset_shapes,
     plain_rnn_entries,
     roles_for,
     weight_at,
@@ -45,8 +46,16 @@ def read_model(path: str, session: Session) -> Model:
         layers = _legacy_layers_from_config(f, config)
         rnns = _legacy_rnns_from_config(f, config)
         optimizer = ["optimizer_weights"] if h5safe.has(f, "optimizer_weights") else []
+        slots = dataset_shapes(f, "optimizer_weights") if optimizer else frozenset()
         return Model(
-            path, "h5", version, layers, True, optimizer_groups=optimizer, plain_layers=rnns
+            path,
+            "h5",
+            version,
+            layers,
+            True,
+            optimizer_groups=optimizer,
+            optimizer_shapes=slots,
+            plain_layers=rnns,
         )
 
 

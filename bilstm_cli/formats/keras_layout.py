@@ -98,3 +98,29 @@ def check_directions(layer: Layer) -> None:
 
 def shape_text(shape: tuple[int, ...]) -> str:
     return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+# More objects than any optimizer keeps for a model: the walk stops there.
+MAX_OPTIMIZER_OBJECTS = 100_000
+
+
+def dataset_shapes(f: h5py.File, root: str) -> frozenset[tuple[int, ...]]:
+    """The shapes of the datasets below ``root`` (reached through hard links only): what an
+    optimizer's slots look like, to tell which weights it keeps state for."""
+    shapes: set[tuple[int, ...]] = set()
+    stack, visited = [root], 0
+    while stack:
+        path = stack.pop()
+        g = h5safe.group(f, path)
+        for name in g.keys():
+            visited += 1
+            if visited > MAX_OPTIMIZER_OBJECTS:
+                return frozenset(shapes)
+            if not isinstance(g.get(name, getlink=True), h5py.HardLink):
+                continue
+            child = g.get(name)
+            if isinstance(child, h5py.Group):
+                stack.append(f"{path}/{name}")
+            elif isinstance(child, h5py.Dataset):
+                shapes.add(tuple(int(d) for d in child.shape))
+    return frozenset(shapes)

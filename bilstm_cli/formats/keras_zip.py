@@ -24,6 +24,7 @@ from bilstm_cli.formats.keras_config import (
 from bilstm_cli.formats.keras_layout import (
     check_directions,
     check_plain,
+    dataset_shapes,
     numbered,
     plain_rnn_entries,
     roles_for,
@@ -51,6 +52,7 @@ def read_model(path: str, session: Session) -> Model:
             layers = _tracked_layers_from_config(f, config)
             rnns = _tracked_rnns_from_config(f, config)
             optimizer = ["optimizer"] if h5safe.has(f, "optimizer") else []
+            slots = dataset_shapes(f, "optimizer") if optimizer else frozenset()
     return Model(
         path=path,
         format="keras",
@@ -59,6 +61,7 @@ def read_model(path: str, session: Session) -> Model:
         config_known=True,
         weights_member="model.weights.h5",
         optimizer_groups=optimizer,
+        optimizer_shapes=slots,
         plain_layers=rnns,
     )
 

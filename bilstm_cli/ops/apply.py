@@ -222,10 +222,10 @@ def execute(
 ) -> WriteResult:
     """Run ``jobs`` against ``model``: predict only (dry run) or write, verify and commit."""
     clock = _Clock(result.timings)
-    if model.optimizer_groups and jobs:
+    if any(job.ref.shape in model.optimizer_shapes for job in jobs):
         result.notes.append(
-            f"the file holds optimizer state ({', '.join(model.optimizer_groups)}); it was kept "
-            "as it was and is now stale for the changed weights"
+            f"the file holds optimizer state ({', '.join(model.optimizer_groups)}) with slots "
+            "shaped like the changed weights; it was kept as it was and is now stale for them"
         )
     if result.dry_run:
         reader = formats.open_reader(model.path, session)
