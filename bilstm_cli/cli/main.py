@@ -102,12 +102,15 @@ def _needs_output(command: str, output: str | None, dry_run: bool) -> None:
 def _preview_or_apply(
     plan: Plan, output: str | None, force: bool, dry_run: bool, verify: str | None
 ) -> WriteResult:
-    """The dry run's prediction, or the plan written and verified."""
+    """The dry run's prediction, or the plan written and verified (with a progress bar on
+    stderr when that takes a while on a terminal)."""
+    from bilstm_cli.cli.progress import ProgressBar
     from bilstm_cli.ops.apply import apply
 
-    if dry_run or output is None:
-        return plan.preview(output)
-    return apply(plan, output, force, verify)
+    with ProgressBar() as bar:
+        if dry_run or output is None:
+            return plan.preview(output, bar)
+        return apply(plan, output, force, verify, bar)
 
 
 @cli.command()

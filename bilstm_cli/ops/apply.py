@@ -119,6 +119,10 @@ class _Clock:
         return now
 
 
+# Told (phase, done, total) as a write or a dry run goes along: "writing" or "predicting" per
+# weight, then "verifying". For a progress display; it must not raise.
+Progress = Callable[[str, int, int], None]
+
 # What a plan makes when it runs: its jobs, and the extra checks (if any) for verification.
 MakeJobs = Callable[[contextlib.ExitStack, bool], tuple[list[Job], Verifier | None]]
 
@@ -174,13 +178,13 @@ class Plan:
             extra=dict(self.result.extra),
         )
 
-    def preview(self, output: str | None = None) -> WriteResult:
+    def preview(self, output: str | None = None, progress: Progress | None = None) -> WriteResult:
         """What applying the plan would change, with predicted statistics; writes nothing.
         ``output`` is where it would be written (the document's ``output``)."""
         result = self._fresh(True, output)
         with contextlib.ExitStack() as stack:
             jobs, _ = self.make_jobs(stack, True)
-            execute(self.model, jobs, result, None, False, self.session)
+            execute(self.model, jobs, result, None, False, self.session, progress=progress)
         return result
 
     def to_dict(self) -> dict[str, Any]:
@@ -188,7 +192,13 @@ class Plan:
         return self.preview().to_dict()
 
 
-def apply(plan: Plan, output: str, force: bool = False, verify: str | None = None) -> WriteResult:
+def apply(
+    plan: Plan,
+    output: str,
+    force: bool = False,
+    verify: str | None = None,
+    progress: Progress | None = None,
+) -> WriteResult:
     """Write ``plan`` to ``output``, verified; the input is never modified.
 
     ``output`` must not exist unless ``force``; ``verify="keras"`` also loads the result
@@ -206,7 +216,15 @@ def apply(plan: Plan, output: str, force: bool = False, verify: str | None = Non
     with contextlib.ExitStack() as stack:
         jobs, verifier = plan.make_jobs(stack, False)
         return execute(
-            plan.model, jobs, result, output, force, plan.session, verifier, verify == "keras"
+            plan.model,
+            jobs,
+            result,
+            output,
+            force,
+            plan.session,
+            verifier,
+            verify == "keras",
+            progress,
         )
 
 
@@ -219,8 +237,10 @@ def execute(
     session: Session,
     verifier: Verifier | None = None,
     verify_keras: bool = False,
+    progress: Progress | None = None,
 ) -> WriteResult:
     """Run ``jobs`` against ``model``: predict only (dry run) or write, verify and commit."""
+    tell = progress or (lambda phase, done, total: None)
     clock = _Clock(result.timings)
     if any(job.ref.shape in model.optimizer_shapes for job in jobs):
         result.notes.append(
@@ -230,7 +250,8 @@ def execute(
     if result.dry_run:
         reader = formats.open_reader(model.path, session)
         try:
-            for job in jobs:
+            for k, job in enumerate(jobs):
+                tell("predicting", k, len(jobs))
                 t = time.perf_counter()
                 current = reader.read(job.ref.location)
                 t = clock.add("read", t)
@@ -247,7 +268,8 @@ def execute(
     out = writer.check_output(model, output, force)
     result.output = output
     with writer.stage(model, out, [job.ref.location for job in jobs], session) as staged:
-        for job in jobs:
+        for k, job in enumerate(jobs):
+            tell("writing", k, len(jobs))
             t = time.perf_counter()
             current = staged.read(job.ref.location)
             t = clock.add("read", t)
@@ -258,9 +280,11 @@ def execute(
             _record(job, current, new, result)
             del current, new  # keep one weight in memory at a time
             clock.add("stats", t)
+        tell("writing", len(jobs), len(jobs))
         t = time.perf_counter()
         staged.finish()
         t = clock.add("write", t)
+        tell("verifying", 0, 1)
         _verify(model, staged, jobs, result, verifier or Verifier(), session)
         if verify_keras:
             from bilstm_cli.ops.verify_keras import verify as keras_verify
@@ -268,6 +292,7 @@ def execute(
             staged.seal()  # Keras reads the archive as it will be renamed, CRC included
             result.checks.extend(keras_verify(model, staged.staged_path, session))
         clock.add("verify", t)
+        tell("verifying", 1, 1)
         failed = [c for c in result.checks if c.status == FAILED]
         if failed:
             first = failed[0]
