@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from bilstm_cli import __version__
+from bilstm_cli.cli.complete import complete_init, complete_role
 from bilstm_cli.cli.options import (
     MODEL_PATH,
     direction_option,
@@ -245,6 +246,7 @@ def _inspect_many(
     "inits",
     multiple=True,
     metavar="[TARGET=]SPEC",
+    shell_complete=complete_init,
     help="Strategy, optionally for one role or gate blocks: 'glorot_uniform', "
     "'recurrent_kernel=orthogonal', 'bias[f]=ones', 'truncated_normal:stddev=0.05'. "
     "Repeatable; later options override earlier ones. Default: keras_default.",
@@ -298,6 +300,7 @@ def init(
     "roles",
     multiple=True,
     metavar="ROLE[GATES]",
+    shell_complete=complete_role,
     help="Only these weights or gate blocks: 'kernel', 'recurrent_kernel[i,f]'. Repeatable.",
 )
 @click.option(
@@ -348,6 +351,7 @@ def transplant(
     "roles",
     multiple=True,
     metavar="ROLE[GATES]",
+    shell_complete=complete_role,
     help="Only compare these weights or gate blocks. Repeatable.",
 )
 @click.option("--gates", "with_gates", is_flag=True, help="Add one row per gate block.")
