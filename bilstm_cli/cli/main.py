@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from bilstm_cli import __version__
+from bilstm_cli.cli.complete import complete_init, complete_role
 from bilstm_cli.cli.options import (
     MODEL_PATH,
     direction_option,
@@ -33,19 +34,8 @@ class _Group(click.Group):
     """Turns the library's errors into one line and the documented exit code."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        import signal
-
         try:
             return super().invoke(ctx)
-        except BilstmError as exc:
-            if _debug(ctx):
-                raise
-            if getattr(signal.getsignal(signal.SIGINT), "landed", False):
-                # Ctrl-C hit a library calling back into Python (h5py reading an archive
-                # member), which reported it as a failure of its own: it is an interruption.
-                raise click.Abort() from None
-            click.echo(f"Error: {exc.message}", err=True)
-            ctx.exit(exc.exit_code)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except KeyboardInterrupt:
@@ -60,15 +50,31 @@ class _Group(click.Group):
         except Exception as exc:
             if _debug(ctx):
                 raise
-            if getattr(signal.getsignal(signal.SIGINT), "landed", False):
-                raise click.Abort() from None
-            detail = str(exc).splitlines()[0] if str(exc) else ""
-            click.echo(
-                f"Error: unexpected {type(exc).__name__}: {detail} "
-                "(run with --debug for a traceback)",
-                err=True,
-            )
-            ctx.exit(1)
+            ctx.exit(_report(exc))
+
+
+def _report(exc: Exception, file: str | None = None) -> int:
+    """Print the one ``Error:`` line for a failure and return its exit code.
+
+    A library error is its message (exit code its own); anything else is unexpected (1).
+    ``file`` names the input that failed when the message does not already. Ctrl-C that hit a
+    library calling back into Python (h5py reading an archive member), which reported it as
+    a failure of its own, is an interruption: raised as :class:`click.Abort`.
+    """
+    import signal
+
+    if getattr(signal.getsignal(signal.SIGINT), "landed", False):
+        raise click.Abort() from None
+    if isinstance(exc, BilstmError):
+        message, code = exc.message, exc.exit_code
+    else:
+        detail = str(exc).splitlines()[0] if str(exc) else ""
+        message = f"unexpected {type(exc).__name__}: {detail} (run with --debug for a traceback)"
+        code = 1
+    if file is not None and not message.startswith(f"{file}: "):
+        message = f"{file}: {message}"
+    click.echo(f"Error: {message}", err=True)
+    return code
 
 
 def _debug(ctx: click.Context) -> bool:
@@ -114,20 +120,126 @@ def _preview_or_apply(
 
 
 @cli.command()
-@click.argument("model", type=MODEL_PATH)
+@click.argument("model", nargs=-1, required=True, type=MODEL_PATH)
 @layer_option
 @click.option("--gates", "with_gates", is_flag=True, help="Add one row per gate block.")
-@json_option
-def inspect(model: str, layers: tuple[str, ...], with_gates: bool, as_json: bool) -> None:
-    """List every Bidirectional layer of MODEL with each weight's role, shape and statistics."""
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print one JSON document; for several files, one per line (JSON Lines).",
+)
+@click.pass_context
+def inspect(
+    ctx: click.Context,
+    model: tuple[str, ...],
+    layers: tuple[str, ...],
+    with_gates: bool,
+    as_json: bool,
+) -> None:
+    """List every Bidirectional layer of each MODEL with each weight's role, shape and
+    statistics.
+
+    Several files are listed one after another; with --json, each file's document is one
+    line (JSON Lines). A file that cannot be read gets its 'Error:' line on stderr and the
+    others are still listed; the exit code is the highest of the files' codes. With several
+    files, each --layer GLOB needs to match in one file only (exit 2 if in none), and a file
+    in which no GLOB matches is left out.
+    """
     from bilstm_cli.cli import render
     from bilstm_cli.ops.inspect import inspect as run_inspect
 
-    result = run_inspect(model, layers, with_gates)
+    if len(model) > 1:
+        ctx.exit(_inspect_many(ctx, model, layers, with_gates, as_json))
+    result = run_inspect(model[0], layers, with_gates)
     if as_json:
         render.dump_json(result.to_dict())
     else:
         render.render_inspect(result, with_gates)
+
+
+def _inspect_many(
+    ctx: click.Context,
+    models: tuple[str, ...],
+    layers: tuple[str, ...],
+    with_gates: bool,
+    as_json: bool,
+) -> int:
+    """``inspect`` of several files; the worst of their exit codes.
+
+    Results are held back only while some --layer glob has matched in no file yet (so that
+    a glob matching nowhere leaves stdout empty); from then on each is printed as it comes.
+    """
+    import json
+
+    from bilstm_cli.cli import render
+    from bilstm_cli.ops.inspect import inspect as run_inspect
+    from bilstm_cli.ops.inspect import inspect_matching
+    from bilstm_cli.ops.select import layer_matches
+    from bilstm_cli.results import InspectResult
+
+    unmatched = list(dict.fromkeys(layers))  # globs that have matched in no file yet
+    available: list[str] = []
+    pending: list[tuple[InspectResult | Exception, str]] = []  # held back while unmatched
+    codes = [0]
+    read = shown = 0
+
+    def show(item: InspectResult | Exception, path: str) -> None:
+        nonlocal shown
+        if isinstance(item, Exception):
+            codes.append(_report(item, path))
+            return
+        if as_json:
+            doc = json.dumps(item.to_dict(), separators=(",", ":"), allow_nan=False)
+            sys.stdout.write(doc + "\n")
+        else:
+            if shown:
+                render.Output().line()
+            render.render_inspect(item, with_gates)
+        sys.stdout.flush()
+        shown += 1
+
+    for path in models:
+        item: InspectResult | Exception
+        try:
+            if layers:
+                item = inspect_matching(path, layers, with_gates)
+            else:
+                item = run_inspect(path, (), with_gates)
+            read += 1
+        except (KeyboardInterrupt, BrokenPipeError):
+            raise
+        except Exception as exc:
+            if _debug(ctx):
+                raise
+            item = exc
+        if isinstance(item, InspectResult) and layers:
+            names = [layer.name for layer in item.model.layers]
+            available += [n for n in names if n not in available]
+            unmatched = [
+                g for g in unmatched if not any(layer_matches(r.layer, g) for r in item.layers)
+            ]
+            if not item.layers:
+                continue  # no glob matches in this file: nothing to list
+        pending.append((item, path))
+        if not unmatched:
+            for held, held_path in pending:
+                show(held, held_path)
+            pending.clear()
+    # Some glob matched nowhere: the files' errors still, but no listing.
+    for held, held_path in pending:
+        if isinstance(held, Exception):
+            show(held, held_path)
+    if unmatched and read:
+        codes.append(
+            _report(
+                UsageError(
+                    f"--layer '{unmatched[0]}' matches no Bidirectional layer in any file "
+                    f"({read} of {len(models)} read; available: {', '.join(available) or 'none'})"
+                )
+            )
+        )
+    return max(codes)
 
 
 @cli.command()
@@ -137,6 +249,7 @@ def inspect(model: str, layers: tuple[str, ...], with_gates: bool, as_json: bool
     "inits",
     multiple=True,
     metavar="[TARGET=]SPEC",
+    shell_complete=complete_init,
     help="Strategy, optionally for one role or gate blocks: 'glorot_uniform', "
     "'recurrent_kernel=orthogonal', 'bias[f]=ones', 'truncated_normal:stddev=0.05'. "
     "Repeatable; later options override earlier ones. Default: keras_default.",
@@ -190,6 +303,7 @@ def init(
     "roles",
     multiple=True,
     metavar="ROLE[GATES]",
+    shell_complete=complete_role,
     help="Only these weights or gate blocks: 'kernel', 'recurrent_kernel[i,f]'. Repeatable.",
 )
 @click.option(
@@ -240,6 +354,7 @@ def transplant(
     "roles",
     multiple=True,
     metavar="ROLE[GATES]",
+    shell_complete=complete_role,
     help="Only compare these weights or gate blocks. Repeatable.",
 )
 @click.option("--gates", "with_gates", is_flag=True, help="Add one row per gate block.")

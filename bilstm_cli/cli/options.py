@@ -7,6 +7,8 @@ from typing import Any
 
 import click
 
+from bilstm_cli.cli.complete import complete_layer
+
 # Model arguments are checked by the reader, which says precisely what is wrong (exit 3);
 # Click's own existence and permission checks would turn that into a usage error.
 MODEL_PATH = click.Path(readable=False, dir_okay=True, allow_dash=False)
@@ -18,6 +20,7 @@ def layer_option(f: Callable[..., Any]) -> Callable[..., Any]:
         "layers",
         multiple=True,
         metavar="GLOB",
+        shell_complete=complete_layer,
         help="Only layers whose name matches GLOB (repeatable; 'enc*', 'outer/inner').",
     )(f)
 

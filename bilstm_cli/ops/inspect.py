@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from bilstm_cli import formats
 from bilstm_cli.cells import blocks as gate_layout
-from bilstm_cli.ops.select import select_layers
+from bilstm_cli.ops.select import layers_matching, select_layers
 from bilstm_cli.results import InspectResult, LayerReport, WeightReport
 from bilstm_cli.stats import gate_stats, weight_stats
 
@@ -21,8 +21,22 @@ def inspect(path: str, layers: Sequence[str] = (), gates: bool = False) -> Inspe
     >>> [(r.layer.name, r.layer.cell, r.layer.units) for r in report.layers]
     [('bidirectional', 'LSTM', 3)]
     """
+    return _inspect(path, layers, gates, every_glob=True)
+
+
+def inspect_matching(path: str, layers: Sequence[str], gates: bool = False) -> InspectResult:
+    """:func:`inspect` of the layers that ``layers`` (at least one glob) match in this file,
+    where a glob matching nothing is not an error: the result may hold no layer. What
+    ``bilstm inspect`` runs on each of several files, whose globs need to match in one only."""
+    return _inspect(path, layers, gates, every_glob=False)
+
+
+def _inspect(path: str, layers: Sequence[str], gates: bool, every_glob: bool) -> InspectResult:
     with formats.open_model(path) as model:
-        chosen = select_layers(model.layers, layers, path)
+        if every_glob:
+            chosen = select_layers(model.layers, layers, path)
+        else:
+            chosen = layers_matching(model.layers, layers)
         reports = [
             LayerReport(layer, gate_layout.CELL_GATES.get(layer.cell, ())) for layer in chosen
         ]

@@ -39,6 +39,11 @@ def select_layers(layers: Sequence[Layer], globs: Sequence[str], file: str) -> l
                 f"--layer '{pattern}' matches no Bidirectional layer in {file} "
                 f"(available: {available})"
             )
+    return layers_matching(layers, globs)
+
+
+def layers_matching(layers: Sequence[Layer], globs: Sequence[str]) -> list[Layer]:
+    """The layers any glob matches, in file order (none when no glob is given)."""
     return [layer for layer in layers if any(layer_matches(layer, p) for p in globs)]
 
 
