@@ -46,6 +46,9 @@ class ProgressBar:
                 MofNCompleteColumn(),
                 console=Console(file=sys.stderr),
                 transient=True,
+                # Data written meanwhile must reach stdout as it is, never pass through here.
+                redirect_stdout=False,
+                redirect_stderr=False,
             )
             self._bar.start()
         task = self._tasks.get(phase)
