@@ -105,6 +105,14 @@ def _needs_output(command: str, output: str | None, dry_run: bool) -> None:
         raise UsageError(f"{command} needs -o OUT (or --dry-run)")
 
 
+def _needs_keras(verify: str | None, dry_run: bool) -> None:
+    """Missing Keras for ``--verify keras`` is said before any work is done."""
+    if verify == "keras" and not dry_run:
+        from bilstm_cli.ops.verify_keras import require
+
+        require()
+
+
 def _preview_or_apply(
     plan: Plan, output: str | None, force: bool, dry_run: bool, verify: str | None
 ) -> WriteResult:
@@ -281,6 +289,7 @@ def init(
     from bilstm_cli.ops.plan_init import plan_init
 
     _needs_output("init", output, dry_run)
+    _needs_keras(verify, dry_run)
     plan = plan_init(model, inits, layers, direction, seed)
     render.write_result(_preview_or_apply(plan, output, force, dry_run, verify), as_json)
 
@@ -337,6 +346,7 @@ def transplant(
     from bilstm_cli.ops.plan_transplant import plan_transplant
 
     _needs_output("transplant", output, dry_run)
+    _needs_keras(verify, dry_run)
     plan = plan_transplant(donor, model, maps, layers, direction, roles, by, allow_nonfinite)
     # Shown once the outcome is known: a failed transplant leaves stdout empty.
     result = _preview_or_apply(plan, output, force, dry_run, verify)

@@ -212,6 +212,10 @@ def apply(
     """
     if verify not in (None, "keras"):
         raise UsageError(f"verify must be None or 'keras', not {verify!r}")
+    if verify == "keras":
+        from bilstm_cli.ops.verify_keras import require
+
+        require(plan.model)  # missing Keras is a usage error before anything is staged
     result = plan._fresh(False, output)
     with contextlib.ExitStack() as stack:
         jobs, verifier = plan.make_jobs(stack, False)
