@@ -221,3 +221,53 @@ def test_diff_gates_fits_the_terminal(width):
                 numbers |= stat_numbers(w[side], ("mean", "std"))
     check_screen(screen, width, DIFF_HEADERS, strings, numbers | {"NO"})
     assert screen.rstrip().endswith("different")
+
+
+# --- non-finite counts and narrow widths -------------------------------------------------------
+
+
+def test_finite_column_counts_nonfinite_entries_on_a_terminal_only(tmp_path):
+    import shutil
+
+    import h5py
+    import numpy as np
+
+    path = tmp_path / "nan.h5"
+    shutil.copy(ROOT / "fixtures/k2_seq_lstm.h5", path)
+    doc = run_cli("inspect", str(path), "--json").json()
+    dataset = doc["layers"][0]["weights"][0]["dataset"]
+    with h5py.File(path, "r+") as f:
+        values = f[dataset][...]
+        values[0, [0, 3, 4]] = [np.nan, np.inf, -np.inf]  # gate i gets one, gate f two
+        f[dataset][...] = values
+    code, screen = on_terminal(80, "inspect", str(path), "--gates")
+    assert code == 0
+    assert {"(3)", "(1)", "(2)"} <= set(screen.split())  # the weight, then gates i and f
+    assert screen.count("NO (") == 3
+    piped = run_cli("inspect", str(path), "--gates").stdout
+    assert " NO " in piped and "NO (" not in piped
+
+
+def test_every_width_keeps_every_cell():
+    """From very narrow to wide, with a long name and path: lines fit, nothing is lost."""
+    from bilstm_cli.cli.layout import lay_out
+
+    name = "encoder_with_a_rather_long_name/inner_bidirectional_layer"
+    columns = [("layer", False), ("direction", False), ("role", False), ("gate", False)]
+    columns += [("mean A → B", True), ("max |A−B|", True), ("finite", False), ("dataset", False)]
+    path = f"model_weights/{name}/forward_lstm/lstm_cell/recurrent_kernel:0"
+    rows = [
+        [name, "forward", "recurrent_kernel", "", "-0.001839 → -0.03579", "0.871", "NO (3)", path],
+        ["", "", "", "i", "-0.04329 → 0.04484", "1.234e-05", "yes", ""],
+    ]
+    for width in range(24, 200, 3):
+        lines = [text for text, _ in lay_out("title of the table", columns, rows, width)]
+        screen = "\n".join(lines)
+        assert all(cell_len(line) <= width for line in lines), (width, screen)
+        words = set(screen.split())
+        for cell in ["-0.001839", "-0.03579", "0.871", "-0.04329", "0.04484", "1.234e-05"]:
+            assert cell in words, (width, cell, screen)
+        for cell in [name, path, "recurrent_kernel", "NO (3)", "forward"]:
+            assert squash(cell) in squash(screen), (width, cell, screen)
+        for header, _ in columns:
+            assert all(word in words for word in header.split()), (width, header, screen)
