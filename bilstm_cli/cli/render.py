@@ -49,24 +49,14 @@ class Output:
     def table(self, title: str, columns: list[tuple[str, bool]], rows: list[list[str]]) -> None:
         """``columns`` are (header, right-aligned) pairs; every row has one text per column."""
         if self._console is not None:
-            from rich import box
-            from rich.markup import escape
-            from rich.table import Table
+            # Laid out here rather than by Rich's Table, which cuts cells with an ellipsis
+            # when the terminal is narrower than the table (see layout.py).
+            from rich.text import Text
 
-            table = Table(
-                title=escape(title),
-                title_justify="left",
-                title_style="bold",
-                box=box.SIMPLE_HEAD,
-                show_edge=False,
-                pad_edge=False,
-                header_style="bold",
-            )
-            for header, right in columns:
-                table.add_column(escape(header), justify="right" if right else "left", no_wrap=True)
-            for row in rows:
-                table.add_row(*(escape(cell) for cell in row))
-            self._console.print(table)
+            from bilstm_cli.cli.layout import lay_out
+
+            for text, style in lay_out(title, columns, rows, self._console.width):
+                self._console.print(Text(text, style=style or ""), soft_wrap=True)
             return
         widths = [len(h) for h, _ in columns]
         for row in rows:
@@ -97,8 +87,16 @@ def shape_text(shape: Any) -> str:
     return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
-def stat_cells(s: dict[str, Any]) -> list[str]:
-    return [num(s[k]) for k in STAT_COLUMNS] + ["yes" if s["finite"] else "NO"]
+def finite_cell(s: dict[str, Any], counted: bool) -> str:
+    """``yes``, or ``NO``; on a terminal ``NO (n)`` with the count of NaN and Inf entries
+    (piped text keeps the bare ``NO`` that scripts already match)."""
+    if s["finite"]:
+        return "yes"
+    return f"NO ({s['nonfinite']})" if counted and "nonfinite" in s else "NO"
+
+
+def stat_cells(s: dict[str, Any], counted: bool = False) -> list[str]:
+    return [num(s[k]) for k in STAT_COLUMNS] + [finite_cell(s, counted)]
 
 
 def layer_title(layer: Any) -> str:
@@ -133,7 +131,7 @@ def render_inspect(result: InspectResult, with_gates: bool) -> None:
         for w in report.weights:
             row = [w.ref.direction, w.ref.role]
             row += [""] if with_gates else []
-            row += [shape_text(w.ref.shape), w.ref.dtype, *stat_cells(w.stats)]
+            row += [shape_text(w.ref.shape), w.ref.dtype, *stat_cells(w.stats, out.rich)]
             row += ["", ""] if with_gates else []
             rows.append([*row, w.ref.location])
             for g in w.gates or []:
@@ -142,7 +140,7 @@ def render_inspect(result: InspectResult, with_gates: bool) -> None:
                 orth = ["", ""]
                 if "orth_error" in g:
                     orth = [num(g["orth_error"]), num(g["max_singular"])]
-                rows.append(["", "", g["gate"], "", "", *stat_cells(g), *orth, ""])
+                rows.append(["", "", g["gate"], "", "", *stat_cells(g, out.rich), *orth, ""])
         out.line()
         out.table(layer_title(report.layer), columns, rows)
         for note in report.layer.notes:
@@ -196,7 +194,7 @@ def write_result(result: WriteResult, as_json: bool) -> None:
         rows.append(
             [c.layer, c.direction, c.role, ",".join(c.gates) if c.gates else "all", c.source]
             + [_moved(c.before, c.after, k) for k in ("mean", "std", "min", "max")]
-            + ["yes" if c.after["finite"] else "NO"]
+            + [finite_cell(c.after, out.rich)]
         )
     title = f"{result.command} {result.input}" + (" (dry run)" if result.dry_run else "")
     out.table(title, columns, rows)
