@@ -1,19 +1,19 @@
-"""The ``bilstm`` command: options in, one library call, rendering out.
+"""The ``bilstm`` commands: options in, one library call, rendering out.
 
-All error handling lives in :func:`main`: every :class:`BilstmError` becomes one ``Error:``
-line on stderr and its exit code; tracebacks appear only with ``--debug``.
+Errors are turned into one ``Error:`` line and the exit code in one place (funnel.py); the
+console script's own start and exit are in entry.py.
 """
 
 from __future__ import annotations
 
-import os
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
 from bilstm_cli import __version__
 from bilstm_cli.cli.complete import complete_init, complete_role
+from bilstm_cli.cli.funnel import ErrorFunnel, is_debug, report
 from bilstm_cli.cli.options import (
     MODEL_PATH,
     direction_option,
@@ -21,75 +21,14 @@ from bilstm_cli.cli.options import (
     layer_option,
     write_options,
 )
-from bilstm_cli.errors import BilstmError, UsageError
+from bilstm_cli.errors import UsageError
 
 if TYPE_CHECKING:
     from bilstm_cli.ops.apply import Plan
     from bilstm_cli.results import WriteResult
 
-EXIT_INTERRUPTED = 130
 
-
-class _Group(click.Group):
-    """Turns the library's errors into one line and the documented exit code."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except (click.exceptions.Exit, click.ClickException, click.Abort):
-            raise
-        except KeyboardInterrupt:
-            # Raised as Abort so that Click adds no blank line: main() prints the one line.
-            if _debug(ctx):
-                raise
-            raise click.Abort() from None
-        except BrokenPipeError:
-            # `bilstm inspect … | head` closed the pipe: not an error of ours.
-            _silence_stdout()
-            ctx.exit(0)
-        except Exception as exc:
-            if _debug(ctx):
-                raise
-            ctx.exit(_report(exc))
-
-
-def _report(exc: Exception, file: str | None = None) -> int:
-    """Print the one ``Error:`` line for a failure and return its exit code.
-
-    A library error is its message (exit code its own); anything else is unexpected (1).
-    ``file`` names the input that failed when the message does not already. Ctrl-C that hit a
-    library calling back into Python (h5py reading an archive member), which reported it as
-    a failure of its own, is an interruption: raised as :class:`click.Abort`.
-    """
-    import signal
-
-    if getattr(signal.getsignal(signal.SIGINT), "landed", False):
-        raise click.Abort() from None
-    if isinstance(exc, BilstmError):
-        message, code = exc.message, exc.exit_code
-    else:
-        detail = str(exc).splitlines()[0] if str(exc) else ""
-        message = f"unexpected {type(exc).__name__}: {detail} (run with --debug for a traceback)"
-        code = 1
-    if file is not None and not message.startswith(f"{file}: "):
-        message = f"{file}: {message}"
-    click.echo(f"Error: {message}", err=True)
-    return code
-
-
-def _debug(ctx: click.Context) -> bool:
-    return bool(ctx.obj and ctx.obj.get("debug")) or os.environ.get("BILSTM_DEBUG") == "1"
-
-
-def _silence_stdout() -> None:
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):
-        pass
-
-
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=ErrorFunnel, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="bilstm")
 @click.option("--debug", is_flag=True, help="Show a traceback when something fails.")
 @click.pass_context
@@ -195,7 +134,7 @@ def _inspect_many(
     def show(item: InspectResult | Exception, path: str) -> None:
         nonlocal shown
         if isinstance(item, Exception):
-            codes.append(_report(item, path))
+            codes.append(report(item, path))
             return
         if as_json:
             doc = json.dumps(item.to_dict(), separators=(",", ":"), allow_nan=False)
@@ -218,7 +157,7 @@ def _inspect_many(
         except (KeyboardInterrupt, BrokenPipeError):
             raise
         except Exception as exc:
-            if _debug(ctx):
+            if is_debug(ctx):
                 raise
             item = exc
         if isinstance(item, InspectResult) and layers:
@@ -240,7 +179,7 @@ def _inspect_many(
             show(held, held_path)
     if unmatched and read:
         codes.append(
-            _report(
+            report(
                 UsageError(
                     f"--layer '{unmatched[0]}' matches no Bidirectional layer in any file "
                     f"({read} of {len(models)} read; available: {', '.join(available) or 'none'})"
@@ -403,103 +342,3 @@ def diff(
     render.diff_result(result, as_json)
     if not result.identical:
         ctx.exit(1)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``bilstm`` console script and of ``python -m bilstm_cli``."""
-    import signal
-
-    args = list(sys.argv[1:] if argv is None else argv)
-
-    def on_interrupt(signum: int, frame: Any) -> None:
-        on_interrupt.landed = True  # type: ignore[attr-defined]
-        raise KeyboardInterrupt
-
-    previous = None
-    try:
-        if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # `cmd &` ignores Ctrl-C
-            previous = signal.signal(signal.SIGINT, on_interrupt)
-    except ValueError:  # not the main thread: Python's own handling stays
-        previous = None
-    try:
-        code = cli.main(args=args, prog_name="bilstm", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        code = exc.exit_code
-    except click.exceptions.NoArgsIsHelpError as exc:
-        exc.show()  # `bilstm` alone: the help text, as usual
-        code = 2
-    except click.UsageError as exc:
-        # One line, like every other error: what was wrong, and where to read what is expected.
-        where = exc.ctx.command_path if exc.ctx is not None else "bilstm"
-        message = " ".join(exc.format_message().split())
-        click.echo(f"Error: {message} (see '{where} --help')", err=True)
-        code = 2
-    except click.ClickException as exc:
-        click.echo(f"Error: {' '.join(exc.format_message().split())}", err=True)
-        code = exc.exit_code
-    except (click.Abort, KeyboardInterrupt):
-        click.echo("Error: interrupted", err=True)
-        code = EXIT_INTERRUPTED
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
-    sys.exit(code if isinstance(code, int) else 0)
-
-
-def _keep_freed_memory() -> None:
-    """Ask glibc's allocator to keep freed memory for reuse rather than hand it back.
-
-    A command allocates and frees one weight-sized array after another. By default glibc
-    returns such blocks to the system at once, so the next weight faults in fresh pages
-    (some 30,000 faults on a 57 MB model, a tenth of the run time). Keeping them bounds the
-    process at its working set, which it reaches anyway, and costs a run of a second nothing.
-    Elsewhere (no glibc) nothing changes.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
-
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError, ImportError):
-        return
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    mallopt(m_mmap_threshold, 32 << 20)  # glibc's largest: blocks below it come from the heap
-    mallopt(m_trim_threshold, 1 << 30)  # and stay there once freed
-
-
-def _one_blas_thread() -> None:
-    """The tool's linear algebra is many small products (per-gate blocks, a probe batch
-    through a cell), where waking BLAS threads costs more than it saves, badly so on a busy
-    CI machine; the work that does pay off in parallel (drawing random numbers, CRC passes)
-    uses its own threads. This must happen before NumPy loads, so only the command does it,
-    for its own process; a value the user exported wins."""
-    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(name, "1")
-
-
-def run() -> None:
-    """The console script: :func:`main`, then leave without tearing the interpreter down.
-
-    By the time a command returns, every file is closed and the output renamed into place;
-    what is left is freeing NumPy, h5py and their caches, which takes longer than some
-    commands. Flushing and exiting at once keeps ``bilstm`` quick in shell loops.
-    """
-    _one_blas_thread()
-    _keep_freed_memory()
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        if exc.code is not None and not isinstance(exc.code, int):
-            print(exc.code, file=sys.stderr)
-    try:
-        sys.stdout.flush()
-    except (BrokenPipeError, ValueError, OSError):
-        pass
-    try:
-        sys.stderr.flush()
-    except (ValueError, OSError):
-        pass
-    os._exit(code)
