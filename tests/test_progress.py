@@ -57,3 +57,16 @@ def test_no_progress_for_quick_work_by_default(tmp_path):
         ["init", str(MODEL), "-o", str(tmp_path / "o.keras"), "--seed", "1"], True, "3600"
     )
     assert code == 0 and "writing" not in err
+
+
+def test_inspect_of_several_files_shows_progress_and_keeps_data_on_stdout():
+    files = [str(MODEL), str(FIXTURES / "k2_seq_lstm.h5"), str(FIXTURES / "k2_nested.h5")]
+    code, out, err = _run(["inspect", *files, "--json"], True, "0")
+    assert code == 0
+    assert "files" in err
+    assert len(out.splitlines()) == 3  # one JSON document per file, nothing else
+
+
+def test_inspect_of_one_file_shows_progress_per_weight():
+    code, out, err = _run(["inspect", str(MODEL), "--json"], True, "0")
+    assert code == 0 and "reading" in err and out.startswith("{")

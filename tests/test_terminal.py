@@ -52,7 +52,8 @@ def on_terminal(width: int, *args: str) -> tuple[int, str]:
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 60, width, 0, 0))
     env = {k: v for k, v in os.environ.items() if k not in OVERRIDES}
-    env.update(PYTHONPATH=str(ROOT), TERM="xterm-256color")
+    # The screen holds the tables alone: no progress bar, however slow the machine.
+    env.update(PYTHONPATH=str(ROOT), TERM="xterm-256color", BILSTM_PROGRESS_AFTER="1e9")
     chunks = []
     with tempfile.TemporaryFile() as err:
         try:

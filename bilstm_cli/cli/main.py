@@ -94,11 +94,13 @@ def inspect(
     in which no GLOB matches is left out.
     """
     from bilstm_cli.cli import render
+    from bilstm_cli.cli.progress import ProgressBar
     from bilstm_cli.ops.inspect import inspect as run_inspect
 
     if len(model) > 1:
         ctx.exit(_inspect_many(ctx, model, layers, with_gates, as_json))
-    result = run_inspect(model[0], layers, with_gates)
+    with ProgressBar() as bar:
+        result = run_inspect(model[0], layers, with_gates, bar)
     if as_json:
         render.dump_json(result.to_dict())
     else:
@@ -120,10 +122,13 @@ def _inspect_many(
     import json
 
     from bilstm_cli.cli import render
+    from bilstm_cli.cli.progress import ProgressBar
     from bilstm_cli.ops.inspect import inspect as run_inspect
     from bilstm_cli.ops.inspect import inspect_matching
     from bilstm_cli.ops.select import layer_matches
     from bilstm_cli.results import InspectResult
+
+    bar = ProgressBar()
 
     unmatched = list(dict.fromkeys(layers))  # globs that have matched in no file yet
     available: list[str] = []
@@ -133,6 +138,7 @@ def _inspect_many(
 
     def show(item: InspectResult | Exception, path: str) -> None:
         nonlocal shown
+        bar.clear()  # off the screen before anything is printed
         if isinstance(item, Exception):
             codes.append(report(item, path))
             return
@@ -146,7 +152,8 @@ def _inspect_many(
         sys.stdout.flush()
         shown += 1
 
-    for path in models:
+    for k, path in enumerate(models):
+        bar("files", k, len(models))
         item: InspectResult | Exception
         try:
             if layers:
@@ -173,6 +180,7 @@ def _inspect_many(
             for held, held_path in pending:
                 show(held, held_path)
             pending.clear()
+    bar.clear()
     # Some glob matched nowhere: the files' errors still, but no listing.
     for held, held_path in pending:
         if isinstance(held, Exception):

@@ -14,8 +14,6 @@ from typing import Any
 
 DEFAULT_DELAY = 1.0
 
-LABELS = {"predicting": "predicting", "writing": "writing", "verifying": "verifying"}
-
 
 class ProgressBar:
     """Called as ``bar(phase, done, total)`` by the library; a context manager that clears
@@ -53,14 +51,19 @@ class ProgressBar:
             self._bar.start()
         task = self._tasks.get(phase)
         if task is None:
-            task = self._bar.add_task(LABELS.get(phase, phase), total=total)
+            task = self._bar.add_task(phase, total=total)
             self._tasks[phase] = task
         self._bar.update(task, completed=done, total=total)
+
+    def clear(self) -> None:
+        """Take the bar off the screen (before printing); the next call draws it again."""
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+            self._tasks.clear()
 
     def __enter__(self) -> ProgressBar:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-            self._bar = None
+        self.clear()

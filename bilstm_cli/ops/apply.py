@@ -24,6 +24,7 @@ from bilstm_cli.errors import InputError, UsageError, VerifyError
 from bilstm_cli.formats import Session
 from bilstm_cli.formats.base import Stage
 from bilstm_cli.model import Layer, Model, Weight
+from bilstm_cli.ops import Progress
 from bilstm_cli.results import FAILED, Change, Check, WriteResult
 from bilstm_cli.stats import weight_stats
 from bilstm_cli.strategies.checks import Fact
@@ -118,10 +119,6 @@ class _Clock:
         self.timings[phase] = self.timings.get(phase, 0.0) + (now - since)
         return now
 
-
-# Told (phase, done, total) as a write or a dry run goes along: "writing" or "predicting" per
-# weight, then "verifying". For a progress display; it must not raise.
-Progress = Callable[[str, int, int], None]
 
 # What a plan makes when it runs: its jobs, and the extra checks (if any) for verification.
 MakeJobs = Callable[[contextlib.ExitStack, bool], tuple[list[Job], Verifier | None]]

@@ -6,12 +6,18 @@ from collections.abc import Sequence
 
 from bilstm_cli import formats
 from bilstm_cli.cells import blocks as gate_layout
+from bilstm_cli.ops import Progress
 from bilstm_cli.ops.select import layers_matching, select_layers
 from bilstm_cli.results import InspectResult, LayerReport, WeightReport
 from bilstm_cli.stats import gate_stats, weight_stats
 
 
-def inspect(path: str, layers: Sequence[str] = (), gates: bool = False) -> InspectResult:
+def inspect(
+    path: str,
+    layers: Sequence[str] = (),
+    gates: bool = False,
+    progress: Progress | None = None,
+) -> InspectResult:
     """Every Bidirectional layer of the model at ``path`` (or those the ``layers`` globs
     match) with each weight's role, shape, dtype, location and statistics; ``gates`` adds
     per-gate-block statistics. ``to_dict()`` of the result is ``bilstm inspect --json``.
@@ -21,17 +27,25 @@ def inspect(path: str, layers: Sequence[str] = (), gates: bool = False) -> Inspe
     >>> [(r.layer.name, r.layer.cell, r.layer.units) for r in report.layers]
     [('bidirectional', 'LSTM', 3)]
     """
-    return _inspect(path, layers, gates, every_glob=True)
+    return _inspect(path, layers, gates, True, progress)
 
 
-def inspect_matching(path: str, layers: Sequence[str], gates: bool = False) -> InspectResult:
+def inspect_matching(
+    path: str, layers: Sequence[str], gates: bool = False, progress: Progress | None = None
+) -> InspectResult:
     """:func:`inspect` of the layers that ``layers`` (at least one glob) match in this file,
     where a glob matching nothing is not an error: the result may hold no layer. What
     ``bilstm inspect`` runs on each of several files, whose globs need to match in one only."""
-    return _inspect(path, layers, gates, every_glob=False)
+    return _inspect(path, layers, gates, False, progress)
 
 
-def _inspect(path: str, layers: Sequence[str], gates: bool, every_glob: bool) -> InspectResult:
+def _inspect(
+    path: str,
+    layers: Sequence[str],
+    gates: bool,
+    every_glob: bool,
+    progress: Progress | None,
+) -> InspectResult:
     with formats.open_model(path) as model:
         if every_glob:
             chosen = select_layers(model.layers, layers, path)
@@ -40,9 +54,13 @@ def _inspect(path: str, layers: Sequence[str], gates: bool, every_glob: bool) ->
         reports = [
             LayerReport(layer, gate_layout.CELL_GATES.get(layer.cell, ())) for layer in chosen
         ]
+        total, done = sum(len(r.layer.weights) for r in reports), 0
         for report in reports:
             layer = report.layer
             for ref in layer.weights:
+                if progress is not None:
+                    progress("reading", done, total)
+                done += 1
                 values = ref.read()
                 blocks = None
                 if gates and layer.supported:
