@@ -16,6 +16,7 @@ from bilstm_cli.cli.complete import complete_init, complete_role
 from bilstm_cli.cli.funnel import ErrorFunnel, is_debug, report
 from bilstm_cli.cli.options import (
     MODEL_PATH,
+    by_option,
     direction_option,
     json_option,
     layer_option,
@@ -262,13 +263,7 @@ def init(
     shell_complete=complete_role,
     help="Only these weights or gate blocks: 'kernel', 'recurrent_kernel[i,f]'. Repeatable.",
 )
-@click.option(
-    "--by",
-    type=click.Choice(["name", "order"]),
-    default="name",
-    show_default=True,
-    help="Pair layers by name, or the k-th Bidirectional of each file.",
-)
+@by_option
 @click.option(
     "--allow-nonfinite", is_flag=True, help="Copy donor weights even if they hold NaN or Inf."
 )
@@ -315,13 +310,7 @@ def transplant(
     help="Only compare these weights or gate blocks. Repeatable.",
 )
 @click.option("--gates", "with_gates", is_flag=True, help="Add one row per gate block.")
-@click.option(
-    "--by",
-    type=click.Choice(["name", "order"]),
-    default="name",
-    show_default=True,
-    help="Pair layers by name, or the k-th Bidirectional of each file.",
-)
+@by_option
 @click.option(
     "--map",
     "maps",

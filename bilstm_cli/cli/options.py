@@ -56,3 +56,14 @@ def write_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("-o", "--output", metavar="OUT", help="Where to write the new model file.")(
         f
     )
+
+
+def by_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    """--by name|order: how layers of two files are paired (transplant, diff)."""
+    return click.option(
+        "--by",
+        type=click.Choice(["name", "order"]),
+        default="name",
+        show_default=True,
+        help="Pair layers by name, or the k-th Bidirectional of each file.",
+    )(f)
