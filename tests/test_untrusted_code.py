@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_cli
 from fuzzing import FIXTURES, edit_config, edit_h5, weight_datasets
 
 PLANTED = ("bilstm_planted", "custom_objects", "keras", "tensorflow", "tf_keras")
@@ -310,3 +311,32 @@ def test_a_filter_named_by_the_file_loads_no_plugin(tmp_path, plugin_dir, plante
         assert len(run.stderr.splitlines()) <= 1 and "Traceback" not in run.stderr
     assert not marker.exists(), "a plugin library was loaded because the file asked for it"
     assert not (tmp_path / "o.h5").exists()
+
+
+def test_npz_weights_member_is_refused_without_unpickling(tmp_path):
+    """Keras can store a .keras model's weights as model.weights.npz, Python objects pickled
+    by numpy.save: reading them would run what the pickle names, so the file is refused."""
+    import io
+    import pickle
+    import zipfile
+
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    blob = io.BytesIO()
+    pickle.dump({"layers/bidirectional/forward_layer/cell/vars/0": Payload()}, blob)
+    source = FIXTURES / "k3_seq_input_lstm_concat.keras"
+    model = tmp_path / "npz.keras"
+    with zipfile.ZipFile(source) as z, zipfile.ZipFile(model, "w") as out:
+        for name in ("metadata.json", "config.json"):
+            out.writestr(name, z.read(name))
+        out.writestr("model.weights.npz", blob.getvalue())
+    for args in (["inspect", model], ["init", model, "-o", tmp_path / "o.keras"]):
+        run = run_cli(*args)
+        assert run.exit_code == 3 and run.stdout == ""
+        assert "model.weights.npz" in run.stderr and "pickled" in run.stderr
+        assert "never loaded" in run.stderr
+    assert not marker.exists() and not (tmp_path / "o.keras").exists()

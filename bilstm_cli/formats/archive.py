@@ -142,7 +142,12 @@ class KerasArchive:
             raise InputError("a zip archive, but not a Keras model (no config.json)")
         if WEIGHTS_H5 not in names:
             if WEIGHTS_NPZ in names:
-                raise InputError("weights stored as model.weights.npz are not supported yet")
+                # Keras writes that member with numpy.save of Python objects: reading it means
+                # unpickling, which would run whatever the file names.
+                raise InputError(
+                    "its weights are stored as model.weights.npz, which holds pickled Python "
+                    "objects; they are never loaded (re-save with the default weights format)"
+                )
             raise InputError("the archive has no model.weights.h5")
 
     def read_member(self, name: str, limit: int) -> bytes:
