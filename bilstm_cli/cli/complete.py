@@ -24,8 +24,6 @@ from click.shell_completion import (
     split_arg_string,
 )
 
-ROLES = ("kernel", "recurrent_kernel", "bias")
-
 # The parameters whose files hold the layers that --layer selects: init's and inspect's
 # MODEL, transplant's target MODEL (not the donor), and both files of diff.
 _LAYER_FILES = ("model", "a", "b")
@@ -58,6 +56,8 @@ def complete_init(ctx: click.Context, param: click.Parameter, incomplete: str) -
 
 def complete_role(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
     """The three weight roles."""
+    from bilstm_cli.cells.blocks import ROLES  # loaded only when completing, not at start-up
+
     return _items(list(ROLES), incomplete)
 
 

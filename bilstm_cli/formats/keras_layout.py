@@ -9,12 +9,11 @@ from typing import Any
 import h5py
 
 from bilstm_cli import cells
+from bilstm_cli.cells.blocks import ROLES
 from bilstm_cli.errors import InputError
 from bilstm_cli.formats import h5safe
 from bilstm_cli.formats.keras_config import LayerEntry, cell_settings, walk_layers
 from bilstm_cli.model import CellSettings, Layer, PlainLayer, Weight
-
-ROLES = ("kernel", "recurrent_kernel", "bias")
 
 
 def plain_rnn_entries(config: Any) -> Iterator[tuple[LayerEntry, CellSettings]]:

@@ -9,13 +9,13 @@ from typing import Any
 import h5py
 
 from bilstm_cli import cells
+from bilstm_cli.cells.blocks import ROLES
 from bilstm_cli.errors import InputError
 from bilstm_cli.formats import h5safe
 from bilstm_cli.formats.base import Format, Probe, Session, path_identity
 from bilstm_cli.formats.h5_legacy import strip_suffix
 from bilstm_cli.formats.hdf5 import about, keras_writer, open_h5, open_reader
 from bilstm_cli.formats.keras_layout import (
-    ROLES,
     check_directions,
     numbered,
     vars_name,
