@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from bilstm_cli.errors import InputError
 from bilstm_cli.formats import h5_legacy, keras_zip, weights_only
-from bilstm_cli.formats.base import Format, Session, Writer, digest, sniff
+from bilstm_cli.formats.base import Format, Session, Writer, digest, sniff, unclaimed
 from bilstm_cli.formats.hdf5 import about
 from bilstm_cli.model import Model, WeightReader
 
@@ -22,7 +22,7 @@ def format_of(path: str, session: Session) -> Format:
         for fmt in FORMATS:
             if fmt.claims(probe, session):
                 return fmt
-    raise InputError(f"{path}: not a model file any format here reads")
+        raise unclaimed(probe)
 
 
 def read_model(path: str, session: Session | None = None) -> Model:

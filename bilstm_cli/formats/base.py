@@ -109,10 +109,28 @@ class Writer:
 
 @dataclass(frozen=True)
 class Probe:
-    """What is known of a file before a format claims it: its path and its kind."""
+    """What is known of a file before a format claims it: its path, its kind and its first
+    bytes (``head``, up to :data:`HEAD_BYTES`; empty for a directory)."""
 
     path: str
-    kind: str  # "zip" or "hdf5"
+    kind: str  # "zip", "hdf5", "dir" (a folder) or "other" (a regular file of another kind)
+    head: bytes = b""
+
+
+HEAD_BYTES = 64
+
+#: What :func:`unclaimed` says of a file no format claims, by its kind.
+UNCLAIMED = {
+    "dir": "is a directory, not a model file",
+    "other": "not a Keras model file (neither a .keras zip archive nor HDF5)",
+}
+
+
+def unclaimed(probe: Probe) -> InputError:
+    """The error for a file that no format claims."""
+    if probe.kind == "other" and os.path.getsize(probe.path) == 0:
+        return InputError("is empty")
+    return InputError(UNCLAIMED.get(probe.kind, "not a model file any format here reads"))
 
 
 @dataclass(frozen=True)
@@ -130,24 +148,27 @@ class Format:
 
 
 def sniff(path: str) -> Probe:
-    """The kind of file at ``path``; InputError for anything no format reads."""
+    """The kind of file at ``path``; InputError for what cannot be read at all (missing,
+    a pipe, device or socket, no permission). A regular file of an unknown kind is ``other``:
+    formats decide whether they claim it, from its ``head`` and name."""
     if not os.path.exists(path):
         raise InputError("no such file")
     if os.path.isdir(path):
-        raise InputError("is a directory, not a model file")
+        return Probe(path, "dir")
     if not os.path.isfile(path):
         # Opening a pipe would wait for a writer forever; devices never end.
         raise InputError("is a pipe, device or socket, not a model file")
     try:
         with open(path, "rb") as f:
-            head = f.read(8)
+            first = f.read(HEAD_BYTES)
+            head = first[:8]
             if head[:4] in ZIP_MAGICS:
-                return Probe(path, "zip")
+                return Probe(path, "zip", first)
             # HDF5 allows a user block of 512, 1024, 2048… bytes before the signature.
             offset = 0
             while head == HDF5_MAGIC or offset < 1 << 20:
                 if head == HDF5_MAGIC:
-                    return Probe(path, "hdf5")
+                    return Probe(path, "hdf5", first)
                 offset = 512 if offset == 0 else offset * 2
                 f.seek(offset)
                 head = f.read(8)
@@ -157,9 +178,7 @@ def sniff(path: str) -> Probe:
         raise InputError("permission denied") from None
     except OSError as exc:
         raise InputError(f"cannot be read ({exc.strerror or exc})") from None
-    if os.path.getsize(path) == 0:
-        raise InputError("is empty")
-    raise InputError("not a Keras model file (neither a .keras zip archive nor HDF5)")
+    return Probe(path, "other", first)
 
 
 def digest(array: np.ndarray) -> str:
