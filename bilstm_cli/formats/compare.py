@@ -184,7 +184,7 @@ def _compare_dataset(path: str, d1: h5py.Dataset, d2: h5py.Dataset, walk: _Walk)
     if d1.external or d1.is_virtual:
         return  # never read data from elsewhere; the reader already refused such weights
     if path in written:
-        values = np.asarray(d2[()])
+        values = h5safe.read(d2, path)  # as the reader gives them: native, bfloat16 widened
         if digest(values) != written[path]:
             walk.not_as_written.append(f"dataset '{path}' does not hold the intended values")
         elif on_written is not None:
