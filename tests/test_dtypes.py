@@ -111,6 +111,7 @@ def test_representable_edges():
     "name, dtype",
     [
         ("bf16_lstm.keras", "bfloat16"),
+        ("bf16_lstm.h5", "bfloat16"),
         ("f16_lstm.keras", "float16"),
         ("f64_gru.keras", "float64"),
         ("mixed_f16_lstm.keras", "float32"),
@@ -125,13 +126,30 @@ def test_weights_read_as_stored(name, dtype):
             values = w.read()
             ds = raw[w.location]
             if dtype == "bfloat16":
-                assert ds.dtype.str == "|V2" and ds.attrs["dtype"] == "bfloat16"
+                assert ds.dtype.str == "|V2"
+                assert dict(ds.attrs) == ({} if name.endswith(".h5") else {"dtype": "bfloat16"})
                 bits = np.asarray(ds[()]).view("<u2").astype(np.uint32) << 16
                 expected = bits.view(np.float32)
             else:
                 expected = np.asarray(ds[()]).astype(np.dtype(dtype))
             assert values.dtype.isnative
             assert np.array_equal(values, expected)
+
+
+def test_legacy_bf16_holds_the_same_values_as_the_keras_file():
+    run = run_cli("diff", BF16, DT / "bf16_lstm.h5", "--json")
+    assert run.exit_code == 0, run.stderr
+    assert run.json()["identical"] is True
+
+
+def test_opaque_data_of_another_size_or_tag_stays_refused(tmp_path):
+    path = tmp_path / "odd.h5"
+    shutil.copyfile(DT / "bf16_lstm.h5", path)
+    name = "model_weights/bi/bf16/bi/forward_lstm/lstm_cell/kernel"
+    with h5py.File(path, "r+") as f:
+        f[name].attrs["dtype"] = "float8_e4m3"
+    run = run_cli("inspect", path)
+    assert run.exit_code == 3 and "holds |V2, not floating-point weights" in run.stderr
 
 
 def test_inspect_json_names_bf16():

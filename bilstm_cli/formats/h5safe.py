@@ -226,12 +226,16 @@ def _dtype_tag(ds: h5py.Dataset) -> str | None:
 
 def is_bfloat16(ds: h5py.Dataset) -> bool:
     """Whether ``ds`` holds bfloat16 weights as Keras stores them: 2-byte opaque values
-    (or, from some writers, float32 values widened exactly) tagged ``dtype="bfloat16"``."""
+    tagged ``dtype="bfloat16"`` (the ``.keras`` and ``.weights.h5`` writers) or untagged
+    (the legacy ``.h5`` writer, for which 2-byte opaque data can only be bfloat16: float16
+    is a native HDF5 type and the float8 types take one byte); or float32 values widened
+    exactly and tagged."""
     if ds.dtype.kind not in ("V", "f") or ds.dtype.fields is not None:
         return False
-    if ds.dtype.kind == "V" and ds.dtype.itemsize != 2:
-        return False
-    return _dtype_tag(ds) == dtypes.BFLOAT16
+    tag = _dtype_tag(ds)
+    if ds.dtype.kind == "V":
+        return ds.dtype.itemsize == 2 and ds.dtype.subdtype is None and tag in (None, "bfloat16")
+    return tag == dtypes.BFLOAT16
 
 
 def dtype_name(ds: h5py.Dataset) -> str:
