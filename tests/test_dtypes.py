@@ -323,3 +323,22 @@ def test_transplant_into_storage_variants_keeps_their_storage(variant, tmp_path)
     with bl.open_model(F16) as donor, bl.open_model(out) as written:
         for wd, ww in zip(donor.layers[0].weights, written.layers[0].weights):
             assert np.array_equal(ww.read(), wd.read().astype(np.float32))
+
+
+def test_verification_sees_a_dataset_stored_differently(tmp_path):
+    from bilstm_cli.formats.compare import compare_weights
+
+    a, b = tmp_path / "a.h5", tmp_path / "b.h5"
+    data = np.arange(12, dtype=np.float32).reshape(3, 4)
+    with h5py.File(a, "w") as f:
+        f.create_dataset("w", data=data)
+    with h5py.File(b, "w") as f:
+        f.create_dataset("w", data=data, chunks=(1, 4), compression="gzip")
+    problems: list[str] = []
+    with h5py.File(a, "r") as fa, h5py.File(b, "r") as fb:
+        compare_weights(fa, fb, {}, problems)
+    assert problems == ["storage of dataset 'w' changed (chunks, filters or byte order)"]
+    problems.clear()
+    with h5py.File(a, "r") as fa, h5py.File(a, "r") as fb:
+        compare_weights(fa, fb, {}, problems)
+    assert problems == []
