@@ -181,10 +181,12 @@ def _compare_dataset(path: str, d1: h5py.Dataset, d2: h5py.Dataset, walk: _Walk)
         return
     if not _same_attrs(d1, d2):
         problems.append(f"attributes of dataset '{path}' changed")
+    if _storage(d1) != _storage(d2):
+        problems.append(f"storage of dataset '{path}' changed (chunks, filters or byte order)")
     if d1.external or d1.is_virtual:
         return  # never read data from elsewhere; the reader already refused such weights
     if path in written:
-        values = np.asarray(d2[()])
+        values = h5safe.read(d2, path)  # as the reader gives them: native, bfloat16 widened
         if digest(values) != written[path]:
             walk.not_as_written.append(f"dataset '{path}' does not hold the intended values")
         elif on_written is not None:
@@ -203,6 +205,14 @@ def _compare_dataset(path: str, d1: h5py.Dataset, d2: h5py.Dataset, walk: _Walk)
         if not _same_value(d1[block], d2[block]):
             problems.append(f"dataset '{path}' changed but was not selected")
             return
+
+
+def _storage(ds: h5py.Dataset) -> tuple[Any, ...]:
+    """How a dataset is stored: its exact dtype (byte order included), layout, chunk shape
+    and filter pipeline (each filter's code, flags and parameters)."""
+    dcpl = ds.id.get_create_plist()
+    filters = tuple(dcpl.get_filter(k)[:3] for k in range(dcpl.get_nfilters()))
+    return (ds.dtype.str, dcpl.get_layout(), ds.chunks, filters)
 
 
 def _declared_bytes(ds: h5py.Dataset) -> int:

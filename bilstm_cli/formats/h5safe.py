@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import h5py
 import numpy as np
 
+from bilstm_cli import dtypes
 from bilstm_cli.errors import InputError, first_line
 
 if TYPE_CHECKING:
@@ -24,8 +25,10 @@ if TYPE_CHECKING:
 # Larger than any single RNN weight anyone trains; a declared shape beyond this is hostile.
 MAX_DATASET_BYTES = 4 * 1024**3
 FLOAT_KINDS = ("f",)
-# Filters built into the HDF5 library: deflate, shuffle, fletcher32, szip, nbit, scaleoffset.
-BUILTIN_FILTERS = frozenset(range(1, 7))
+# Filters built into the HDF5 library (deflate, shuffle, fletcher32, szip, nbit, scaleoffset)
+# and LZF (32000), which h5py itself registers: none of them is loaded from a plugin.
+LZF_FILTER = 32000
+BUILTIN_FILTERS = frozenset(range(1, 7)) | {LZF_FILTER}
 
 
 @contextmanager
@@ -178,7 +181,7 @@ def check_dataset(ds: h5py.Dataset, path: str) -> None:
         raise InputError(f"dataset '{path}' keeps its data in an external file; refused")
     if ds.is_virtual:
         raise InputError(f"dataset '{path}' is a virtual dataset; refused")
-    if ds.dtype.kind not in FLOAT_KINDS:
+    if ds.dtype.kind not in FLOAT_KINDS and not is_bfloat16(ds):
         raise InputError(f"dataset '{path}' holds {ds.dtype}, not floating-point weights")
     # Python integers: a hostile shape must not overflow its way under the limit.
     nbytes = math.prod(int(d) for d in ds.shape) * ds.dtype.itemsize if ds.shape else 0
@@ -208,21 +211,66 @@ def plugin_filter(ds: h5py.Dataset) -> int | None:
     return None
 
 
-def dtype_name(ds: h5py.Dataset) -> str:
-    # Keras stores bfloat16 weights widened, with the true dtype in an attribute.
-    marked = attr(ds, "dtype") if "dtype" in ds.attrs else None
+def _dtype_tag(ds: h5py.Dataset) -> str | None:
+    """The ``dtype`` attribute Keras puts on bfloat16 datasets, or None."""
+    if "dtype" not in ds.attrs:
+        return None
+    try:
+        marked = attr(ds, "dtype")
+    except InputError:
+        return None
     if isinstance(marked, bytes):
         marked = marked.decode("utf-8", "replace")
-    if isinstance(marked, str) and marked:
+    return marked if isinstance(marked, str) and marked else None
+
+
+def is_bfloat16(ds: h5py.Dataset) -> bool:
+    """Whether ``ds`` holds bfloat16 weights as Keras stores them: 2-byte opaque values
+    tagged ``dtype="bfloat16"`` (the ``.keras`` and ``.weights.h5`` writers) or untagged
+    (the legacy ``.h5`` writer, for which 2-byte opaque data can only be bfloat16: float16
+    is a native HDF5 type and the float8 types take one byte); or float32 values widened
+    exactly and tagged."""
+    if ds.dtype.kind not in ("V", "f") or ds.dtype.fields is not None:
+        return False
+    tag = _dtype_tag(ds)
+    if ds.dtype.kind == "V":
+        return ds.dtype.itemsize == 2 and ds.dtype.subdtype is None and tag in (None, "bfloat16")
+    return tag == dtypes.BFLOAT16
+
+
+def dtype_name(ds: h5py.Dataset) -> str:
+    """The weights' dtype by name: ``float16``, ``bfloat16``, ``float32`` or ``float64``,
+    whatever the byte order it is stored in."""
+    if is_bfloat16(ds):
+        return dtypes.BFLOAT16
+    marked = _dtype_tag(ds)
+    if marked:
         return marked
-    return str(ds.dtype)
+    return ds.dtype.name if ds.dtype.kind == "f" else str(ds.dtype)
 
 
 def read(ds: h5py.Dataset, path: str) -> np.ndarray:
+    """The values of ``ds`` in native byte order; bfloat16 widened exactly to float32 and
+    tagged (:data:`bilstm_cli.dtypes.BF16`)."""
     try:
-        return np.asarray(ds[()])
+        raw = np.asarray(ds[()])
     except (OSError, ValueError, RuntimeError, TypeError) as exc:
         raise InputError(f"dataset '{path}' cannot be read ({first_line(exc)})") from None
+    if is_bfloat16(ds):
+        if raw.dtype.kind == "V":
+            return dtypes.decode_bf16(raw)
+        return dtypes.round_bf16(raw.astype(np.float32))
+    if not raw.dtype.isnative:
+        return raw.astype(raw.dtype.newbyteorder("="))
+    return raw
+
+
+def stored_form(ds: h5py.Dataset, values: np.ndarray) -> np.ndarray:
+    """``values`` (as :func:`read` gives them) in the dataset's own stored dtype and byte
+    order, ready to be written as they are. bfloat16 values must be exactly bfloat16."""
+    if is_bfloat16(ds) and ds.dtype.kind == "V":
+        return dtypes.encode_bf16(values).astype("<u2").view(ds.dtype)
+    return np.asarray(values).astype(ds.dtype, copy=False)
 
 
 def odd_attribute_type(tid: Any) -> str | None:

@@ -5,7 +5,10 @@ the caller has verified it, so the target path is always either absent, its old 
 complete verified file. The input is only ever opened for reading.
 
 - ``.h5`` / ``.weights.h5``: the input is copied, and the chosen datasets are overwritten in
-  place in the copy. Every other byte of HDF5 structure stays as Keras wrote it.
+  place in the copy. Every other byte of HDF5 structure stays as Keras wrote it. Datasets
+  stored chunked or through filters (gzip, lzf, shuffle, fletcher32) are rewritten by HDF5
+  with their own chunk shape and filters; every dataset keeps its dtype and byte order
+  (bfloat16 stays 2-byte data tagged ``dtype="bfloat16"``).
 - ``.keras``: ``model.weights.h5`` is copied out and edited the same way, then the archive is
   rebuilt member by member in the original order with the original member metadata.
 """
@@ -25,6 +28,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from bilstm_cli import dtypes
 from bilstm_cli.concurrency import in_parallel
 from bilstm_cli.errors import InputError, OutputError, first_line
 from bilstm_cli.formats import h5safe
@@ -219,15 +223,19 @@ class StagedWrite:
         h5 = self._source_h5 if self.in_place else self._h5
         assert h5 is not None
         ds = h5safe.dataset(h5, dataset)
-        if tuple(ds.shape) != tuple(values.shape) or ds.dtype != values.dtype:
+        stored_as, given = h5safe.dtype_name(ds), dtypes.storage(values)
+        if tuple(ds.shape) != tuple(values.shape) or stored_as != given:
             raise InputError(
-                f"{self.model.path}: '{dataset}' is {ds.dtype}{tuple(ds.shape)}, "
-                f"cannot take {values.dtype}{tuple(values.shape)}"
+                f"{self.model.path}: '{dataset}' is {stored_as}{tuple(ds.shape)}, "
+                f"cannot take {given}{tuple(values.shape)}"
             )
+        # The file's own dtype and byte order (bfloat16 as its 2-byte patterns): h5py then
+        # writes the bytes as they are, through the dataset's chunking and filters if any.
+        stored = h5safe.stored_form(ds, values)
         if self.in_place:
             assert self._fd is not None and dataset in self._spans, dataset
             offset, length = self._spans[dataset]
-            data = np.ascontiguousarray(values)
+            data = np.ascontiguousarray(stored)
             if data.nbytes != length:
                 raise InputError(
                     f"{self.model.path}: '{dataset}' holds {length} bytes, not {data.nbytes}"
@@ -246,7 +254,7 @@ class StagedWrite:
                 raise _os_error(self.output, exc) from None
             return
         try:
-            ds[...] = values
+            ds[...] = stored
         except (OSError, RuntimeError, ValueError, TypeError) as exc:
             raise self._h5_error(exc, f"rewritten at '{dataset}'") from None
         self.written[dataset] = digest(values)

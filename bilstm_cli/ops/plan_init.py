@@ -65,6 +65,7 @@ def weight_info(layer: Layer, ref: Weight) -> strategies.WeightInfo:
         shape=ref.shape,
         units=settings.units,
         reset_after=settings.reset_after,
+        dtype=ref.dtype,
     )
 
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from bilstm_cli import formats
+from bilstm_cli import dtypes, formats
 from bilstm_cli.cells import cudnn
 from bilstm_cli.cells.blocks import covered_gates, parse_gates
 from bilstm_cli.errors import InputError, UsageError
@@ -35,9 +35,11 @@ def _job(
     whole = bool(mask.all())
     gates = None if whole else covered_gates(settings.cell, settings.units, mask)
     converted = " (converted from CuDNN)" if cudnn.is_cudnn(pair.source.stored_cell) else ""
-    part = Part(gates, None if whole else mask, f"from {pair.source.label}{converted}")
+    stored_as, donor_dtype = ref.dtype, pair.source.refs[role].dtype
+    cast_note = f" (cast {donor_dtype} → {stored_as})" if donor_dtype != stored_as else ""
+    part = Part(gates, None if whole else mask, f"from {pair.source.label}{converted}{cast_note}")
 
-    def donor(dtype: np.dtype) -> np.ndarray:
+    def donor(current: np.ndarray) -> np.ndarray:
         values = donor_values(donor_reader, pair.source, role)
         bad = int(values.size - np.count_nonzero(np.isfinite(values)))
         if bad and not allow_nonfinite:
@@ -45,29 +47,31 @@ def _job(
                 f"{donor_path}: {pair.source.label} {role} has {bad} non-finite value(s); "
                 "pass --allow-nonfinite to copy them anyway"
             )
-        cast = values
-        if values.dtype != dtype:
-            with np.errstate(over="ignore", invalid="ignore"):
-                cast = values.astype(dtype)
-            lost = int(np.count_nonzero(np.isfinite(values) & ~np.isfinite(cast)))
-            if lost:
-                raise InputError(
-                    f"{donor_path}: {pair.source.label} {role} has {lost} value(s) beyond the "
-                    f"range of the target's {np.dtype(dtype).name} weights"
-                )
-        if forward is not None:  # the donor's cell runs on its own values, as stored
-            forward.donor_values(pair, role, values)
+        # The target keeps its dtype: the donor's values are rounded to it once (nearest,
+        # ties to even), and everything after (fingerprints, forward pass) uses them so.
+        cast = dtypes.cast(values, dtypes.storage(current))
+        lost = dtypes.overflowed(values, cast)
+        if lost:
+            raise InputError(
+                f"{donor_path}: {pair.source.label} {role} has {lost} value(s) beyond the "
+                f"range of the target's {dtypes.storage(current)} weights "
+                f"({ref.location} in {pair.target.name}/{pair.direction})"
+            )
+        if forward is not None:  # the donor's cell runs on the values as the target holds them
+            forward.donor_values(pair, role, cast)
         return cast
+
+    equal = "bit for bit" + (f" as cast to {stored_as}" if cast_note else "")
 
     if whole:
         # The donor's own array is what gets written, so the fingerprint the verification walk
         # checks the read-back weight against is the donor's: reaching the facts at all means
         # the written weight equals the donor bit for bit.
         def build_whole(current: np.ndarray) -> np.ndarray:
-            return donor(current.dtype)
+            return donor(current)
 
         def facts_whole(written: np.ndarray) -> list[Fact]:
-            return [Fact("equals donor", True, "bit for bit")]
+            return [Fact("equals donor", True, equal)]
 
         return Job(pair.target, ref, [part], build_whole, facts_whole)
 
@@ -76,7 +80,7 @@ def _job(
     donor_digest: list[str] = []
 
     def build(current: np.ndarray) -> np.ndarray:
-        values = donor(current.dtype)
+        values = donor(current)
         donor_digest[:] = [digest(np.ascontiguousarray(values[..., mask]))]
         new = current.copy()
         new[..., mask] = values[..., mask]
@@ -84,7 +88,7 @@ def _job(
 
     def facts(written: np.ndarray) -> list[Fact]:
         same = [digest(np.ascontiguousarray(written[..., mask]))] == donor_digest
-        return [Fact("equals donor", same, "bit for bit" if same else "differs from the donor")]
+        return [Fact("equals donor", same, equal if same else "differs from the donor")]
 
     return Job(pair.target, ref, [part], build, facts)
 
@@ -138,6 +142,20 @@ def plan_transplant(
                 f"{d_layer.name} → {t_layer.name}: merge_mode {d_layer.merge_mode} (donor) vs "
                 f"{t_layer.merge_mode} (target); each direction is checked on its own"
             )
+    casts = sorted(
+        {
+            (p.source.refs[role].dtype, w.dtype)
+            for p, picked in moved
+            for role, _ in picked
+            for w in p.target.direction_weights(p.direction)
+            if w.role == role and p.source.refs[role].dtype != w.dtype
+        }
+    )
+    for src_dtype, dst_dtype in casts:
+        result.notes.append(
+            f"{src_dtype} donor weights are cast to the target's {dst_dtype} (rounded to "
+            f"nearest); the written weights and the forward pass are checked in {dst_dtype}"
+        )
     result.extra["pairs"] = [
         {
             "donor": p.source.label,

@@ -38,11 +38,13 @@ is the only I/O done here.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 
+from bilstm_cli import dtypes
 from bilstm_cli.strategies.checks import Fact
 from bilstm_cli.strategies.registry import lookup, parse_init_option, parse_spec, registered
 from bilstm_cli.strategies.sampling import CHUNK_SIZE
@@ -83,22 +85,28 @@ def generate(
     seed: np.random.SeedSequence | int | None,
     dtype: Any = np.float32,
 ) -> np.ndarray:
-    """The full weight array of ``info.shape`` that ``spec`` gives, as ``dtype``.
+    """The full weight array of ``info.shape`` that ``spec`` gives, as ``dtype`` (a NumPy
+    dtype, or ``"bfloat16"``: then float32 values rounded to bfloat16, tagged as such).
 
     Deterministic for a given seed, shape and spec. To write only some gates, generate the whole
     array and copy the selected columns: per-gate strategies fill every block independently,
     and whole-matrix ones (glorot, Keras' orthogonal) need the whole shape for their fans.
     Call :func:`check_fit` first; this raises the same errors on a weight that does not fit.
     """
-    check_fit(spec, info)
+    name = dtypes.storage(dtype)
+    check_fit(spec, replace(info, dtype=name))
     if not isinstance(seed, np.random.SeedSequence):
         seed = np.random.SeedSequence(seed)
-    target = np.dtype(dtype)
     # Draw in float64 only for float64 weights; everything narrower is drawn in float32,
     # which is twice as fast and then cast exactly (or rounded once for float16/bfloat16).
-    work = np.dtype(np.float64) if target == np.float64 else np.dtype(np.float32)
-    out = lookup(spec.name).generate(spec, info, seed, work)
-    return out.astype(target, copy=False)
+    work = np.dtype(np.float64) if name == "float64" else np.dtype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = lookup(spec.name).generate(spec, info, seed, work)
+    from_file = spec.name in ("npy", "npz")
+    cast = dtypes.check_range(dtypes.cast(out, name), out, spec.text, name, from_file)
+    if not isinstance(dtype, str) and np.dtype(dtype) != cast.dtype:
+        return cast.astype(dtype)  # another library's bfloat16 type: exact, already rounded
+    return cast
 
 
 def describe(spec: Spec, info: WeightInfo) -> str:

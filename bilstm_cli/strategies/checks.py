@@ -12,6 +12,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from bilstm_cli import dtypes
+
 
 class Fact(NamedTuple):
     """One promise checked on a written weight."""
@@ -28,14 +30,15 @@ def fmt(x: float) -> str:
 
 
 def _eps(dtype: np.dtype) -> float:
-    """Machine epsilon of a float dtype, including ml_dtypes' bfloat16 that np.finfo rejects."""
+    """Machine epsilon of a float dtype, bfloat16 included (float32 arrays tagged as
+    holding bfloat16 values, see :mod:`bilstm_cli.dtypes`)."""
     if dtype.kind in "iub":
         return 0.0
-    try:
-        return float(np.finfo(dtype).eps)
-    except (TypeError, ValueError):
-        # bfloat16 keeps 8 significant bits; anything else unknown is treated as float32.
-        return 2.0**-7 if "bfloat16" in dtype.name else float(np.finfo(np.float32).eps)
+    name = dtypes.storage(dtype)
+    if name in dtypes.FLOAT_NAMES:
+        return dtypes.eps(name)
+    # bfloat16 keeps 8 significant bits; anything else unknown is treated as float32.
+    return 2.0**-7 if "bfloat16" in dtype.name else float(np.finfo(np.float32).eps)
 
 
 def _tolerance(dtype: np.dtype, magnitude: float) -> float:
@@ -68,7 +71,7 @@ def bounds_fact(values: np.ndarray, lo: Any, hi: Any, text: str) -> Fact:
 
 def constant_fact(values: np.ndarray, value: float, label: str = "constant") -> Fact:
     """Every entry of ``values`` equals ``value`` as the array's dtype holds it."""
-    expected = np.asarray(value, dtype=values.dtype)
+    expected = dtypes.cast(np.asarray(value, dtype=np.float64), dtypes.storage(values))
     ok = bool(np.all(values == expected))
     return Fact(label, ok, f"all {fmt(value)}" if ok else f"expected all {fmt(value)}")
 
@@ -77,3 +80,14 @@ def orth_tolerance(dtype: np.dtype, n: int) -> float:
     """Largest ‖QᵀQ−I‖ accepted of an orthogonal matrix of size ``n`` stored as ``dtype``."""
     eps = _eps(dtype) or 1e-7
     return max(1e-6, 10.0 * eps * n)
+
+
+def range_problem(largest: float, dtype: str, what: str) -> str | None:
+    """Why values up to ``largest`` in magnitude cannot be stored as ``dtype``, or None.
+    ``what`` says where the number comes from, e.g. ``constant 70000``."""
+    if dtypes.representable(largest, dtype):
+        return None
+    return (
+        f"{what}: beyond the range of {dtype} weights (largest "
+        f"{dtypes.largest(dtype):.6g}); use a smaller scale"
+    )

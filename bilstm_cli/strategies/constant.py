@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from bilstm_cli.strategies.checks import Fact, constant_fact, fmt
+from bilstm_cli.errors import UsageError
+from bilstm_cli.strategies.checks import Fact, constant_fact, fmt, range_problem
 from bilstm_cli.strategies.registry import Strategy, register
 from bilstm_cli.strategies.spec import Param, Spec, WeightInfo
 
@@ -23,6 +24,12 @@ class _Fill(Strategy):
 
     def describe(self, spec: Spec, info: WeightInfo) -> str:
         return f"all {self.name}"
+
+    def check_fit(self, spec: Spec, info: WeightInfo) -> None:
+        value = self.value(spec)
+        problem = range_problem(abs(value), info.dtype, f"the value {value:.6g}")
+        if problem:
+            raise UsageError(problem)
 
     def facts(
         self,

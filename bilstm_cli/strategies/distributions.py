@@ -7,10 +7,15 @@ from collections.abc import Mapping
 import numpy as np
 
 from bilstm_cli.errors import UsageError
-from bilstm_cli.strategies.checks import Fact, bounds_fact, fmt
+from bilstm_cli.strategies.checks import Fact, bounds_fact, fmt, range_problem
 from bilstm_cli.strategies.registry import Strategy, register
-from bilstm_cli.strategies.sampling import TRUNCATION, draw
+from bilstm_cli.strategies.sampling import TRUNCATION, draw, largest_normal
 from bilstm_cli.strategies.spec import ArgValue, Param, Spec, WeightInfo
+
+
+def _work(dtype: str) -> str:
+    """The dtype values are drawn in for weights stored as ``dtype``."""
+    return "float64" if dtype == "float64" else "float32"
 
 
 @register
@@ -26,6 +31,15 @@ class Uniform(Strategy):
             raise UsageError(
                 f"uniform: minval ({args['minval']}) must be below maxval ({args['maxval']})"
             )
+
+    def check_fit(self, spec: Spec, info: WeightInfo) -> None:
+        lo, hi = float(spec.args["minval"]), float(spec.args["maxval"])
+        # The draw is scaled by hi - lo in the working dtype, which must hold it too.
+        problem = range_problem(
+            max(abs(lo), abs(hi)), info.dtype, f"the bound {fmt(max(abs(lo), abs(hi)))}"
+        ) or range_problem(hi - lo, _work(info.dtype), f"the width {fmt(hi - lo)}")
+        if problem:
+            raise UsageError(problem)
 
     def generate(
         self, spec: Spec, info: WeightInfo, seed: np.random.SeedSequence, work: np.dtype
@@ -61,6 +75,20 @@ class Normal(Strategy):
         if not float(args["stddev"]) > 0:
             raise UsageError(f"{self.name}: stddev must be positive, got {args['stddev']}")
 
+    def reach(self, work: str) -> float:
+        """How many standard deviations from the mean a draw can land."""
+        return largest_normal(np.dtype(work))
+
+    def check_fit(self, spec: Spec, info: WeightInfo) -> None:
+        mean, stddev = float(spec.args["mean"]), float(spec.args["stddev"])
+        k = self.reach(_work(info.dtype))
+        largest = abs(mean) + k * stddev
+        problem = range_problem(
+            largest, info.dtype, f"values up to {fmt(largest)} ({fmt(k)} stddev from the mean)"
+        )
+        if problem:
+            raise UsageError(problem)
+
     def generate(
         self, spec: Spec, info: WeightInfo, seed: np.random.SeedSequence, work: np.dtype
     ) -> np.ndarray:
@@ -78,6 +106,9 @@ class TruncatedNormal(Normal):
 
     name = "truncated_normal"
     usage = "truncated_normal:mean=0,stddev=0.05 (cut at 2 stddev)"
+
+    def reach(self, work: str) -> float:
+        return TRUNCATION
 
     def describe(self, spec: Spec, info: WeightInfo) -> str:
         mean, stddev = float(spec.args["mean"]), float(spec.args["stddev"])

@@ -91,6 +91,14 @@ def standard_normal(rng: np.random.Generator, out: np.ndarray) -> None:
     np.multiply(second, radius[:rest], out=second)
 
 
+def largest_normal(work: np.dtype) -> float:
+    """The largest magnitude :func:`standard_normal` can give in ``work``: its uniforms are
+    multiples of 2**-24 (float32) or 2**-53 (float64), so 1 - u is at least that, and the
+    radius √(−2 ln(1 − u)) at most √(2 · bits · ln 2)."""
+    bits = 53 if np.dtype(work) == np.float64 else 24
+    return math.sqrt(2.0 * bits * math.log(2.0))
+
+
 def _draw_chunk(
     kind: str,
     flat: np.ndarray,

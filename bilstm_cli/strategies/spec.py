@@ -53,6 +53,7 @@ class WeightInfo:
     shape: tuple[int, ...]
     units: int
     reset_after: bool | None = None
+    dtype: str = "float32"  # as stored: float16, bfloat16, float32 or float64
 
     def where(self) -> str:
         """The weight as error messages name it, e.g. ``LSTM bias of shape (8,)``."""
