@@ -116,7 +116,9 @@ def open_reader(path: str, session: Session) -> H5Reader:
 
 
 def _files(folder: str) -> list[str]:
-    """Every file below ``folder``, relative to it; links and special files are refused."""
+    """Every file and folder below ``folder``, relative to it (folders end in ``/``, so that
+    an empty one such as the ``assets/`` Keras writes is kept); links and special files are
+    refused."""
     found: list[str] = []
     stack = [""]
     while stack:
@@ -127,6 +129,7 @@ def _files(folder: str) -> list[str]:
                 mode = entry.stat(follow_symlinks=False).st_mode
                 if stat.S_ISDIR(mode):
                     stack.append(name)
+                    found.append(name + "/")
                 elif stat.S_ISREG(mode):
                     found.append(name)
                 else:
@@ -181,11 +184,11 @@ class DirStage:
             folder = StagingFolder(self.output)
             self._stack.callback(folder.close)
             self.staged_path = folder.path
-            for rel in files:
-                if rel == WEIGHTS_H5:
-                    continue
-                os.makedirs(os.path.dirname(os.path.join(folder.path, rel)), exist_ok=True)
-                copy_durably(os.path.join(self.model.path, rel), os.path.join(folder.path, rel))
+            for rel in files:  # sorted: a folder comes before what is in it
+                if rel.endswith("/"):
+                    os.mkdir(os.path.join(folder.path, rel))
+                elif rel != WEIGHTS_H5:
+                    copy_durably(os.path.join(self.model.path, rel), os.path.join(folder.path, rel))
             edit = StagedWrite(
                 weights_model(source),
                 os.path.join(folder.path, WEIGHTS_H5),
@@ -256,7 +259,8 @@ def unchanged_except(
     if before != after:
         problems.append("the folder's files changed")
     for rel in sorted(set(before) & set(after) - {WEIGHTS_H5}):
-        if not same_bytes(os.path.join(model.path, rel), os.path.join(staged, rel)):
+        old, new = os.path.join(model.path, rel), os.path.join(staged, rel)
+        if not rel.endswith("/") and not same_bytes(old, new):
             problems.append(f"'{rel}' changed")
     found = compare.unchanged_except(
         weights_model(os.path.join(model.path, WEIGHTS_H5)),
