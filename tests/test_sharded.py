@@ -7,8 +7,10 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import h5py
@@ -290,3 +292,62 @@ def test_a_json_that_is_not_a_weights_map_is_one_line_exit_3(tmp_path, text, wor
     path = tmp_path / "m.weights.json"
     path.write_text(text)
     one_error(run_cli("inspect", path), 3, words)
+
+
+def big_sharded(folder: Path, units: int = 512, inputs: int = 256) -> Path:
+    """A weights JSON with three shards: each direction of a large LSTM in its own, and a
+    small Dense group in a third that a kernel re-initialization leaves alone."""
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    weight_map = {}
+    groups = [
+        ("layers/bidirectional/forward_layer/cell/vars", [(inputs, 4 * units), (units, 4 * units)]),
+        (
+            "layers/bidirectional/backward_layer/cell/vars",
+            [(inputs, 4 * units), (units, 4 * units)],
+        ),
+        ("layers/dense/vars", [(2 * units, 2), (2,)]),
+    ]
+    for i, (group, shapes) in enumerate(groups):
+        name = f"big_{i:05}.weights.h5"
+        with h5py.File(folder / name, "w") as f:
+            g = f.create_group(group)
+            for k, shape in enumerate(shapes):
+                g[str(k)] = rng.normal(size=shape).astype("float32")
+        weight_map[f"/{group}"] = name
+    path = folder / "big.weights.json"
+    path.write_text(json.dumps({"metadata": {"total_size": 0}, "weight_map": weight_map}))
+    return path
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_an_interrupted_write_leaves_the_whole_set_or_nothing(tmp_path, signum):
+    source = big_sharded(tmp_path / "in")
+    hit = 0
+    for k, delay in enumerate((0.0, 0.01, 0.05, 0.1, 0.2, 0.4)):
+        folder = tmp_path / f"out{k}"
+        folder.mkdir()
+        out = folder / "o.weights.json"
+        args = ["init", str(source), "-o", str(out), "--init", "recurrent_kernel=orthogonal"]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bilstm_cli", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        while proc.poll() is None and not any(folder.iterdir()):
+            time.sleep(0.002)  # until the staging folder appears
+        time.sleep(delay)
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=300)
+        names = sorted(p.name for p in folder.iterdir())
+        if proc.returncode == 0:
+            assert names == ["o.weights.json"] + [f"o_0000{i}.weights.h5" for i in range(3)]
+            continue
+        hit += 1
+        assert proc.returncode in (130, -signal.SIGTERM, -signal.SIGINT), err
+        assert "Traceback" not in err
+        assert names == [], names  # no shard, no JSON, no staging folder
+    if hit == 0:
+        pytest.skip("every write finished before the signal arrived")

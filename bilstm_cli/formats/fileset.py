@@ -18,6 +18,7 @@ import secrets
 import shutil
 import signal
 import stat
+from collections.abc import Iterator
 from typing import Any
 
 from bilstm_cli.errors import InputError, OutputError
@@ -181,6 +182,22 @@ class StagingFolder:
         if self._previous_term is not None:
             signal.signal(signal.SIGTERM, self._previous_term)
             self._previous_term = None
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM back while several renames complete: an interruption then
+    lands before or after them, never between them."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    try:
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    except (AttributeError, ValueError, OSError):  # no POSIX signal masks here
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _on_term(signum: int, frame: Any) -> None:

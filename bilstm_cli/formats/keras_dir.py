@@ -42,6 +42,7 @@ from bilstm_cli.formats.fileset import (
     os_error,
     read_limited,
     same_bytes,
+    signals_held,
     sync_folder,
     weights_model,
 )
@@ -197,7 +198,7 @@ class DirStage:
             )
             self._edit = self._stack.enter_context(edit)
         except BaseException as exc:
-            self._stack.close()
+            self._stack.__exit__(type(exc), exc, None)
             if isinstance(exc, OSError):
                 raise os_error(self.output, exc) from None
             raise
@@ -223,15 +224,16 @@ class DirStage:
         aside = None
         try:
             ordinary_mode(self.staged_path, folder=True)
-            if os.path.lexists(self.output):
-                aside = aside_name(self.output)
-                os.rename(self.output, aside)
-            try:
-                os.rename(self.staged_path, self.output)
-            except OSError:
-                if aside is not None:
-                    os.rename(aside, self.output)
-                raise
+            with signals_held():
+                if os.path.lexists(self.output):
+                    aside = aside_name(self.output)
+                    os.rename(self.output, aside)
+                try:
+                    os.rename(self.staged_path, self.output)
+                except OSError:
+                    if aside is not None:
+                        os.rename(aside, self.output)
+                    raise
         except OSError as exc:
             raise os_error(self.output, exc) from None
         sync_folder(os.path.dirname(self.output))
@@ -239,7 +241,8 @@ class DirStage:
             shutil.rmtree(aside, ignore_errors=True)
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        self._stack.close()
+        # The staged copies are told why they are left: a signal becomes an interruption.
+        self._stack.__exit__(exc_type, exc, tb)
 
 
 def unchanged_except(

@@ -29,6 +29,7 @@ from bilstm_cli.formats.fileset import (
     copy_durably,
     os_error,
     same_bytes,
+    signals_held,
     sync_folder,
     weights_model,
 )
@@ -148,18 +149,20 @@ class ShardedStage:
         assert self._folder is not None
         directory = os.path.dirname(self.output)
         try:
-            for name in self.plan.shards:
-                new = self.names[name]
-                os.replace(os.path.join(self._folder.path, new), os.path.join(directory, new))
-            sync_folder(directory)
-            os.replace(self.staged_path, self.output)
+            with signals_held():
+                for name in self.plan.shards:
+                    new = self.names[name]
+                    os.replace(os.path.join(self._folder.path, new), os.path.join(directory, new))
+                sync_folder(directory)
+                os.replace(self.staged_path, self.output)
         except OSError as exc:
             raise os_error(self.output, exc) from None
         self._committed = True
         sync_folder(directory)
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        self._stack.close()
+        # The staged copies are told why they are left: a signal becomes an interruption.
+        self._stack.__exit__(exc_type, exc, tb)
 
 
 def unchanged_except(
