@@ -147,37 +147,40 @@ def ordinary_mode(path: str, folder: bool = False) -> None:
 
 class StagingFolder:
     """A hidden folder beside ``output`` (``.NAME.xxxxxxxxxxxx.tmp``), removed with all its
-    contents unless :meth:`keep` was called. SIGTERM while it exists is turned into an
-    interruption so that the folder is still removed."""
+    contents on :meth:`close` if it is still there (a staged folder renamed into place is
+    not). SIGTERM while it exists is turned into an interruption so that it is removed."""
 
     def __init__(self, output: str) -> None:
         self.output = output
-        directory, base = os.path.split(output)
         self.path = ""
-        for _ in range(100):
-            candidate = os.path.join(directory, f".{base[:120]}.{secrets.token_hex(6)}.tmp")
-            try:
-                os.mkdir(candidate, 0o700)
-            except FileExistsError:
-                continue
-            except OSError as exc:
-                raise os_error(output, exc) from None
-            self.path = candidate
-            break
-        else:
-            raise os_error(output, FileExistsError(errno.EEXIST, "no free temporary name"))
-        self._kept = False
+        # The handler comes first: a SIGTERM landing just after the folder is made must find
+        # it and remove it (the name is known before the folder exists).
         self._previous_term: Any = None
         try:
             self._previous_term = signal.signal(signal.SIGTERM, _on_term)
         except ValueError:  # not the main thread
             self._previous_term = None
 
-    def keep(self) -> None:
-        self._kept = True
+    def make(self) -> str:
+        """Create the folder and return its path. Call it once the object is kept where
+        cleanup will find it: a signal can land at any moment after this starts."""
+        directory, base = os.path.split(self.output)
+        for _ in range(100):
+            self.path = os.path.join(directory, f".{base[:120]}.{secrets.token_hex(6)}.tmp")
+            try:
+                os.mkdir(self.path, 0o700)
+            except FileExistsError:
+                self.path = ""  # someone else's
+                continue
+            except OSError as exc:
+                self.path = ""
+                raise os_error(self.output, exc) from None
+            return self.path
+        self.path = ""
+        raise os_error(self.output, FileExistsError(errno.EEXIST, "no free temporary name"))
 
     def close(self) -> None:
-        if not self._kept and self.path and os.path.lexists(self.path):
+        if self.path and os.path.lexists(self.path):
             shutil.rmtree(self.path, ignore_errors=True)
         if self._previous_term is not None:
             signal.signal(signal.SIGTERM, self._previous_term)

@@ -174,6 +174,7 @@ class DirStage:
         self._session = session
         self._stack = contextlib.ExitStack()
         self._edit: Any = None
+        self._folder: StagingFolder | None = None
 
     def __enter__(self) -> DirStage:
         from bilstm_cli.formats.staging import StagedWrite
@@ -182,9 +183,8 @@ class DirStage:
             with about(self.model.path):
                 source = weights_path(self.model.path)
                 files = _files(self.model.path)
-            folder = StagingFolder(self.output)
-            self._stack.callback(folder.close)
-            self.staged_path = folder.path
+            self._folder = folder = StagingFolder(self.output)
+            self.staged_path = folder.make()
             for rel in files:  # sorted: a folder comes before what is in it
                 if rel.endswith("/"):
                     os.mkdir(os.path.join(folder.path, rel))
@@ -198,7 +198,7 @@ class DirStage:
             )
             self._edit = self._stack.enter_context(edit)
         except BaseException as exc:
-            self._stack.__exit__(type(exc), exc, None)
+            self.__exit__(type(exc), exc, None)
             if isinstance(exc, OSError):
                 raise os_error(self.output, exc) from None
             raise
@@ -241,8 +241,12 @@ class DirStage:
             shutil.rmtree(aside, ignore_errors=True)
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        # The staged copies are told why they are left: a signal becomes an interruption.
-        self._stack.__exit__(exc_type, exc, tb)
+        # The staged copy is told why it is left: a signal becomes an interruption.
+        try:
+            self._stack.__exit__(exc_type, exc, tb)
+        finally:
+            if self._folder is not None:
+                self._folder.close()
 
 
 def unchanged_except(

@@ -107,7 +107,7 @@ class ShardedStage:
             reader.close()
         self.names = renamed(self.plan, self.output)
         self._folder = StagingFolder(self.output)
-        self._stack.callback(self._folder.close)
+        self._folder.make()
         self.staged_path = os.path.join(self._folder.path, os.path.basename(self.output))
         for name in self.plan.shards:
             source = self.plan.shard_path(name)
@@ -162,7 +162,11 @@ class ShardedStage:
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         # The staged copies are told why they are left: a signal becomes an interruption.
-        self._stack.__exit__(exc_type, exc, tb)
+        try:
+            self._stack.__exit__(exc_type, exc, tb)
+        finally:
+            if self._folder is not None:
+                self._folder.close()
 
 
 def unchanged_except(
