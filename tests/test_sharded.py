@@ -351,3 +351,23 @@ def test_an_interrupted_write_leaves_the_whole_set_or_nothing(tmp_path, signum):
         assert names == [], names  # no shard, no JSON, no staging folder
     if hit == 0:
         pytest.skip("every write finished before the signal arrived")
+
+
+def test_few_shards_are_open_at_once_and_every_value_is_still_read(monkeypatch):
+    from bilstm_cli.formats import sharded
+
+    monkeypatch.setattr(sharded, "MAX_OPEN_SHARDS", 2)
+    with bl.open_model(str(LISTS)) as model, h5py.File(SINGLE) as single:
+        reader = model.reader
+        for _ in range(2):  # shards are closed and opened again in turn
+            for layer in model.layers:
+                for w in layer.weights:
+                    np.testing.assert_array_equal(w.read(), single[w.location][()])
+                    assert len(reader._files) <= 2
+
+
+def test_a_shard_linked_to_a_missing_file_is_exit_3(tmp_path):
+    path = copy_set(LISTS, tmp_path / "in")
+    os.remove(path.parent / "bi_00002.weights.h5")
+    os.symlink(path.parent / "gone.h5", path.parent / "bi_00002.weights.h5")
+    one_error(run_cli("inspect", path), 3, "bi_00002.weights.h5", "missing")

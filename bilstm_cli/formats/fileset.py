@@ -54,7 +54,10 @@ def member_path(folder: str, name: str, what: str) -> str:
         real = os.path.realpath(path)
         if os.path.dirname(real) != os.path.realpath(folder):
             raise InputError(f"{what} '{name}' is a link to a file outside the folder; refused")
-        st = os.stat(real)
+        try:
+            st = os.stat(real)
+        except OSError:
+            raise InputError(f"{what} '{name}' is a link to a missing file") from None
     if not stat.S_ISREG(st.st_mode):
         raise InputError(f"{what} '{name}' is not a regular file")
     return path

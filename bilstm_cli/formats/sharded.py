@@ -36,6 +36,7 @@ from bilstm_cli.model import Model
 
 MAX_SHARDS = 100_000
 MAX_OBJECTS = 1_000_000
+MAX_OPEN_SHARDS = 64
 
 
 @dataclass(frozen=True)
@@ -208,8 +209,15 @@ class ShardedReader:
         self._closed = False
 
     def _open(self, name: str) -> h5py.File:
-        if name not in self._files:
-            self._files[name] = open_shard(self.plan, name, self._session)
+        if name in self._files:
+            self._files[name] = self._files.pop(name)  # now the most recently used
+            return self._files[name]
+        if len(self._files) >= MAX_OPEN_SHARDS:
+            # A model can have thousands of shards; file descriptors are fewer.
+            oldest = next(iter(self._files))
+            with contextlib.suppress(Exception):
+                self._files.pop(oldest).close()
+        self._files[name] = open_shard(self.plan, name, self._session)
         return self._files[name]
 
     def shard_of(self, location: str) -> str:
@@ -228,7 +236,7 @@ class ShardedReader:
             raise UsageError(f"{self.path} is closed; read weights inside its 'with' block")
         name = self.shard_of(location)
         with about(self.path), in_shard(name):
-            return h5safe.read(h5safe.dataset(self._files[name], location), location)
+            return h5safe.read(h5safe.dataset(self._open(name), location), location)
 
     def close(self) -> None:
         self._closed = True
