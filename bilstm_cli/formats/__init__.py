@@ -7,12 +7,13 @@ listed once in :data:`FORMATS`, in the order they are asked whether they claim a
 from __future__ import annotations
 
 from bilstm_cli.errors import InputError
-from bilstm_cli.formats import h5_legacy, keras_zip, weights_only
+from bilstm_cli.formats import h5_legacy, keras_dir, keras_zip, sharded, weights_only
 from bilstm_cli.formats.base import Format, Session, Writer, digest, sniff, unclaimed
 from bilstm_cli.formats.hdf5 import about
 from bilstm_cli.model import Model, WeightReader
 
 FORMATS: tuple[Format, ...] = (keras_zip.FORMAT, h5_legacy.FORMAT, weights_only.FORMAT)
+FORMATS += (sharded.FORMAT, keras_dir.FORMAT)  # sharded weights JSON, model folders
 
 
 def format_of(path: str, session: Session) -> Format:

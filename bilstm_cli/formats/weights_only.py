@@ -4,6 +4,7 @@ both the legacy (``layer_names``) and the Keras 3 object-tracking layout."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import h5py
@@ -21,6 +22,7 @@ from bilstm_cli.formats.keras_layout import (
     vars_name,
     weight_at,
 )
+from bilstm_cli.formats.shard_names import json_of_shard
 from bilstm_cli.model import CellSettings, Layer, Model, Weight
 
 MAX_GROUPS_VISITED = 200_000
@@ -43,6 +45,7 @@ def read_model(path: str, session: Session) -> Model:
             ]
             return Model(path, "weights.h5", version, layers, False, notes=notes)
         if h5safe.has(f, "layers") or h5safe.has(f, "vars"):
+            _refuse_shard(path, f)
             layers = _tracked_layers_inferred(f)
             notes = [
                 "weights only: no configuration, so cells and settings are inferred "
@@ -50,6 +53,19 @@ def read_model(path: str, session: Session) -> Model:
             ]
             return Model(path, "weights.h5", version, layers, False, notes=notes)
     raise InputError(f"{path}: an HDF5 file, but not a Keras model or weights file")
+
+
+def _refuse_shard(path: str, f: h5py.File) -> None:
+    """One shard of sharded weights holds only part of the model: point to its JSON."""
+    found = json_of_shard(path, f)
+    if found is not None:
+        json_path, there = found
+        name = os.path.basename(json_path)
+        raise InputError(
+            f"one shard of sharded weights; open {name} beside it instead"
+            if there
+            else f"one shard of sharded weights, whose {name} is not beside it"
+        )
 
 
 def _legacy_layers_inferred(f: h5py.File, prefix: str) -> list[Layer]:
