@@ -437,3 +437,13 @@ def test_weights_only_conv_lstm_transplant(tmp_path) -> None:
     assert run.exit_code == 0, run.stderr
     diff = run_cli("diff", DONOR_2D, out, "--json")
     assert diff.exit_code == 0, diff.stdout
+
+
+def test_a_huge_declared_dilation_skips_the_forward_pass_instead_of_allocating(tmp_path) -> None:
+    target = tmp_path / "t.keras"
+    huge = '"dilation_rate": [5000000, 1, 1]'
+    _with_config(THREE_D, target, lambda t: t.replace('"dilation_rate": [2, 1, 1]', huge))
+    run = run_cli("transplant", target, target, "-o", tmp_path / "o.keras", "--json")
+    assert run.exit_code == 0, run.stderr
+    forward = next(c for c in run.json()["checks"] if "forward pass" in c["check"])
+    assert forward["status"] == "skipped" and "probe of" in forward["detail"]

@@ -13,6 +13,7 @@ the smaller half before.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -24,6 +25,9 @@ from bilstm_cli.errors import InputError
 from bilstm_cli.model import CellSettings, ConvSettings
 
 PADDINGS = ("valid", "same")
+#: The probe input's spatial positions stay below this (a config may declare any dilation);
+#: ordinary windows need tens to a few hundred.
+MAX_PROBE_POSITIONS = 4096
 
 
 @dataclass(frozen=True)
@@ -54,7 +58,22 @@ def conv_problem(cell: str, conv: ConvSettings | None) -> str | None:
         return f"{cell} with a kernel size, stride or dilation below 1"
     if max(conv.strides) > 1 and max(conv.dilation_rate) > 1:
         return f"{cell} with both strides and dilation_rate above 1 (Keras refuses that)"
+    positions = math.prod(
+        _probe_length(k, s, d)
+        for k, s, d in zip(conv.kernel_size, conv.strides, conv.dilation_rate)
+    )
+    if positions > MAX_PROBE_POSITIONS:
+        return (
+            f"{cell} whose window and strides need a probe of {positions} positions "
+            f"(more than {MAX_PROBE_POSITIONS})"
+        )
     return None
+
+
+def _probe_length(kernel: int, stride: int, dilation: int) -> int:
+    """One spatial axis of the probe input: the dilated window plus two strides, so that
+    every window position and a stride are exercised, with valid padding too."""
+    return (kernel - 1) * dilation + 1 + 2 * stride
 
 
 def _check_config(cfg: ConvCellConfig) -> int:
@@ -265,7 +284,7 @@ def probe_shape(
     """An input shape every position of the kernel window reaches, with valid padding too:
     each spatial axis as long as the dilated window plus two strides."""
     spatial = tuple(
-        (k - 1) * d + 1 + 2 * s for k, s, d in zip(cfg.kernel_size, cfg.strides, cfg.dilation_rate)
+        _probe_length(k, s, d) for k, s, d in zip(cfg.kernel_size, cfg.strides, cfg.dilation_rate)
     )
     return (batch, time, *spatial, int(input_dim))
 

@@ -202,7 +202,9 @@ def _tracked_bidirectional_inferred(f: h5py.File, path: str) -> Layer | None:
         recorded = [vars_name(f, f"{path}/{s}/cell") for s in ("forward_layer", "backward_layer")]
         for r, s in zip(recorded, (layer.forward, layer.backward)):
             family = cells.for_tracked_group(r) if r is not None else None
-            if family is not None and family.tracked_group != cells.get(s.cell).tracked_group:
+            # The ConvLSTM classes share one group name; their shapes gave s.conv.
+            same = family is None or family.name == s.cell or bool(family.spatial_dims and s.conv)
+            if not same:
                 raise InputError(f"layer '{name}': a {r} whose shapes fit a {s.cell}")
     return layer
 
