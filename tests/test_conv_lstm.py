@@ -188,7 +188,7 @@ def test_reference_errors() -> None:
     with pytest.raises(InputError, match="opposite go_backwards"):
         conv_forward.bidirectional_forward(x, (k, rk, b), (k, rk, b), cfg, cfg, "concat")
     problem = conv_forward.conv_problem("ConvLSTM1D", ConvSettings((3,)))
-    assert problem is not None and "no convolution settings" in problem
+    assert problem == "ConvLSTM1D without its strides, padding and dilation (the file holds none)"
 
 
 # --- strategies on convolution kernels -------------------------------------------------------

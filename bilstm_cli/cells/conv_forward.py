@@ -44,7 +44,7 @@ class ConvCellConfig(CellConfig):
 def conv_problem(cell: str, conv: ConvSettings | None) -> str | None:
     """Why the reference cannot run a ConvLSTM with these settings (None when it can)."""
     if conv is None or conv.strides is None or conv.dilation_rate is None:
-        return "the file holds no convolution settings (strides, padding) to run it with"
+        return f"{cell} without its strides, padding and dilation (the file holds none)"
     if conv.data_format != "channels_last":
         return f"{cell} with data_format={conv.data_format} (the reference runs channels_last)"
     if conv.padding not in PADDINGS:

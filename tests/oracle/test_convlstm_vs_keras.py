@@ -278,3 +278,41 @@ def test_plain_conv_lstm_into_one_direction_runs_in_keras(tmp_path):
     plain_layer = load(plain, "keras3").get_layer("plain_conv")
     written = find_bidirectional(load(out, "keras3"), "bi_conv2d")
     np.testing.assert_array_equal(to_numpy(written.forward_layer(x)), to_numpy(plain_layer(x)))
+
+
+def test_tf_keras_conv_lstm_file_agrees_with_tf_keras(tmp_path):
+    """A Keras 2 (tf_keras) legacy .h5: weights as tf_keras holds them, and the reference with
+    Keras 2's hard_sigmoid (tf_keras' ConvLSTM default) computes what tf_keras computes."""
+    tf_keras = pytest.importorskip("tf_keras")
+    path = CONV / "tfk_bi_convlstm2d.h5"
+    keras_layer = find_bidirectional(load(path, "tf_keras"), "bi_conv2d")
+    x = np.random.default_rng(6).standard_normal((2, 3, 7, 5, 2)).astype(np.float32)
+    want = to_numpy(keras_layer(tf_keras.backend.constant(x)))
+    with bl.open_model(str(path)) as model:
+        (layer,) = model.layers
+        assert model.keras_version is not None and model.keras_version.startswith("2.")
+        assert layer.forward.recurrent_activation == "hard_sigmoid"
+        for direction in ("forward", "backward"):
+            sub = getattr(keras_layer, f"{direction}_layer")
+            for role, values in cell_weights(sub).items():
+                np.testing.assert_array_equal(layer.weight(direction, role).read(), values)
+        cfgs = [
+            conv_forward.config_for(s, 2, s.go_backwards) for s in (layer.forward, layer.backward)
+        ]
+        ws = [
+            [layer.weight(d, r).read() for r in ("kernel", "recurrent_kernel", "bias")]
+            for d in ("forward", "backward")
+        ]
+    ref = conv_forward.bidirectional_forward(x, ws[0], ws[1], *cfgs, "concat", True)
+    assert float(np.abs(ref - want).max()) <= 1e-5 * max(1.0, float(np.abs(ref).max()))
+    # init writes a file tf_keras loads with the values the tool reports.
+    out = tmp_path / "o.h5"
+    assert run_cli("init", path, "-o", out, "--seed", "5").exit_code == 0
+    loaded = find_bidirectional(load_weights_into(out, "tf_keras"), "bi_conv2d")
+    with bl.open_model(str(out)) as model:
+        for direction in ("forward", "backward"):
+            sub = getattr(loaded, f"{direction}_layer")
+            for role, values in cell_weights(sub).items():
+                np.testing.assert_array_equal(
+                    model.layers[0].weight(direction, role).read(), values
+                )
