@@ -33,6 +33,28 @@ class WeightReader(Protocol):
 
 
 @dataclass(frozen=True)
+class ConvSettings:
+    """The convolution of a ConvLSTM layer, as its config describes it (``None`` where a
+    weights-only file cannot say; the kernel size is always known from the weights' shapes)."""
+
+    kernel_size: tuple[int, ...]
+    strides: tuple[int, ...] | None = None
+    padding: str | None = None
+    dilation_rate: tuple[int, ...] | None = None
+    data_format: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The convolution keys of a ConvLSTM layer's ``settings`` in ``inspect --json``."""
+        return {
+            "kernel_size": list(self.kernel_size),
+            "strides": None if self.strides is None else list(self.strides),
+            "padding": self.padding,
+            "dilation_rate": None if self.dilation_rate is None else list(self.dilation_rate),
+            "data_format": self.data_format,
+        }
+
+
+@dataclass(frozen=True)
 class CellSettings:
     """One direction's wrapped RNN layer, as its config describes it.
 
@@ -53,10 +75,12 @@ class CellSettings:
     reset_after: bool | None = None
     go_backwards: bool = False
     name: str | None = None
+    #: A ConvLSTM layer's convolution (``units`` are its filters); None for every other cell.
+    conv: ConvSettings | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """The ``settings`` entry of ``inspect --json``."""
-        return {
+        """The ``settings`` entry of ``inspect --json`` (a ConvLSTM adds its convolution)."""
+        doc: dict[str, Any] = {
             "cell": self.cell,
             "units": self.units,
             "activation": self.activation,
@@ -65,6 +89,9 @@ class CellSettings:
             "reset_after": self.reset_after,
             "go_backwards": self.go_backwards,
         }
+        if self.conv is not None:
+            doc.update(self.conv.to_dict())
+        return doc
 
 
 @dataclass(frozen=True)

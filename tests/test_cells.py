@@ -15,9 +15,18 @@ from bilstm_cli.errors import InputError
 from bilstm_cli.model import CellSettings
 
 # What the readers knew before the registry existed, written out: the registry must say the same.
-RNN_CLASSES = ("LSTM", "GRU", "SimpleRNN", "CuDNNLSTM", "CuDNNGRU")
+CONV_CLASSES = ("ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D")
+MATRIX_CLASSES = ("LSTM", "GRU", "SimpleRNN", "CuDNNLSTM", "CuDNNGRU")
+RNN_CLASSES = ("LSTM", "GRU", "SimpleRNN", *CONV_CLASSES, "CuDNNLSTM", "CuDNNGRU")
 GATE_COUNT = {"LSTM": 4, "GRU": 3, "SimpleRNN": 1, "CuDNNLSTM": 4, "CuDNNGRU": 3}
-CELL_GROUP_NAMES = {"lstm_cell": "LSTM", "gru_cell": "GRU", "simple_rnn_cell": "SimpleRNN"}
+GATE_COUNT.update(dict.fromkeys(CONV_CLASSES, 4))
+# The three ConvLSTM layers share one cell group; the first of them stands for all.
+CELL_GROUP_NAMES = {
+    "lstm_cell": "LSTM",
+    "gru_cell": "GRU",
+    "simple_rnn_cell": "SimpleRNN",
+    "conv_lstm_cell": "ConvLSTM1D",
+}
 
 
 def reader_expected_shape(settings: CellSettings, role: str, input_dim: int) -> tuple[int, ...]:
@@ -49,12 +58,13 @@ def _keras_settings(s: CellSettings) -> CellSettings:
 
 
 def test_families_in_registration_order() -> None:
-    assert cells.known() == ("LSTM", "GRU", "SimpleRNN")
+    assert cells.known() == ("LSTM", "GRU", "SimpleRNN", *CONV_CLASSES)
     assert cells.supported(CellSettings("GRU", 2), CellSettings("SimpleRNN", 2))
     assert not cells.supported(CellSettings("LSTM", 2), CellSettings("CuDNNLSTM", 2))
 
 
 def test_layer_class_for_blocks() -> None:
+    # Matrices only: a ConvLSTM's rank, not its block count, tells it apart.
     families = [cells.layer_class_for_blocks(k) for k in (4, 3, 1, 2)]
     assert families == ["LSTM", "GRU", "SimpleRNN", None]
     assert [cells.layer_class_for_blocks(k, stored=True) for k in (4, 3, 1)] == [
@@ -91,7 +101,7 @@ def test_tracked_groups() -> None:
 def _settings() -> list[CellSettings]:
     out = []
     for cell, units, reset_after, use_bias in itertools.product(
-        RNN_CLASSES, (1, 3, 7), (None, False, True), (True, False)
+        MATRIX_CLASSES, (1, 3, 7), (None, False, True), (True, False)
     ):
         out.append(CellSettings(cell, units, use_bias=use_bias, reset_after=reset_after))
     return out
@@ -127,7 +137,10 @@ def test_keras_settings_match_the_transplant_plan(settings: CellSettings) -> Non
 
 
 def test_get_raises_what_check_cell_raised() -> None:
-    message = "unsupported recurrent cell 'CuDNNLSTM'; expected one of LSTM, GRU, SimpleRNN"
+    message = (
+        "unsupported recurrent cell 'CuDNNLSTM'; expected one of LSTM, GRU, SimpleRNN, "
+        "ConvLSTM1D, ConvLSTM2D, ConvLSTM3D"
+    )
     for lookup in (cells.get, check_cell):
         with pytest.raises(InputError) as err:
             lookup("CuDNNLSTM")
@@ -135,16 +148,18 @@ def test_get_raises_what_check_cell_raised() -> None:
 
 
 def test_tables_derived_from_the_registry() -> None:
-    assert list(CELL_GATES) == ["LSTM", "GRU", "SimpleRNN"]
+    assert list(CELL_GATES) == ["LSTM", "GRU", "SimpleRNN", *CONV_CLASSES]
+    lstm = {"i": "input", "f": "forget", "c": "cell", "o": "output"}
     assert GATE_NAMES == {
-        "LSTM": {"i": "input", "f": "forget", "c": "cell", "o": "output"},
+        "LSTM": lstm,
         "GRU": {"z": "update", "r": "reset", "h": "candidate"},
         "SimpleRNN": {},
+        **dict.fromkeys(CONV_CLASSES, lstm),
     }
 
 
 def test_forget_gates() -> None:
-    assert [cells.get(n).forget_gate for n in cells.known()] == ["f", "z", None]
+    assert [cells.get(n).forget_gate for n in cells.known()] == ["f", "z", None, "f", "f", "f"]
 
 
 def test_cell_shapes() -> None:

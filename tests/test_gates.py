@@ -24,7 +24,9 @@ from bilstm_cli.errors import InputError, UsageError
 
 
 def test_constants() -> None:
-    assert CELL_GATES == {"LSTM": ("i", "f", "c", "o"), "GRU": ("z", "r", "h"), "SimpleRNN": ()}
+    lstm = ("i", "f", "c", "o")
+    conv = dict.fromkeys(("ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D"), lstm)
+    assert CELL_GATES == {"LSTM": lstm, "GRU": ("z", "r", "h"), "SimpleRNN": (), **conv}
     assert ROLES == ("kernel", "recurrent_kernel", "bias")
 
 

@@ -194,6 +194,8 @@ def test_errors() -> None:
     with pytest.raises(InputError, match="merge_mode"):
         bidirectional_forward(x, (k, rk, b), (k, rk, b), cfg, backward_config(cfg), "max")
     with pytest.raises(InputError, match="unsupported"):
+        rnn_forward(x, k, rk, b, CellConfig("Dense", 2))
+    with pytest.raises(InputError, match="ConvLSTM2D convolves"):
         rnn_forward(x, k, rk, b, CellConfig("ConvLSTM2D", 2))
 
 

@@ -8,14 +8,16 @@ registration order is the order the families are listed in (``known()``, error m
 
 from __future__ import annotations
 
-from bilstm_cli.cells import cudnn, gru, lstm, simple_rnn
+from bilstm_cli.cells import conv_lstm, cudnn, gru, lstm, simple_rnn
 from bilstm_cli.cells.base import (
     Cell,
     StoredVariant,
+    conv_class_for_rank,
     expected_shape,
     for_tracked_group,
     get,
     keras_settings,
+    kernel_rank,
     known,
     layer_block_count,
     layer_class_for_blocks,
@@ -25,20 +27,26 @@ from bilstm_cli.cells.base import (
     supported,
     variant,
 )
+from bilstm_cli.cells.conv_lstm import conv_settings
 
 register(lstm.CELL)
 register(gru.CELL)
 register(simple_rnn.CELL)
+for _conv_cell in conv_lstm.CELLS:
+    register(_conv_cell)
 register_variant(cudnn.CUDNN_LSTM)
 register_variant(cudnn.CUDNN_GRU)
 
 __all__ = [
     "Cell",
     "StoredVariant",
+    "conv_class_for_rank",
+    "conv_settings",
     "expected_shape",
     "for_tracked_group",
     "get",
     "keras_settings",
+    "kernel_rank",
     "known",
     "layer_block_count",
     "layer_class_for_blocks",

@@ -61,6 +61,9 @@ class Cell:
     #: Whether the family has GRU's ``reset_after`` setting (two bias rows when it is True).
     has_reset_after: bool
     step: Step
+    #: Spatial dimensions of a convolutional cell's kernels (ConvLSTM2D: 2); 0 for the others,
+    #: whose kernels are matrices.
+    spatial_dims: int = 0
 
     def __post_init__(self) -> None:
         if len(self.gate_names) != len(self.gates):
@@ -71,19 +74,38 @@ class Cell:
         """Number of blocks along the last axis of every weight (a gateless cell has one)."""
         return max(1, len(self.gates))
 
+    @property
+    def kernel_rank(self) -> int:
+        """Number of axes of the kernel and recurrent kernel (2 for a matrix)."""
+        return 2 + self.spatial_dims
+
     def shape(
-        self, role: str, units: int, input_dim: int, reset_after: bool = False
+        self,
+        role: str,
+        units: int,
+        input_dim: int,
+        reset_after: bool = False,
+        kernel_size: tuple[int, ...] = (),
     ) -> tuple[int, ...]:
         """The shape Keras gives the weight ``role`` of this cell.
 
         ``reset_after`` only matters for a family that has the setting (GRU keeps a second bias
-        row, for the recurrent projection, when it is True).
+        row, for the recurrent projection, when it is True); ``kernel_size`` only for a
+        convolutional one, whose kernels put it before the (input, width) axes.
         """
         width = self.blocks * int(units)
+        window: tuple[int, ...] = ()
+        if self.spatial_dims and role in ("kernel", "recurrent_kernel"):
+            window = tuple(int(k) for k in kernel_size)
+            if len(window) != self.spatial_dims:
+                raise InputError(
+                    f"a {self.name} needs a kernel_size of {self.spatial_dims} "
+                    f"dimension(s), not {tuple(kernel_size)}"
+                )
         if role == "kernel":
-            return (int(input_dim), width)
+            return (*window, int(input_dim), width)
         if role == "recurrent_kernel":
-            return (int(units), width)
+            return (*window, int(units), width)
         if role == "bias":
             return (2, width) if self.has_reset_after and reset_after else (width,)
         raise InputError(f"a {self.name} has no weight called {role}")
@@ -188,8 +210,22 @@ def supported(*settings: CellSettings) -> bool:
 
 
 def for_tracked_group(name: str) -> Cell | None:
-    """The family whose cell Keras 3 tracks under the group ``name`` (None for any other)."""
+    """The family whose cell Keras 3 tracks under the group ``name`` (None for any other).
+
+    The ConvLSTM layers share one group name; the first of them stands for all (their rank
+    comes from the weights' shapes, see :func:`conv_class_for_rank`)."""
     return next((c for c in _CELLS.values() if c.tracked_group == name), None)
+
+
+def conv_class_for_rank(spatial_dims: int) -> str | None:
+    """The convolutional family with ``spatial_dims`` spatial axes (None if none has)."""
+    return next((c.name for c in _CELLS.values() if c.spatial_dims == spatial_dims > 0), None)
+
+
+def kernel_rank(settings: CellSettings) -> int:
+    """Axes of the kernels of a layer with ``settings`` (2 unless its cell convolves)."""
+    stored = _VARIANTS.get(settings.cell)
+    return (stored.cell if stored else get(settings.cell)).kernel_rank
 
 
 def expected_shape(settings: CellSettings, role: str, input_dim: int) -> tuple[int, ...]:
@@ -198,7 +234,10 @@ def expected_shape(settings: CellSettings, role: str, input_dim: int) -> tuple[i
     stored = _VARIANTS.get(settings.cell)
     if stored is not None:
         return stored.shape(role, settings.units, input_dim)
-    return get(settings.cell).shape(role, settings.units, input_dim, bool(settings.reset_after))
+    window = settings.conv.kernel_size if settings.conv is not None else ()
+    return get(settings.cell).shape(
+        role, settings.units, input_dim, bool(settings.reset_after), window
+    )
 
 
 def keras_settings(settings: CellSettings) -> CellSettings:
@@ -224,10 +263,12 @@ __all__ = [
     "Step",
     "StepParams",
     "StoredVariant",
+    "conv_class_for_rank",
     "expected_shape",
     "for_tracked_group",
     "get",
     "keras_settings",
+    "kernel_rank",
     "known",
     "layer_block_count",
     "layer_classes",

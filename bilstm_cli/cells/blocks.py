@@ -25,6 +25,12 @@ GATE_NAMES: dict[str, dict[str, str]] = {
 }
 
 
+def has_lstm_gates(cell: str) -> bool:
+    """Whether ``cell`` gates like an LSTM (i, f, c, o): LSTM and the ConvLSTM layers, which
+    share LSTM's bias strategies (unit_forget_bias, chrono)."""
+    return CELL_GATES.get(cell) == CELL_GATES["LSTM"]
+
+
 def check_cell(cell: str) -> str:
     """Return ``cell`` if it is a known cell class name, else raise :class:`InputError`."""
     return get(cell).name
@@ -152,6 +158,7 @@ __all__ = [
     "gate_columns",
     "gate_mask",
     "gate_slices",
+    "has_lstm_gates",
     "last_axis_width",
     "parse_gates",
     "selected_blocks",

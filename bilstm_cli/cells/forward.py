@@ -127,6 +127,12 @@ def backward_config(cfg: CellConfig) -> CellConfig:
     return replace(cfg, go_backwards=not cfg.go_backwards)
 
 
+def _matrix_cell(name: str) -> None:
+    """Refuse an unknown cell, and a convolutional one, which this module does not run."""
+    if get(name).spatial_dims:
+        raise InputError(f"{name} convolves; its reference is bilstm_cli.cells.conv_forward")
+
+
 def _as_f64(a: np.ndarray, what: str) -> np.ndarray:
     try:
         return np.asarray(a, dtype=np.float64)
@@ -180,7 +186,7 @@ def input_projection(x: np.ndarray, kernel: np.ndarray, cfg: CellConfig) -> np.n
     """``x · W`` for every step at once, in float64, in the order the layer reads the steps
     (reversed for ``go_backwards``), without the bias: the part of the cell that does not
     depend on the state. Pass it to :func:`recurrence` with the recurrent kernel and bias."""
-    get(cfg.cell)  # an unknown cell is reported before anything else
+    _matrix_cell(cfg.cell)  # an unknown cell is reported before anything else
     xs = _as_f64(x, "input")
     kernel = np.asarray(kernel)
     _check_input(xs, kernel, cfg)
@@ -254,7 +260,7 @@ def rnn_forward(
     time for ``go_backwards=True``, as Keras returns it), else the last output (batch, units).
     Raises :class:`InputError` when a shape or an activation does not fit ``cfg``.
     """
-    get(cfg.cell)  # an unknown cell is reported before anything else
+    _matrix_cell(cfg.cell)  # an unknown cell is reported before anything else
     _check_input(_as_f64(x, "input"), np.asarray(kernel), cfg)
     _check_recurrent(np.asarray(recurrent_kernel), None if bias is None else np.asarray(bias), cfg)
     get_activation(cfg.activation, cfg.keras_major)

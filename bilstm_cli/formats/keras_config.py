@@ -158,10 +158,12 @@ def cell_settings(layer: Any, where: str) -> CellSettings:
     class_name = layer["class_name"]
     raw = layer.get("config")
     conf: dict[str, Any] = raw if isinstance(raw, dict) else {}
-    units = conf.get("units")
+    conv = cells.conv_settings(class_name, conf, where)  # a ConvLSTM's units are its filters
+    units = conf.get("units" if conv is None else "filters")
     valid_units = isinstance(units, int) and not isinstance(units, bool) and units > 0
     if class_name in cells.layer_classes() and not valid_units:
-        raise InputError(f"{where}: {class_name} has no valid 'units' in the configuration")
+        key = "units" if conv is None else "filters"
+        raise InputError(f"{where}: {class_name} has no valid '{key}' in the configuration")
     reset_after = None
     if class_name == "GRU":
         # Absent in Keras 2.0-2.2 configs, where reset_after did not exist yet (i.e. False).
@@ -181,6 +183,7 @@ def cell_settings(layer: Any, where: str) -> CellSettings:
         reset_after=reset_after,
         go_backwards=bool(conf.get("go_backwards", False)),
         name=conf.get("name") if isinstance(conf.get("name"), str) else None,
+        conv=conv,
     )
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import h5py
 
 from bilstm_cli import cells
+from bilstm_cli.cells import conv_lstm
 from bilstm_cli.cells.blocks import ROLES
 from bilstm_cli.errors import InputError
 from bilstm_cli.formats import h5safe
@@ -28,10 +29,12 @@ def plain_rnn_entries(config: Any) -> Iterator[tuple[LayerEntry, CellSettings]]:
 
 def check_plain(layer: PlainLayer) -> None:
     kernel = layer.weight("kernel")
-    if kernel is None or len(kernel.shape) != 2:
-        raise InputError(f"layer '{layer.name}': kernel is missing or not a matrix")
+    if kernel is None or len(kernel.shape) != cells.kernel_rank(layer.settings):
+        raise InputError(
+            f"layer '{layer.name}': kernel is missing or {_not_kernel(layer.settings)}"
+        )
     for w in layer.weights:
-        want = cells.expected_shape(layer.settings, w.role, kernel.shape[0])
+        want = cells.expected_shape(layer.settings, w.role, kernel.shape[-2])
         if w.shape != want:
             raise InputError(
                 f"layer '{layer.name}': {w.role} has shape {shape_text(w.shape)}, but a "
@@ -76,13 +79,15 @@ def check_directions(layer: Layer) -> None:
         if settings.cell not in cells.layer_classes():
             continue
         kernel = layer.weight(direction, "kernel")
-        if kernel is None or len(kernel.shape) != 2:
-            raise InputError(f"layer '{layer.name}': {direction} kernel is missing or not a matrix")
-        inputs[direction] = kernel.shape[0]
+        if kernel is None or len(kernel.shape) != cells.kernel_rank(settings):
+            raise InputError(
+                f"layer '{layer.name}': {direction} kernel is missing or {_not_kernel(settings)}"
+            )
+        inputs[direction] = kernel.shape[-2]
         for w in layer.weights:
             if w.direction != direction:
                 continue
-            want = cells.expected_shape(settings, w.role, kernel.shape[0])
+            want = cells.expected_shape(settings, w.role, kernel.shape[-2])
             if w.shape != want:
                 raise InputError(
                     f"layer '{layer.name}': {direction} {w.role} has shape {shape_text(w.shape)}, "
@@ -93,6 +98,14 @@ def check_directions(layer: Layer) -> None:
             f"layer '{layer.name}': the forward kernel takes {inputs['forward']} inputs, the "
             f"backward kernel {inputs['backward']}; both directions read the same input"
         )
+    # A convolutional cell's settings are told in a note, the layer's title showing units only.
+    if layer.forward.conv is not None:
+        layer.notes.append(conv_lstm.describe(layer.forward.cell, layer.forward.conv))
+
+
+def _not_kernel(settings: CellSettings) -> str:
+    rank = cells.kernel_rank(settings)
+    return "not a matrix" if rank == 2 else f"not of rank {rank} (kernel_size + (input, width))"
 
 
 def shape_text(shape: tuple[int, ...]) -> str:

@@ -23,7 +23,7 @@ from bilstm_cli.formats.keras_layout import (
     weight_at,
 )
 from bilstm_cli.formats.shard_names import json_of_shard
-from bilstm_cli.model import CellSettings, Layer, Model, Weight
+from bilstm_cli.model import CellSettings, ConvSettings, Layer, Model, Weight
 
 MAX_GROUPS_VISITED = 200_000
 
@@ -106,11 +106,15 @@ def _legacy_layers_inferred(f: h5py.File, prefix: str) -> list[Layer]:
 
 def _infer_settings(sub: str, shapes: dict[str, tuple[int, ...]]) -> CellSettings | None:
     rk = shapes.get("recurrent_kernel")
-    if rk is None or len(rk) != 2 or rk[0] == 0 or rk[1] % rk[0]:
+    if rk is None or len(rk) < 2 or rk[-2] == 0 or rk[-1] % rk[-2]:
         return None
-    units, gates = rk[0], rk[1] // rk[0]
+    units, gates = rk[-2], rk[-1] // rk[-2]
     lowered = sub.lower()
     cell = cells.layer_class_for_blocks(gates, stored="cu_dnn" in lowered or "cudnn" in lowered)
+    conv = None
+    if len(rk) > 2:  # a convolutional cell: kernel_size + (filters, 4 filters)
+        cell = cells.conv_class_for_rank(len(rk) - 2) if gates == 4 else None
+        conv = ConvSettings(kernel_size=tuple(rk[:-2]))
     if cell is None:
         return None
     bias = shapes.get("bias")
@@ -126,6 +130,7 @@ def _infer_settings(sub: str, shapes: dict[str, tuple[int, ...]]) -> CellSetting
         reset_after=reset_after,
         go_backwards=False,
         name=sub,
+        conv=conv,
     )
 
 
@@ -213,7 +218,9 @@ def _tracked_bidirectional_inferred(f: h5py.File, path: str) -> Layer | None:
         recorded = [vars_name(f, f"{path}/{s}/cell") for s in ("forward_layer", "backward_layer")]
         for r, s in zip(recorded, (layer.forward, layer.backward)):
             family = cells.for_tracked_group(r) if r is not None else None
-            if family is not None and family.name != s.cell:
+            # The ConvLSTM classes share one group name; their shapes gave s.conv.
+            same = family is None or family.name == s.cell or bool(family.spatial_dims and s.conv)
+            if not same:
                 raise InputError(f"layer '{name}': a {r} whose shapes fit a {s.cell}")
     return layer
 

@@ -169,7 +169,7 @@ def plan_pairs(
         if not p.target.supported:
             raise InputError(
                 f"{target.path}: layer '{p.target.name}' wraps {p.target.cell}; "
-                "only LSTM, GRU and SimpleRNN layers can receive weights"
+                f"only {', '.join(cells.known())} layers can receive weights"
             )
     return pairs
 
@@ -197,6 +197,7 @@ def check_pair(pair: Pair, roles: list[Target], donor_path: str) -> list[tuple[s
             f"{donor_rk.shape if donor_rk else '?'} vs target "
             f"{target_rk.shape if target_rk else '?'} ({src.units} vs {tgt.units} units)"
         )
+    _check_convolutions(where, src, tgt, pair)
     out = []
     target_refs = {w.role: w for w in pair.target.weights if w.direction == pair.direction}
     for role in ROLES:
@@ -243,6 +244,23 @@ def check_pair(pair: Pair, roles: list[Target], donor_path: str) -> list[tuple[s
     if src.activation is None or tgt.activation is None:
         pair.differences.append("cell settings unknown (weights-only file); not compared")
     return out
+
+
+def _check_convolutions(where: str, src: CellSettings, tgt: CellSettings, pair: Pair) -> None:
+    """ConvLSTM kernels fit only a window of the same size; other convolution settings that
+    differ change the outputs (noted, as differing activations are)."""
+    if src.conv is None or tgt.conv is None:
+        return
+    a, b = src.conv, tgt.conv
+    if a.kernel_size != b.kernel_size:
+        raise InputError(
+            f"{where}: kernel_size {a.kernel_size} (donor) vs {b.kernel_size} (target); "
+            f"a {tgt.cell} kernel fits only a window of its own size"
+        )
+    for key in ("padding", "strides", "dilation_rate", "data_format"):
+        x, y = getattr(a, key), getattr(b, key)
+        if x is not None and y is not None and x != y:
+            pair.differences.append(f"{key} {x} (donor) vs {y} (target)")
 
 
 def _with_gates(settings: CellSettings, role: str, mask: np.ndarray) -> str:

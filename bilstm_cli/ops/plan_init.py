@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bilstm_cli import formats
+from bilstm_cli import cells, formats
 from bilstm_cli import strategies as strategies
 from bilstm_cli.cells.blocks import ROLES, covered_gates, gate_mask, parse_gates
 from bilstm_cli.errors import InputError, UsageError
@@ -51,10 +51,15 @@ def bidirectional_layers_to_change(
     if unsupported:
         layer = unsupported[0]
         raise InputError(
-            f"{model.path}: layer '{layer.name}' wraps {layer.cell}; only LSTM, GRU and "
-            f"SimpleRNN weights can be changed (select other layers with --layer)"
+            f"{model.path}: layer '{layer.name}' wraps {layer.cell}; only "
+            f"{_cell_list()} weights can be changed (select other layers with --layer)"
         )
     return layers
+
+
+def _cell_list() -> str:
+    names = cells.known()
+    return ", ".join(names[:-1]) + " and " + names[-1]
 
 
 def weight_info(layer: Layer, ref: Weight) -> strategies.WeightInfo:

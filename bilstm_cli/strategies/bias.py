@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from bilstm_cli.cells.blocks import GATE_NAMES, gate_slices, selected_blocks
+from bilstm_cli.cells.blocks import GATE_NAMES, gate_slices, has_lstm_gates, selected_blocks
 from bilstm_cli.errors import UsageError
 from bilstm_cli.strategies.checks import Fact, bounds_fact, constant_fact, fmt
 from bilstm_cli.strategies.registry import Strategy, register
@@ -23,8 +23,10 @@ class UnitForgetBias(Strategy):
     usage = "unit_forget_bias (LSTM bias)"
 
     def check_fit(self, spec: Spec, info: WeightInfo) -> None:
-        if info.role != "bias" or info.cell != "LSTM":
-            raise UsageError(f"unit_forget_bias fits an LSTM bias only, not the {info.where()}")
+        if info.role != "bias" or not has_lstm_gates(info.cell):
+            raise UsageError(
+                f"unit_forget_bias fits an LSTM or ConvLSTM bias only, not the {info.where()}"
+            )
 
     def generate(
         self, spec: Spec, info: WeightInfo, seed: np.random.SeedSequence, work: np.dtype
@@ -86,7 +88,7 @@ class Chrono(Strategy):
         values = np.log(stream(seed, 0).uniform(1.0, tmax - 1.0, size=int(info.units)))
         values = values.astype(work)
         slices = gate_slices(info.cell, info.units)
-        if info.cell == "LSTM":
+        if has_lstm_gates(info.cell):
             out[..., slices["f"]] = values
             out[..., slices["i"]] = -values
         else:
@@ -96,7 +98,7 @@ class Chrono(Strategy):
     def describe(self, spec: Spec, info: WeightInfo) -> str:
         t = float(spec.args["tmax"])
         law = f"log U(1, {fmt(t - 1)})"
-        if info.cell == "LSTM":
+        if has_lstm_gates(info.cell):
             return (
                 f"chrono (Tallec & Ollivier 2018, tmax {fmt(t)}): forget bias {law}, "
                 "input bias its negative, cell and output 0"
@@ -121,7 +123,7 @@ class Chrono(Strategy):
         out: list[Fact] = []
         blocks = dict(selected_blocks(info.cell, info.units, mask))
         slices = gate_slices(info.cell, info.units)
-        if info.cell == "LSTM":
+        if has_lstm_gates(info.cell):
             if "f" in blocks:
                 ok, detail = bounds_fact(arr[..., slices["f"]], 0.0, hi, law)[1:3]
                 out.append(Fact("forget bias in " + law, ok, detail))

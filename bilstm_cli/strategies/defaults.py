@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from bilstm_cli.cells.blocks import has_lstm_gates
 from bilstm_cli.strategies.checks import Fact, bounds_fact, fmt
 from bilstm_cli.strategies.registry import Strategy, lookup, register
 from bilstm_cli.strategies.sampling import draw
@@ -18,7 +19,7 @@ def _keras_spec(info: WeightInfo) -> Spec:
         return Spec("glorot_uniform", {"per_gate": False}, "glorot_uniform")
     if info.role == "recurrent_kernel":
         return Spec("orthogonal", {"gain": 1.0, "per_gate": False}, "orthogonal:per_gate=false")
-    if info.cell == "LSTM":
+    if has_lstm_gates(info.cell):  # LSTM and ConvLSTM: unit_forget_bias=True by default
         return Spec("unit_forget_bias", {}, "unit_forget_bias")
     return Spec("zeros", {}, "zeros")
 
