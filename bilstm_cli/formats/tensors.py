@@ -95,6 +95,11 @@ def kind_of(probe: Probe) -> str | None:
     by name."""
     if probe.kind == "zip":
         names = _zip_names(probe.path)
+        if names is None:
+            # A damaged zip (cut short, its central directory lost): torch.save writes
+            # data.pkl first, numpy.savez only .npy members, so the first member tells.
+            first = _first_member(probe.path)
+            names = [first] if first and first.endswith(("/data.pkl", ".npy")) else []
         if not names:
             return None
         if data_pkl_prefixes(names):
@@ -157,6 +162,19 @@ def _zip_names(path: str) -> list[str] | None:
         with zipfile.ZipFile(path) as z:
             return [i.filename for i in z.infolist() if not i.is_dir()]
     except (OSError, zipfile.BadZipFile, ValueError, EOFError, NotImplementedError):
+        return None
+
+
+def _first_member(path: str) -> str | None:
+    """The name in a zip's first local header, read without the central directory."""
+    try:
+        with open(path, "rb") as f:
+            header = f.read(30)
+            if len(header) < 30 or header[:4] != b"PK\x03\x04":
+                return None
+            (length,) = struct.unpack("<H", header[26:28])
+            return f.read(length).decode("utf-8", "replace")
+    except OSError:
         return None
 
 
