@@ -11,6 +11,7 @@ placeholders. :func:`lookup` is a dictionary lookup: nothing is ever imported.
 
 from __future__ import annotations
 
+import _compat_pickle
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -227,7 +228,15 @@ HONOURED = _honoured()
 
 
 def lookup(module: str, name: str) -> Any:
-    """The stand-in for global ``module.name``; PickleRefused when it is not honoured."""
+    """The stand-in for global ``module.name``; PickleRefused when it is not honoured.
+
+    Protocol 2 writes some globals by their Python 2 names (``__builtin__.set``,
+    ``commands.Popen`` for ``subprocess.Popen``): they are translated first, from the
+    standard library's own tables, so a refusal names what the pickle really meant."""
+    if (module, name) in _compat_pickle.NAME_MAPPING:
+        module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+    elif module in _compat_pickle.IMPORT_MAPPING:
+        module = _compat_pickle.IMPORT_MAPPING[module]
     full = f"{module}.{name}"
     if full in HONOURED:
         return HONOURED[full]
