@@ -60,7 +60,8 @@ class TorchTensors:
     notes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self._file = open(self.path, "rb")  # noqa: SIM115 - closed by close()
+        # Unbuffered: storages are read straight into their arrays.
+        self._file = open(self.path, "rb", buffering=0)  # noqa: SIM115 - closed by close()
         try:
             self._open()
         except ZIP_ERRORS as exc:
