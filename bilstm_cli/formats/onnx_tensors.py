@@ -80,6 +80,8 @@ class OnnxTensors:
             model = onnx.load(self.path, load_external_data=False)
         except Exception as exc:  # the protobuf parser reports damage in many ways
             raise InputError(f"not a readable ONNX model ({first_line(exc)})") from None
+        if not model.HasField("graph"):
+            raise InputError("not a readable ONNX model (it holds no graph)")
         graph = model.graph
         stored: dict[str, Any] = {t.name: t for t in graph.initializer}
         for node in graph.node:
