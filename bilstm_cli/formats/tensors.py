@@ -415,7 +415,7 @@ def _entry(name: str, entry: Any) -> tuple[str, str, tuple[int, ...], int, int]:
     if not isinstance(entry, dict):
         raise InputError(f"safetensors entry {name!r} is not an object")
     dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
-    if dtype not in SAFETENSORS_DTYPES:
+    if not isinstance(dtype, str) or dtype not in SAFETENSORS_DTYPES:
         raise InputError(f"safetensors tensor {name!r} has unknown dtype {str(dtype)[:20]!r}")
     if not isinstance(shape, list) or not all(_count(d) for d in shape):
         raise InputError(f"safetensors tensor {name!r} has shape {str(shape)[:40]}")
