@@ -328,3 +328,19 @@ def test_pickle_member_too_large_is_refused_before_reading(tmp_path, monkeypatch
     obj = ODict(tuple((f"w{i}", tensor("0", 24, (24,))) for i in range(5)))
     path = write_checkpoint(tmp_path / "big.pt", dumps(obj), {"0": F32.tobytes()})
     refused(path, "larger than 64 bytes")
+
+
+def test_deflated_storage_declaring_more_than_it_can_hold(tmp_path):
+    import struct
+
+    obj = ODict((("w", tensor("0", 2**28, (2**28,))),))
+    path = tmp_path / "bomb.pt"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("archive/data.pkl", dumps(obj))
+        z.writestr("archive/data/0", F32.tobytes())
+    # Make the central directory claim a 1 GiB member: the deflated bytes cannot hold it.
+    data = bytearray(path.read_bytes())
+    entry = data.rfind(b"PK\x01\x02")  # the last directory entry is data/0's
+    data[entry + 24 : entry + 28] = struct.pack("<I", 2**30)
+    path.write_bytes(bytes(data))
+    refused(path, "more than its .* compressed bytes can hold")

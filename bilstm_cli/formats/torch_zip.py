@@ -39,6 +39,9 @@ from bilstm_cli.formats.torch_globals import Opaque, Storage, TensorRef
 #: The largest ``data.pkl`` read; a state dict's pickle is about 100 bytes per tensor.
 MAX_PICKLE = 256 << 20
 
+#: Deflate expands at most about 1032 times.
+DEFLATE_RATIO = 1032
+
 #: Where checkpoints keep the model's state dict, most likely first.
 STATE_DICT_KEYS = (
     "model_state_dict", "state_dict", "model_state", "model", "module", "net", "network",
@@ -126,9 +129,25 @@ class TorchTensors:
                 f"storage data/{key} holds {member.file_size} bytes, "
                 f"shorter than the {nbytes} it declares"
             )
+        self._check_member(member, nbytes)
         storage = Storage(key, kind.dtype, numel)
         self._storages[key] = storage
         return storage
+
+    def _check_member(self, member: zipfile.ZipInfo, nbytes: int) -> None:
+        """That the member can really hold ``nbytes``: a damaged directory may declare
+        any size, and a read buffer is allocated before the bytes arrive."""
+        if member.compress_type == zipfile.ZIP_STORED:
+            if member.header_offset + member.compress_size > self._size:
+                raise InputError(f"member {member.filename} reaches past the end of the file")
+        elif member.compress_type == zipfile.ZIP_DEFLATED:
+            if nbytes > member.compress_size * DEFLATE_RATIO + 1024:
+                raise InputError(
+                    f"member {member.filename} declares {nbytes} bytes, more than its "
+                    f"{member.compress_size} compressed bytes can hold"
+                )
+        else:
+            raise InputError(f"member {member.filename} uses compression {member.compress_type}")
 
     def _check_extent(self, name: str, ref: TensorRef) -> None:
         item = np.dtype(numpy_dtype(ref.dtype)).itemsize
@@ -230,11 +249,21 @@ class TorchTensors:
     def _member_bytes(self, info: zipfile.ZipInfo, limit: int) -> bytes:
         if info.file_size > limit:
             raise InputError(f"member {info.filename} is larger than {limit} bytes")
+        if info.compress_type == zipfile.ZIP_STORED and info.compress_size > self._size:
+            raise InputError(f"member {info.filename} reaches past the end of the file")
+        # In chunks: one read of the size a damaged directory declares would allocate it.
+        chunks = []
+        total = 0
         with self._zip.open(info) as member:
-            data = member.read(limit + 1)
-        if len(data) > limit:
+            while total <= limit:
+                chunk = member.read(min(1 << 20, limit + 1 - total))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                total += len(chunk)
+        if total > limit:
             raise InputError(f"member {info.filename} is larger than {limit} bytes")
-        return data
+        return b"".join(chunks)
 
     def close(self) -> None:
         zip_ = getattr(self, "_zip", None)
