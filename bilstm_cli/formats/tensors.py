@@ -251,6 +251,7 @@ class NpzTensors:
             raise
 
     def _read_headers(self) -> None:
+        self._size = os.path.getsize(self.path)
         skipped = []
         for info in self._zip.infolist():
             if info.is_dir():
@@ -268,6 +269,11 @@ class NpzTensors:
                 skipped.append(name)
                 continue
             nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+            if not _can_hold(info, data_start + nbytes, self._size):
+                raise InputError(
+                    f"member {info.filename} declares {data_start + nbytes} bytes, more than "
+                    "the file can hold"
+                )
             if data_start + nbytes != info.file_size:
                 raise InputError(
                     f"member {info.filename} declares shape {list(shape)} of {dtype.name} "
@@ -289,6 +295,16 @@ class NpzTensors:
 
     def close(self) -> None:
         self._zip.close()
+
+
+def _can_hold(info: zipfile.ZipInfo, nbytes: int, file_size: int) -> bool:
+    """Whether a zip member can really hold ``nbytes``: stored, inside the file; deflated,
+    at most about 1032 times its compressed size (deflate's largest expansion)."""
+    if info.compress_type == zipfile.ZIP_STORED:
+        return nbytes <= info.compress_size and info.header_offset + nbytes <= file_size
+    if info.compress_type == zipfile.ZIP_DEFLATED:
+        return nbytes <= info.compress_size * 1032 + 1024
+    return False
 
 
 def _npy_header(member: Any, label: str) -> tuple[tuple[int, ...], np.dtype[Any], int]:
