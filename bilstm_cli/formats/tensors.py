@@ -215,6 +215,20 @@ def _varint(data: bytes, pos: int) -> tuple[int | None, int]:
     return None, pos
 
 
+def read_into(file: Any, offset: int, buf: np.ndarray) -> int:
+    """Fill ``buf`` (uint8, uninitialised: no time spent zeroing it) with the file's bytes
+    from ``offset``; the count read, less than ``buf``'s size only at the end of the file."""
+    view = buf.data.cast("B")
+    file.seek(offset)
+    done = 0
+    while done < len(view):
+        got = file.readinto(view[done:])
+        if not got:
+            break
+        done += got
+    return done
+
+
 def bfloat16_to_float32(bits: np.ndarray) -> np.ndarray:
     """bfloat16 values, given as their uint16 bit patterns, as float32 (exactly: a bfloat16
     is the upper half of a float32)."""
@@ -400,16 +414,15 @@ class SafetensorsTensors:
         if info.dtype.startswith("float8"):
             raise InputError(f"tensor {name!r} is {info.dtype}, which NumPy cannot hold")
         begin, stop = self._spans[name]
-        buf = bytearray(stop - begin)
+        buf = np.empty(stop - begin, np.uint8)
         try:
-            self._file.seek(self._data_start + begin)
-            got = self._file.readinto(buf)
+            got = read_into(self._file, self._data_start + begin, buf)
         except OSError as exc:
             raise InputError(f"tensor {name!r} cannot be read ({first_line(exc)})") from None
         if got != len(buf):
             raise InputError(f"tensor {name!r} ends early (the file is truncated)")
         dtype = np.dtype(numpy_dtype(info.dtype)).newbyteorder("<")
-        array = np.frombuffer(buf, dtype=dtype).reshape(info.shape)
+        array = buf.view(dtype).reshape(info.shape)
         if not array.dtype.isnative:
             array = array.astype(array.dtype.newbyteorder("="))
         return bfloat16_to_float32(array) if info.dtype == "bfloat16" else array

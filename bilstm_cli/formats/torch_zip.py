@@ -33,6 +33,7 @@ from bilstm_cli.formats.tensors import (
     bfloat16_to_float32,
     data_pkl_prefixes,
     numpy_dtype,
+    read_into,
 )
 from bilstm_cli.formats.torch_globals import Opaque, Storage, TensorRef
 
@@ -198,8 +199,7 @@ class TorchTensors:
         dtype = np.dtype(self._order + np.dtype(numpy_dtype(ref.dtype)).str[1:])
         item = dtype.itemsize
         count = _extent(ref) - ref.offset
-        buf = self._storage_bytes(ref.storage, ref.offset * item, count * item)
-        flat = np.frombuffer(buf, dtype=dtype, count=count)
+        flat = self._storage_bytes(ref.storage, ref.offset * item, count * item).view(dtype)
         if _contiguous(ref.size, ref.stride) or count == 0:
             array = flat[: int(np.prod(ref.size, dtype=np.int64))].reshape(ref.size)
         else:
@@ -213,20 +213,18 @@ class TorchTensors:
             return bfloat16_to_float32(array)
         return array
 
-    def _storage_bytes(self, storage: Storage, start: int, length: int) -> bytearray:
+    def _storage_bytes(self, storage: Storage, start: int, length: int) -> np.ndarray:
         info = self._infos[f"{self._prefix}/data/{storage.key}"]
-        buf = bytearray(length)
+        buf = np.empty(length, np.uint8)
         if length == 0:
             return buf
         try:
             if info.compress_type == zipfile.ZIP_STORED:
-                offset = self._data_offset(info) + start
-                self._file.seek(offset)
-                got = self._file.readinto(buf)
+                got = read_into(self._file, self._data_offset(info) + start, buf)
             else:
                 with self._zip.open(info) as member:
                     _skip(member, start)
-                    got = member.readinto(buf)  # type: ignore[attr-defined]
+                    got = _read_member_into(member, buf)
         except ZIP_ERRORS as exc:
             raise InputError(
                 f"storage data/{storage.key} cannot be read ({first_line(exc)})"
@@ -286,6 +284,17 @@ def _contiguous(size: tuple[int, ...], stride: tuple[int, ...]) -> bool:
             return False
         expected *= d
     return True
+
+
+def _read_member_into(member: Any, buf: np.ndarray) -> int:
+    view = buf.data.cast("B")
+    done = 0
+    while done < len(view):
+        got = member.readinto(view[done:])
+        if not got:
+            break
+        done += got
+    return done
 
 
 def _skip(member: Any, count: int) -> None:
