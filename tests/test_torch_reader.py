@@ -12,6 +12,7 @@ from foreign_files import (
     Call,
     Global,
     ODict,
+    Raw,
     dumps,
     open_file,
     read_all,
@@ -344,3 +345,12 @@ def test_deflated_storage_declaring_more_than_it_can_hold(tmp_path):
     data[entry + 24 : entry + 28] = struct.pack("<I", 2**30)
     path.write_bytes(bytes(data))
     refused(path, "more than its .* compressed bytes can hold")
+
+
+def test_error_about_a_huge_or_deep_value_stays_short(tmp_path):
+    deep = Raw(b"]" * 200_000 + b"a" * 199_999)  # lists nested 200 000 deep
+    for size in (list(range(-1, 100_000)), deep):
+        obj = ODict((("w", tensor("0", 24, size, (1,))),))  # type: ignore[arg-type]
+        path = write_checkpoint(tmp_path / "odd.pt", dumps(obj), {"0": F32.tobytes()})
+        message = refused(path, "a tensor with size a (list|tuple)")
+        assert len(message) < 300

@@ -122,16 +122,26 @@ def _rebuild_tensor(storage: Any, offset: Any, size: Any, stride: Any) -> Tensor
 
 def _tensor(storage: Storage, offset: Any, size: Any, stride: Any, dtype: str) -> TensorRef:
     if not _is_int(offset) or offset < 0:
-        raise PickleRefused(f"a tensor with storage offset {offset!r}")
+        raise PickleRefused(f"a tensor with storage offset {_short(offset)}")
     size = tuple(size) if isinstance(size, tuple | list) else size
     stride = tuple(stride) if isinstance(stride, tuple | list) else stride
     if not isinstance(size, tuple) or not all(_is_int(d) and d >= 0 for d in size):
-        raise PickleRefused(f"a tensor with size {size!r}")
+        raise PickleRefused(f"a tensor with size {_short(size)}")
     if not isinstance(stride, tuple) or not all(_is_int(s) and s >= 0 for s in stride):
-        raise PickleRefused(f"a tensor with stride {stride!r}")
+        raise PickleRefused(f"a tensor with stride {_short(stride)}")
     if len(size) != len(stride):
-        raise PickleRefused(f"a tensor of size {size} with stride {stride}")
+        raise PickleRefused(f"a tensor of size {_short(size)} with stride {_short(stride)}")
     return TensorRef(storage, offset, size, stride, dtype)
+
+
+def _short(value: Any) -> str:
+    """A value for an error message: never the repr of a huge or deeply nested structure."""
+    if isinstance(value, int | float | str | bytes | type(None)):
+        return repr(value)[:40]
+    if isinstance(value, tuple | list) and len(value) <= 8:
+        if all(isinstance(v, int | float) for v in value):
+            return repr(value)
+    return f"a {type(value).__name__}"
 
 
 def _is_int(value: Any) -> bool:
@@ -154,7 +164,7 @@ def _ordered_dict(*args: Any) -> dict[Any, Any]:
 def _encode(text: Any = "", encoding: Any = "latin1", *_: Any) -> bytes:
     # _codecs.encode is how protocol 2 spells a bytes object: the text's code points.
     if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
-        raise PickleRefused(f"_codecs.encode of {type(text).__name__} as {encoding!r}")
+        raise PickleRefused(f"_codecs.encode of {type(text).__name__} as {_short(encoding)}")
     return text.encode("latin1")
 
 
