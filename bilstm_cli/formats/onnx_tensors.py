@@ -215,6 +215,44 @@ class OnnxTensors:
         self._stored.clear()
 
 
+# ModelProto's fields and their protobuf wire types (0 varint, 2 length-delimited).
+_ONNX_FIELDS = {1: 0, 2: 2, 3: 2, 4: 2, 5: 0, 6: 2, 7: 2, 8: 2, 14: 2, 20: 2, 25: 2, 26: 2}
+
+
+def looks_like_onnx(head: bytes, onnx_suffix: bool) -> bool:
+    """Whether ``head`` starts like a serialized ModelProto: one or two well-formed fields of
+    it (without the ``.onnx`` suffix: an ``ir_version`` first, then another field)."""
+    fields: list[tuple[int, int]] = []
+    pos = 0
+    while pos < len(head) and len(fields) < 2:
+        key, pos = _varint(head, pos)
+        if key is None or _ONNX_FIELDS.get(key >> 3) != key & 7:
+            break
+        value, pos = _varint(head, pos)
+        if value is None:
+            break
+        fields.append((key >> 3, value))
+        if key & 7 == 2:
+            pos += value
+    if not fields:
+        return False
+    if onnx_suffix:
+        return True
+    return len(fields) == 2 and fields[0][0] == 1 and 1 <= fields[0][1] <= 64
+
+
+def _varint(data: bytes, pos: int) -> tuple[int | None, int]:
+    value = shift = 0
+    while pos < len(data) and shift < 64:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+    return None, pos
+
+
 def _domain(domain: str) -> str:
     return "" if domain in ("", "ai.onnx") else domain
 

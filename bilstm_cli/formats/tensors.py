@@ -98,7 +98,9 @@ def kind_of(probe: Probe) -> str | None:
         if names is None:
             # A damaged zip (cut short, its central directory lost): torch.save writes
             # data.pkl first, numpy.savez only .npy members, so the first member tells.
-            first = _first_member(probe.path)
+            from bilstm_cli.formats.torch_zip import first_member
+
+            first = first_member(probe.path)
             names = [first] if first and first.endswith(("/data.pkl", ".npy")) else []
         if not names:
             return None
@@ -115,13 +117,11 @@ def kind_of(probe: Probe) -> str | None:
     if len(head) >= 10 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] >= 2:
         # Claimed even when the length is absurd: the reader then says what is wrong.
         return "safetensors"
-    if _looks_like_onnx(head, Path(probe.path).suffix.lower() == ".onnx"):
+    from bilstm_cli.formats.onnx_tensors import looks_like_onnx
+
+    if looks_like_onnx(head, Path(probe.path).suffix.lower() == ".onnx"):
         return "onnx"
     return None
-
-
-#: The first bytes of a pre-1.6 ``torch.save`` pickle: protocol 2, then its magic number.
-LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19."
 
 
 def open_tensors(path: str, kind: str, session: Session) -> TensorFile:
@@ -140,14 +140,9 @@ def open_tensors(path: str, kind: str, session: Session) -> TensorFile:
         onnx_file: TensorFile = OnnxTensors(path)
         return onnx_file
     if kind == "pickle":
-        with open(path, "rb") as f:
-            legacy = f.read(len(LEGACY_TORCH_MAGIC)) == LEGACY_TORCH_MAGIC
-        if legacy:
-            raise InputError(
-                "a PyTorch file from before 1.6 (a bare pickle, not a zip), which is never "
-                "unpickled: save it again with torch.save in PyTorch 1.6 or later"
-            )
-        raise InputError("a Python pickle, which is never loaded (PyTorch zip checkpoints are)")
+        from bilstm_cli.formats.torch_zip import refuse_pickle
+
+        refuse_pickle(path)
     raise InputError(f"{kind} files are not read here")
 
 
@@ -162,57 +157,6 @@ def _zip_names(path: str) -> list[str] | None:
             return [i.filename for i in z.infolist() if not i.is_dir()]
     except (OSError, zipfile.BadZipFile, ValueError, EOFError, NotImplementedError):
         return None
-
-
-def _first_member(path: str) -> str | None:
-    """The name in a zip's first local header, read without the central directory."""
-    try:
-        with open(path, "rb") as f:
-            header = f.read(30)
-            if len(header) < 30 or header[:4] != b"PK\x03\x04":
-                return None
-            (length,) = struct.unpack("<H", header[26:28])
-            return f.read(length).decode("utf-8", "replace")
-    except OSError:
-        return None
-
-
-# ModelProto's fields and their protobuf wire types (0 varint, 2 length-delimited).
-_ONNX_FIELDS = {1: 0, 2: 2, 3: 2, 4: 2, 5: 0, 6: 2, 7: 2, 8: 2, 14: 2, 20: 2, 25: 2, 26: 2}
-
-
-def _looks_like_onnx(head: bytes, onnx_suffix: bool) -> bool:
-    """Whether ``head`` starts like a serialized ModelProto: one or two well-formed fields of
-    it (without the ``.onnx`` suffix: an ``ir_version`` first, then another field)."""
-    fields: list[tuple[int, int]] = []
-    pos = 0
-    while pos < len(head) and len(fields) < 2:
-        key, pos = _varint(head, pos)
-        if key is None or _ONNX_FIELDS.get(key >> 3) != key & 7:
-            break
-        value, pos = _varint(head, pos)
-        if value is None:
-            break
-        fields.append((key >> 3, value))
-        if key & 7 == 2:
-            pos += value
-    if not fields:
-        return False
-    if onnx_suffix:
-        return True
-    return len(fields) == 2 and fields[0][0] == 1 and 1 <= fields[0][1] <= 64
-
-
-def _varint(data: bytes, pos: int) -> tuple[int | None, int]:
-    value = shift = 0
-    while pos < len(data) and shift < 64:
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, pos
-        shift += 7
-    return None, pos
 
 
 def read_into(file: Any, offset: int, buf: np.ndarray) -> int:

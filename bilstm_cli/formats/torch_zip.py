@@ -21,7 +21,7 @@ import zipfile
 import zlib
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -268,6 +268,35 @@ class TorchTensors:
         if zip_ is not None:
             zip_.close()
         self._file.close()
+
+
+def first_member(path: str) -> str | None:
+    """The name in a zip's first local header, read without the central directory."""
+    try:
+        with open(path, "rb") as f:
+            header = f.read(30)
+            if len(header) < 30 or header[:4] != b"PK\x03\x04":
+                return None
+            (length,) = struct.unpack("<H", header[26:28])
+            return f.read(length).decode("utf-8", "replace")
+    except OSError:
+        return None
+
+
+#: The first bytes of a pre-1.6 ``torch.save`` pickle: protocol 2, then its magic number.
+LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19."
+
+
+def refuse_pickle(path: str) -> NoReturn:
+    """Refuse a bare pickle by name (never unpickling it): a pre-1.6 PyTorch file or another."""
+    with open(path, "rb") as f:
+        legacy = f.read(len(LEGACY_TORCH_MAGIC)) == LEGACY_TORCH_MAGIC
+    if legacy:
+        raise InputError(
+            "a PyTorch file from before 1.6 (a bare pickle, not a zip), which is never "
+            "unpickled: save it again with torch.save in PyTorch 1.6 or later"
+        )
+    raise InputError("a Python pickle, which is never loaded (PyTorch zip checkpoints are)")
 
 
 def _extent(ref: TensorRef) -> int:
