@@ -169,3 +169,24 @@ def test_dequantized_lstm_runs_like_onnxruntimes_quantized_one():
     assert np.abs(y_float - y_dq).max() < 0.02
     # The dequantized weights are not the original ones: the check above is not vacuous.
     assert np.abs(y_float - y_exact).max() > 0
+
+
+def test_per_channel_quantized_lstm_is_dequantized_per_column(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    path = tmp_path / "per_channel.onnx"
+    quantize_dynamic(str(FOREIGN / "lstm_bi.onnx"), str(path), op_types_to_quantize=["LSTM"],
+                     per_channel=True, weight_type=QuantType.QInt8)  # fmt: skip
+    quantized, original = open_file(path), open_file(FOREIGN / "lstm_bi.onnx")
+    try:
+        for node, plain in zip(quantized.nodes, original.nodes):
+            for role in ("W", "R"):
+                scale = quantized.read(node.inputs[f"{role}_scale"])
+                assert scale.shape == (2, 16)  # one scale per direction and column
+                got = quantized.read(node.inputs[role])
+                exact = original.read(plain.inputs[role]).transpose(0, 2, 1)
+                assert np.all(np.abs(got - exact) <= scale[:, None, :] / 2 + 1e-7)
+    finally:
+        quantized.close()
+        original.close()
