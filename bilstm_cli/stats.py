@@ -163,7 +163,8 @@ def gate_stats(a: np.ndarray, cell: str, role: str, units: int) -> list[dict[str
     """Statistics per gate block (one entry for SimpleRNN, whose ``gate`` is None).
 
     Each entry is ``{"gate": name, **weight_stats(block)}``. Recurrent-kernel blocks also carry
-    ``orth_error`` (‖QᵀQ − I‖_F of the (u, u) block) and ``max_singular``; both are None when
+    ``orth_error`` (‖QᵀQ − I‖_F of the (u, u) block; a ConvLSTM block flattened to
+    (receptive field × f, f)) and ``max_singular``; both are None when
     the block holds a non-finite value, since neither is meaningful then.
     """
     arr = np.asarray(a)
@@ -171,10 +172,13 @@ def gate_stats(a: np.ndarray, cell: str, role: str, units: int) -> list[dict[str
     for gate, sl in gate_blocks(cell, units):
         block = arr[..., sl]
         entry: dict[str, Any] = {"gate": gate, **weight_stats(block)}
-        if role == "recurrent_kernel" and block.ndim == 2:
+        if role == "recurrent_kernel" and block.ndim >= 2:
+            # A convolution block (kernel_size + (f, f)) is judged flattened to
+            # (receptive field × f, f), as the orthogonal initializer treats it.
+            flat = block.reshape(-1, block.shape[-1])
             if entry["finite"] and block.size:
-                entry["orth_error"] = orthogonality_error(block)
-                entry["max_singular"] = max_singular_value(block)
+                entry["orth_error"] = orthogonality_error(flat)
+                entry["max_singular"] = max_singular_value(flat)
             else:
                 entry["orth_error"] = None
                 entry["max_singular"] = None

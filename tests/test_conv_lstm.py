@@ -5,6 +5,7 @@ the committed ConvLSTM fixtures."""
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import shutil
 import zipfile
@@ -447,3 +448,28 @@ def test_a_huge_declared_dilation_skips_the_forward_pass_instead_of_allocating(t
     assert run.exit_code == 0, run.stderr
     forward = next(c for c in run.json()["checks"] if "forward pass" in c["check"])
     assert forward["status"] == "skipped" and "probe of" in forward["detail"]
+
+
+def test_gate_statistics_judge_conv_recurrent_blocks_flattened(tmp_path) -> None:
+    """inspect --gates scores a ConvLSTM recurrent block as the orthogonal initializer draws it:
+    near zero after an orthogonal init, clearly not on the file's random values."""
+    src = FIXTURES / "convlstm" / "bi_convlstm2d.keras"
+    out = tmp_path / "orth.keras"
+    init = run_cli("init", str(src), "-o", str(out), "--init", "recurrent_kernel=orthogonal")
+    assert init.exit_code == 0, init.stderr
+
+    def errors(path):
+        r = run_cli("inspect", str(path), "--gates", "--json")
+        assert r.exit_code == 0, r.stderr
+        doc = json.loads(r.stdout)
+        return [
+            g["orth_error"]
+            for layer in doc["layers"]
+            for w in layer["weights"]
+            if w["role"] == "recurrent_kernel"
+            for g in w["gate_stats"]
+        ]
+
+    before, after = errors(src), errors(out)
+    assert len(after) == 8 and all(e is not None and e < 1e-5 for e in after), after
+    assert min(before) > 0.1, before
