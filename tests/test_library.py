@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -207,3 +208,19 @@ def test_every_public_name_is_exported_and_documented():
         value = getattr(bl, name)
         assert value.__doc__ and value.__doc__.strip(), name
     assert sorted(bl.__all__) == sorted(["__version__", *bl._EXPORTS])
+
+
+@pytest.mark.parametrize(
+    ("name", "part"),
+    [("bi.weights.json", "bi_00003.weights.h5"), ("bi_dir", "model.weights.h5")],
+)
+def test_a_plan_refuses_a_shard_or_folder_file_changed_since_planning(tmp_path, name, part):
+    """A sharded JSON or a model folder is more than one file: each of them is watched."""
+    src = tmp_path / "src"
+    shutil.copytree(FIXTURES / "sharded", src, ignore=shutil.ignore_patterns("*.keras", "k310*"))
+    plan = bl.plan_init(str(src / name), init=["bias=zeros"], seed=1)
+    changed = src / part if name.endswith(".json") else src / name / part
+    os.utime(changed, ns=(0, 0))
+    with pytest.raises(bl.InputError, match="changed since the plan was made"):
+        bl.apply(plan, str(tmp_path / ("out.weights.json" if name.endswith(".json") else "out")))
+    assert not list(tmp_path.glob("out*"))

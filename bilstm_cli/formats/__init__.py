@@ -6,6 +6,8 @@ listed once in :data:`FORMATS`, in the order they are asked whether they claim a
 
 from __future__ import annotations
 
+import os
+
 from bilstm_cli.errors import InputError
 from bilstm_cli.formats import h5_legacy, keras_dir, keras_zip, sharded, weights_only
 from bilstm_cli.formats.base import Format, Session, Writer, digest, sniff, unclaimed
@@ -56,6 +58,27 @@ def open_model(path: str, session: Session | None = None) -> Model:
     return model
 
 
+def component_files(path: str) -> list[str]:
+    """Every file the model at ``path`` is made of: the file itself, a weights JSON and its
+    shards, or each file in a model folder. Unreadable parts are left out; reading the model
+    reports them."""
+    if os.path.isdir(path):
+        found = []
+        for root, dirs, files in os.walk(path):
+            dirs.sort()
+            found += [os.path.join(root, f) for f in sorted(files)]
+        return found
+    if path.endswith(".json"):
+        from bilstm_cli.formats.sharded import load_plan
+
+        try:
+            plan = load_plan(path)
+        except InputError:
+            return [path]
+        return [path] + [plan.shard_path(name) for name in plan.shards]
+    return [path]
+
+
 def writer_for(model: Model) -> Writer:
     """How to write a changed copy of ``model``."""
     for fmt in FORMATS:
@@ -69,6 +92,7 @@ __all__ = [
     "Format",
     "Session",
     "Writer",
+    "component_files",
     "digest",
     "format_of",
     "open_model",

@@ -124,12 +124,19 @@ class _Clock:
 MakeJobs = Callable[[contextlib.ExitStack, bool], tuple[list[Job], Verifier | None]]
 
 
-def _stamp(path: str) -> tuple[int, ...]:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return ()
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+def _stamp(path: str) -> tuple[object, ...]:
+    """The state of every file a model at ``path`` is made of (shards and folders too)."""
+    from bilstm_cli.formats import component_files
+
+    stamps: list[object] = []
+    for part in component_files(path):
+        try:
+            st = os.stat(part)
+        except OSError:
+            stamps.append((part,))
+            continue
+        stamps.append((part, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
+    return tuple(stamps)
 
 
 @dataclass
@@ -149,7 +156,7 @@ class Plan:
     result: WriteResult
     make_jobs: MakeJobs
     session: Session = field(default_factory=Session)
-    stamps: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    stamps: dict[str, tuple[object, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.stamps:
