@@ -229,7 +229,7 @@ class Model:
     """
 
     path: str
-    format: str  # "keras", "h5", "weights.h5"
+    format: str  # "keras", "keras-dir", "h5", "weights.h5", "weights.json", …
     keras_version: str | None
     layers: list[Layer]
     config_known: bool
