@@ -310,3 +310,32 @@ def test_diff_agrees_with_keras_weights(tmp_path):
             a = to_numpy(old[(layer["name"], w["direction"])].weights[k])
             b = to_numpy(new[(layer["name"], w["direction"])].weights[k])
             assert w["equal"] == bool(np.array_equal(a, b))
+
+
+@pytest.mark.parametrize(
+    "name, layer",
+    [("k3_stacked.keras", "bistack/1"), ("tf_stacked.h5", "bistack"), ("k3_td.h5", "td")],
+)
+def test_verify_keras_compares_every_cell(name, layer, tmp_path):
+    """`--verify keras` finds the tool's layers in what Keras loads: through TimeDistributed
+    and one per cell of a stack, every weight compared."""
+    out = tmp_path / ("out" + name[name.index(".") :])
+    run = run_cli(
+        "init",
+        WRAP / name,
+        "-o",
+        out,
+        "--layer",
+        layer,
+        "--seed",
+        "1",
+        "--verify",
+        "keras",
+        "--json",
+    )
+    assert run.exit_code == 0, run.stderr
+    doc = run.json()
+    (weights,) = [c for c in doc["checks"] if c["check"] == "--verify keras: weights"]
+    with bl.open_model(WRAP / name) as model:
+        total = sum(len(x.weights) for x in model.layers)
+    assert weights["status"] == "passed" and f"in {total} weights" in weights["detail"]
