@@ -350,3 +350,39 @@ def test_stack_whose_cells_do_not_chain_is_refused(tmp_path):
     run = run_cli("inspect", out)
     assert run.exit_code == 3
     assert run.stderr.count("\n") == 1 and run.stderr.startswith(f"Error: {out}")
+
+
+CUSTOM_STACK = [
+    "k3_custom_stack.keras",
+    "k3_custom_stack.h5",
+    "k3_custom_stack.weights.h5",
+    "tf_custom_stack.keras",
+    "tf_custom_stack.h5",
+]
+
+
+@pytest.mark.parametrize("name", CUSTOM_STACK)
+def test_unknown_cell_inside_a_stack(name, tmp_path):
+    """StackedRNNCells([LSTMCell(3), MinimalCell(4), GRUCell(2)]): the custom cell is listed by
+    position and refused; its neighbours are read and changed as usual."""
+    layers = inspect(WRAP / name)["layers"]
+    assert [(x["name"], x["units"], x["supported"]) for x in layers] == [
+        ("mix/0", 3, True),
+        ("mix/1", 4, False),
+        ("mix/2", 2, True),
+    ]
+    assert [x["cell"] for x in layers][::2] == ["LSTM", "GRU"]
+    unknown = layers[1]
+    assert [w["role"] for w in unknown["weights"]] == ["weight_0", "weight_1"] * 2
+    assert [n for n in unknown["notes"] if "unknown cell" in n] == [
+        f"{unknown['cell']} is an unknown cell; weights listed by position, roles unknown"
+    ]
+    out = tmp_path / ("out" + name[name.index(".") :])
+    run = run_cli("init", WRAP / name, "-o", out, "--layer", "mix")
+    assert run.exit_code == 3 and "'mix/1' wraps" in run.stderr and not out.exists()
+    run = run_cli("init", WRAP / name, "-o", out, "--layer", "mix/2", "--seed", "1", "--json")
+    assert run.exit_code == 0, run.stderr
+    before, after = values(WRAP / name), values(out)
+    assert {k for k in before if not np.array_equal(before[k], after[k])} == {
+        k for k in before if k[0] == "mix/2"
+    }

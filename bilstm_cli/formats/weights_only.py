@@ -5,6 +5,7 @@ both the legacy (``layer_names``) and the Keras 3 object-tracking layout."""
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from itertools import permutations
 from typing import Any
 
@@ -22,6 +23,7 @@ from bilstm_cli.formats.keras_layout import (
     check_directions,
     check_stack,
     numbered,
+    unknown_cell_note,
     vars_name,
     weight_at,
 )
@@ -315,12 +317,34 @@ def _tracked_stack_inferred(f: h5py.File, path: str, name: str) -> list[Layer]:
     layers = []
     for k, cell in enumerate(orders[0]):
         subs = [(cell, found[sub][cell]) for sub in ("forward_layer", "backward_layer")]
-        layer = _inferred_layer(f, f"{name}/{k}", path, subs, lambda n: n)
+        if _cell_family(cell) is None:
+            # A stack's cells are tracked by class name: this one is none of Keras' cells.
+            layer: Layer | None = _unknown_cell(f, f"{name}/{k}", path, cell, subs)
+        else:
+            layer = _inferred_layer(f, f"{name}/{k}", path, subs, lambda n: n)
         if layer is None:
             return []
         layers.append(layer)
     _as_stack(layers, name, note)
     return layers
+
+
+def _unknown_cell(
+    f: h5py.File, name: str, path: str, cell: str, subs: list[tuple[str, list[tuple[str, str]]]]
+) -> Layer:
+    """A cell of a class Keras does not have: its weights by position, nothing changed. Its
+    units are taken as the stack's order took them: the rows of its second weight."""
+    weights = [
+        weight_at(f, location, direction, f"weight_{k}")
+        for direction, (_, items) in zip(("forward", "backward"), subs)
+        for k, (location, _) in enumerate(items)
+    ]
+    units = weights[1].shape[0] if len(weights) > 1 and len(weights[1].shape) == 2 else 0
+    settings = CellSettings(cell, units, None, None, True, None, False, cell)
+    layer = Layer(name, path, None, settings, replace(settings, go_backwards=True), weights)
+    layer.config_known = False
+    add_note(layer, unknown_cell_note(cell))
+    return layer
 
 
 def _stack_orders(shapes: dict[str, dict[str, tuple[int, ...]]]) -> list[list[str]]:
