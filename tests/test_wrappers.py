@@ -386,3 +386,22 @@ def test_unknown_cell_inside_a_stack(name, tmp_path):
     assert {k for k in before if not np.array_equal(before[k], after[k])} == {
         k for k in before if k[0] == "mix/2"
     }
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["k3_nested.keras", "k3_nested.h5", "k3_nested.weights.h5", "tf_nested.keras", "tf_nested.h5"],
+)
+def test_wrappers_inside_nested_models(name):
+    """A model's name stays a path prefix; wrappers and stacks answer to their own names."""
+    names = [x["name"] for x in inspect(WRAP / name)["layers"]]
+    assert names == ["enc/td/bi", "enc2/bistack/0", "enc2/bistack/1"]
+    for glob, want in (
+        ("td", ["enc/td/bi"]),
+        ("enc/td", ["enc/td/bi"]),
+        ("bi", ["enc/td/bi"]),
+        ("bistack", ["enc2/bistack/0", "enc2/bistack/1"]),
+        ("enc2/bistack", ["enc2/bistack/0", "enc2/bistack/1"]),
+    ):
+        assert [x["name"] for x in inspect(WRAP / name, "--layer", glob)["layers"]] == want
+    assert run_cli("inspect", WRAP / name, "--layer", "enc2").exit_code == 2

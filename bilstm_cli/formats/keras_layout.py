@@ -71,7 +71,11 @@ def bidirectional_layers(
             backward=bs,
             notes=list(notes or []),
             supported=cells.supported(fs, bs),
-            aliases=(*entry.aliases, name) if forward.stacked else entry.aliases,
+            aliases=(
+                tuple(dict.fromkeys((*entry.aliases, name, entry.name)))
+                if forward.stacked
+                else entry.aliases
+            ),
             stack=StackPlace(name, k, size) if forward.stacked else None,
         )
         if forward.stacked:

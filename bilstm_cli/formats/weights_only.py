@@ -222,25 +222,27 @@ def _tracked_layers_inferred(f: h5py.File) -> list[Layer]:
     return found
 
 
-def _tracked_names(f: h5py.File, path: str) -> list[str]:
+def _tracked_names(f: h5py.File, path: str) -> tuple[list[str], list[str]]:
     """The names of the layers along a tracked path, preferring the names recent Keras
-    records: each layer of a model's list, and the layer a wrapper holds (``layer``)."""
+    records: each layer of a model's list, and the layer a wrapper holds (``layer``); and
+    the names of those wrappers, short and full (other names the layer answers to)."""
     parts = path.split("/")
     names: list[str] = []
+    wrappers: list[str] = []
     for i, part in enumerate(parts):
         listed = i > 0 and parts[i - 1] in ("layers", "_layer_checkpoint_dependencies")
         wrapped = i > 0 and part == "layer" and not listed and bool(names)
+        if wrapped:
+            wrappers += [names[-1], "/".join(names)]
         if listed or wrapped:
             names.append(vars_name(f, "/".join(parts[: i + 1])) or part)
-    return names or [path]
+    return (names or [path]), wrappers
 
 
 def _tracked_bidirectional_inferred(f: h5py.File, path: str) -> list[Layer]:
-    names = _tracked_names(f, path)
+    names, wrappers = _tracked_names(f, path)
     name = "/".join(names)
-    aliases = tuple(
-        dict.fromkeys([*names[:-1], *("/".join(names[: i + 1]) for i in range(len(names) - 1))])
-    )
+    aliases = tuple(dict.fromkeys(wrappers))
     if all(
         h5safe.has(f, f"{path}/{sub}/cell/cells") for sub in ("forward_layer", "backward_layer")
     ):

@@ -75,10 +75,13 @@ def load(path, architecture=None, like=None):
     return model
 
 
-def bidirectionals(model):
-    """(our name, Bidirectional layer) for each one, through TimeDistributed."""
+def bidirectionals(model, prefix=""):
+    """(our name, Bidirectional layer) for each one, through TimeDistributed and nested models."""
     for layer in model.layers:
-        name = layer.name
+        name = prefix + layer.name
+        if hasattr(layer, "layers") and hasattr(layer, "inputs"):
+            yield from bidirectionals(layer, name + "/")
+            continue
         if type(layer).__name__ == "TimeDistributed":
             layer, name = layer.layer, f"{name}/{layer.layer.name}"
         if type(layer).__name__ == "Bidirectional":
@@ -154,6 +157,7 @@ def test_inspect_agrees_with_keras(name):
         ("k3_stacked.weights.h5", "k3_stacked.keras"),
         ("tf_stacked_weights.h5", "tf_stacked.keras"),
         ("k3_custom_stack.weights.h5", "k3_custom_stack.keras"),
+        ("k3_nested.weights.h5", "k3_nested.keras"),
     ],
 )
 def test_weights_only_inference_agrees_with_keras(name, architecture):
