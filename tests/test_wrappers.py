@@ -405,3 +405,49 @@ def test_wrappers_inside_nested_models(name):
     ):
         assert [x["name"] for x in inspect(WRAP / name, "--layer", glob)["layers"]] == want
     assert run_cli("inspect", WRAP / name, "--layer", "enc2").exit_code == 2
+
+
+def _edited(tmp_path, src, edit):
+    """A copy of the archive ``src`` whose config.json went through ``edit``."""
+    import zipfile
+
+    out = tmp_path / "edited.keras"
+    with zipfile.ZipFile(src) as z, zipfile.ZipFile(out, "w") as w:
+        for item in z.infolist():
+            data = z.read(item)
+            if item.filename == "config.json":
+                conf = json.loads(data)
+                edit(conf["config"]["layers"][-1]["config"])
+                data = json.dumps(conf).encode()
+            w.writestr(item, data)
+    return out
+
+
+def _cells_of(bi, side="layer"):
+    return bi[side]["config"]["cell"]["config"]
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda bi: _cells_of(bi).update(cells="x"), "a StackedRNNCells without cells"),
+        (lambda bi: bi["layer"]["config"].pop("cell"), "an RNN layer without a cell class"),
+        (lambda bi: _cells_of(bi, "backward_layer")["cells"].pop(), "runs 3 cells, the backward"),
+        (lambda bi: _cells_of(bi)["cells"][0].update(class_name="GRUCell"), "bistack/0"),
+        (lambda bi: _cells_of(bi)["cells"][1]["config"].update(units=0), "no valid 'units'"),
+    ],
+)
+def test_bad_stack_configs_are_one_line_exit_3(tmp_path, edit, message):
+    bad = _edited(tmp_path, WRAP / "k3_stacked.keras", edit)
+    run = run_cli("inspect", bad)
+    assert run.exit_code == 3 and run.stdout == ""
+    assert run.stderr.startswith(f"Error: {bad}") and run.stderr.count("\n") == 1
+    assert message in run.stderr
+
+
+def test_time_distributed_around_no_layer_is_ignored(tmp_path):
+    def edit(td):
+        td["layer"] = "not a layer"
+
+    run = run_cli("inspect", _edited(tmp_path, WRAP / "k3_td.keras", edit))
+    assert run.exit_code == 0 and "no Bidirectional layers" in run.stdout
