@@ -140,9 +140,23 @@ class Direction:
     weights: tuple[Weight, ...]
 
 
+@dataclass(frozen=True)
+class StackPlace:
+    """Where a layer sits when it is one cell of a ``StackedRNNCells`` inside a Bidirectional:
+    ``name`` is the whole Bidirectional's, the cell is number ``index`` of ``size``, and the
+    cells run in that order within each time step (each one's output feeds the next)."""
+
+    name: str
+    index: int
+    size: int
+
+
 @dataclass
 class Layer:
     """One Bidirectional layer and where its weights live.
+
+    A Bidirectional around ``RNN(StackedRNNCells([...]))`` is listed as one layer per cell,
+    ``bistack/0``, ``bistack/1``, …, each with its :class:`StackPlace` in ``stack``.
 
     ``settings`` maps ``"forward"`` and ``"backward"`` to each direction's
     :class:`CellSettings`; ``directions`` gives both as :class:`Direction` objects.
@@ -163,6 +177,11 @@ class Layer:
     notes: list[str] = field(default_factory=list)
     #: Whether both directions wrap a cell family the tool can change (the reader says).
     supported: bool = False
+    #: Other names ``--layer`` and ``--map`` know the layer by: the wrappers around it
+    #: (``td`` for ``td/bi``), the whole Bidirectional of a stacked cell (``bistack``).
+    aliases: tuple[str, ...] = ()
+    #: Set when the layer is one cell of a stack (see :class:`StackPlace`).
+    stack: StackPlace | None = None
 
     @property
     def cell(self) -> str:

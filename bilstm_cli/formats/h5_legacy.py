@@ -4,6 +4,7 @@ layer's datasets in the order of its ``weight_names`` attribute."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import h5py
@@ -13,9 +14,14 @@ from bilstm_cli.errors import InputError
 from bilstm_cli.formats import h5safe
 from bilstm_cli.formats.base import Format, Probe, Session, path_identity
 from bilstm_cli.formats.hdf5 import about, keras_writer, open_h5, open_reader
-from bilstm_cli.formats.keras_config import bidirectional_settings, load_json, walk_layers
+from bilstm_cli.formats.keras_config import (
+    LayerEntry,
+    bidirectional_cells,
+    load_json,
+    walk_layers,
+)
 from bilstm_cli.formats.keras_layout import (
-    check_directions,
+    bidirectional_layers,
     check_plain,
     dataset_shapes,
     plain_rnn_entries,
@@ -65,46 +71,76 @@ def strip_suffix(name: str) -> str:
 
 
 def _legacy_layers_from_config(f: h5py.File, config: Any) -> list[Layer]:
-    found = []
+    found: list[Layer] = []
     for entry in walk_layers(config):
         if entry.class_name != "Bidirectional":
             continue
-        forward, backward, merge_mode = bidirectional_settings(entry)
+        forward, backward, merge_mode = bidirectional_cells(entry)
         group_path = f"model_weights/{entry.h5_group}"
         if not h5safe.has(f, group_path):
             raise InputError(f"layer '{entry.display_name}': no weights group '{group_path}'")
         names = h5safe.attr_strings(h5safe.group(f, group_path), "weight_names")
         if entry.chain:
             # A nested model keeps all its weights in one group; pick this layer's by scope.
-            names = [n for n in names if entry.name in n.split("/")[:-2]]
-        layer = Layer(entry.display_name, group_path, merge_mode, forward, backward)
-        layer.supported = cells.supported(forward, backward)
-        counts = [len(roles_for(s)) for s in (forward, backward) if s.cell in cells.layer_classes()]
-        if len(counts) < 2:
-            half = len(names) // 2
-            layer.notes.append(f"{forward.cell} is not a supported cell; weights by position")
-            for i, n in enumerate(names):
-                direction = "forward" if i < half else "backward"
-                layer.weights.append(
-                    weight_at(f, f"{group_path}/{n}", direction, f"weight_{i % half}")
-                )
-        else:
-            if len(names) != sum(counts):
-                raise InputError(
-                    f"layer '{entry.display_name}': expected {sum(counts)} weights "
-                    f"({forward.cell}, use_bias={forward.use_bias}), the file lists {len(names)}"
-                )
-            split = counts[0]
-            for direction, chunk, settings in (
-                ("forward", names[:split], forward),
-                ("backward", names[split:], backward),
-            ):
-                layer.weights.extend(
-                    _legacy_direction(f, group_path, chunk, direction, settings, layer)
-                )
-            check_directions(layer)
-        found.append(layer)
+            names = [n for n in names if entry.scope in n.split("/")[:-2]]
+        chunks = _split_by_cell(entry, forward.settings + backward.settings, names)
+        weights = partial(_cell_weights, f, group_path, chunks, len(forward.settings))
+        found += bidirectional_layers(entry, group_path, forward, backward, merge_mode, weights)
     return found
+
+
+def _cell_weights(
+    f: h5py.File,
+    group_path: str,
+    chunks: list[list[str]],
+    size: int,
+    k: int,
+    direction: str,
+    settings: CellSettings,
+    layer: Layer,
+) -> list[Weight]:
+    """One direction's weights of cell ``k``: forward cells' names come first."""
+    chunk = chunks[k if direction == "forward" else size + k]
+    if settings.cell not in cells.layer_classes():
+        return [
+            weight_at(f, f"{group_path}/{n}", direction, f"weight_{i}") for i, n in enumerate(chunk)
+        ]
+    return _legacy_direction(f, group_path, chunk, direction, settings, layer)
+
+
+def _split_by_cell(
+    entry: LayerEntry, settings: tuple[CellSettings, ...], names: list[str]
+) -> list[list[str]]:
+    """The weight names of each cell, forward cells first, then backward ones: by count when
+    every cell is known, else by the scope each name carries (one run of names per cell)."""
+    where = f"layer '{entry.display_name}'"
+    if all(s.cell in cells.layer_classes() for s in settings):
+        counts = [len(roles_for(s)) for s in settings]
+        if len(names) != sum(counts):
+            what = "; ".join(
+                f"{s.cell}, use_bias={s.use_bias}" for s in settings[: len(settings) // 2]
+            )
+            raise InputError(
+                f"{where}: expected {sum(counts)} weights ({what}), the file lists {len(names)}"
+            )
+        out, at = [], 0
+        for c in counts:
+            out.append(names[at : at + c])
+            at += c
+        return out
+    runs: list[list[str]] = []
+    for n in names:
+        scope = strip_suffix(n).rpartition("/")[0]
+        if runs and strip_suffix(runs[-1][0]).rpartition("/")[0] == scope:
+            runs[-1].append(n)
+        else:
+            runs.append([n])
+    if len(runs) == len(settings):
+        return runs
+    if len(settings) == 2 and len(names) % 2 == 0:
+        half = len(names) // 2
+        return [names[:half], names[half:]]
+    raise InputError(f"{where}: cannot tell which of its {len(names)} weights belong to which cell")
 
 
 def _legacy_rnns_from_config(f: h5py.File, config: Any) -> list[PlainLayer]:
@@ -115,7 +151,7 @@ def _legacy_rnns_from_config(f: h5py.File, config: Any) -> list[PlainLayer]:
             continue
         names = h5safe.attr_strings(h5safe.group(f, group_path), "weight_names")
         if entry.chain:
-            names = [n for n in names if entry.name in n.split("/")[:-2]]
+            names = [n for n in names if entry.scope in n.split("/")[:-2]]
         if len(names) != len(roles_for(settings)):
             continue
         layer = PlainLayer(entry.display_name, group_path, settings)

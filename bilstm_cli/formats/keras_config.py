@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from bilstm_cli import cells
@@ -37,10 +37,32 @@ class LayerEntry:
     keras_path: str
     h5_group: str
     chain: tuple[str, ...]
+    #: The wrapper layers around this one (``TimeDistributed``), outermost first.
+    wrappers: tuple[str, ...] = ()
 
     @property
     def display_name(self) -> str:
-        return "/".join((*self.chain, self.name))
+        return "/".join((*self.chain, *self.wrappers, self.name))
+
+    @property
+    def scope(self) -> str:
+        """The name a legacy ``.h5`` file scopes this layer's weight names with (a wrapped
+        layer's weights are named after its outermost wrapper)."""
+        return self.wrappers[0] if self.wrappers else self.name
+
+    @property
+    def aliases(self) -> tuple[str, ...]:
+        """The other names a wrapped layer answers to: each wrapper's, short and full."""
+        out: list[str] = []
+        for k, wrapper in enumerate(self.wrappers):
+            out += [wrapper, "/".join((*self.chain, *self.wrappers[: k + 1]))]
+        if self.wrappers:
+            out.append(self.name)
+        return tuple(dict.fromkeys(n for n in out if n != self.display_name))
+
+
+#: Layers that wrap one other layer and keep its weights under ``<wrapper>/layer``.
+WRAPPER_CLASSES = ("TimeDistributed",)
 
 
 def load_json(raw: bytes | str, what: str) -> Any:
@@ -124,7 +146,7 @@ def _walk(
         keras_path = f"{prefix}layers/{segment}"
         group = h5_group if h5_group is not None else name
         conf = entry.get("config")
-        yield LayerEntry(
+        found = LayerEntry(
             name=name,
             class_name=class_name,
             config=conf if isinstance(conf, dict) else {},
@@ -132,8 +154,33 @@ def _walk(
             h5_group=group,
             chain=chain,
         )
+        yield found
+        yield from _unwrap(found)
         if _is_model(entry):
             yield from _walk(entry, keras_path + "/", group, (*chain, name), depth + 1)
+
+
+def _unwrap(entry: LayerEntry, depth: int = 0) -> Iterator[LayerEntry]:
+    """The layer a wrapper (``TimeDistributed``) holds, as an entry of its own: Keras tracks
+    its weights under the wrapper's ``layer`` attribute."""
+    inner = entry.config.get("layer")
+    if entry.class_name not in WRAPPER_CLASSES or not isinstance(inner, dict) or depth > 32:
+        return
+    class_name = inner.get("class_name")
+    conf = inner.get("config")
+    if not isinstance(class_name, str):
+        return
+    found = LayerEntry(
+        name=_entry_name(inner),
+        class_name=class_name,
+        config=conf if isinstance(conf, dict) else {},
+        keras_path=f"{entry.keras_path}/layer",
+        h5_group=entry.h5_group,
+        chain=entry.chain,
+        wrappers=(*entry.wrappers, entry.name),
+    )
+    yield found
+    yield from _unwrap(found, depth + 1)
 
 
 def _activation_name(value: Any) -> str | None:
@@ -187,24 +234,110 @@ def cell_settings(layer: Any, where: str) -> CellSettings:
     )
 
 
-def bidirectional_settings(entry: LayerEntry) -> tuple[CellSettings, CellSettings, str | None]:
-    """Forward and backward settings and the merge mode of a Bidirectional entry."""
+#: Keras cell classes run by the generic ``RNN`` layer, and the layer class each one is the
+#: cell of: ``RNN(LSTMCell(u))`` holds exactly the weights of ``LSTM(u)`` and computes the same.
+CELL_CLASSES = {"LSTMCell": "LSTM", "GRUCell": "GRU", "SimpleRNNCell": "SimpleRNN"}
+#: The generic recurrent layer around a cell, and the cell that runs several cells in turn.
+RNN_CLASS = "RNN"
+STACK_CLASS = "StackedRNNCells"
+
+
+@dataclass(frozen=True)
+class RnnCells:
+    """What one direction of a Bidirectional runs: one cell, or the cells of a stack in order.
+
+    ``classes`` are the cells' own class names (``LSTMCell``; the layer's class for a layer
+    such as ``LSTM``): Keras tracks a stack's cells under names derived from them.
+    """
+
+    settings: tuple[CellSettings, ...]
+    classes: tuple[str, ...]
+    stacked: bool = False
+
+
+def _cell_of_rnn(cell: Any, rnn: dict[str, Any], where: str) -> tuple[CellSettings, str]:
+    """One cell inside an ``RNN`` layer as the layer form it equals (``LSTMCell`` → ``LSTM``);
+    ``go_backwards`` comes from the ``RNN`` layer. An unknown cell keeps its class name."""
+    if not isinstance(cell, dict) or not isinstance(cell.get("class_name"), str):
+        raise InputError(f"{where}: an RNN layer without a cell class in the configuration")
+    class_name = cell["class_name"]
+    family = CELL_CLASSES.get(class_name, class_name)
+    settings = cell_settings({"class_name": family, "config": cell.get("config")}, where)
+    return (
+        replace(
+            settings,
+            go_backwards=bool(rnn.get("go_backwards", False)),
+            name=rnn.get("name") if isinstance(rnn.get("name"), str) else None,
+        ),
+        class_name,
+    )
+
+
+def rnn_cells(layer: Any, where: str) -> RnnCells:
+    """The cells a wrapped recurrent layer runs: a layer such as ``LSTM``, an ``RNN`` around
+    one cell, or an ``RNN`` around ``StackedRNNCells`` (one entry per cell, in order)."""
+    if not isinstance(layer, dict) or layer.get("class_name") != RNN_CLASS:
+        settings = cell_settings(layer, where)
+        return RnnCells((settings,), (settings.cell,))
+    raw = layer.get("config")
+    rnn: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    cell = rnn.get("cell")
+    if isinstance(cell, dict) and cell.get("class_name") == STACK_CLASS:
+        conf = cell.get("config")
+        inner = conf.get("cells") if isinstance(conf, dict) else None
+        if not isinstance(inner, list) or not inner:
+            raise InputError(f"{where}: a StackedRNNCells without cells in the configuration")
+        pairs = [_cell_of_rnn(c, rnn, where) for c in inner]
+        return RnnCells(tuple(p[0] for p in pairs), tuple(p[1] for p in pairs), stacked=True)
+    settings, class_name = _cell_of_rnn(cell, rnn, where)
+    return RnnCells((settings,), (class_name,))
+
+
+def tracked_cell_names(classes: tuple[str, ...]) -> list[str]:
+    """The groups Keras tracks a stack's cells under (``cells/lstm_cell``, ``cells/gru_cell``,
+    ``cells/lstm_cell_1``): each class name in snake case, one counter per name."""
+    used: dict[str, int] = {}
+    out = []
+    for class_name in classes:
+        segment = to_snake_case(class_name)
+        used[segment] = used.get(segment, -1) + 1
+        out.append(f"{segment}_{used[segment]}" if used[segment] else segment)
+    return out
+
+
+def bidirectional_cells(entry: LayerEntry) -> tuple[RnnCells, RnnCells, str | None]:
+    """The forward and backward cells and the merge mode of a Bidirectional entry."""
     where = f"layer '{entry.display_name}'"
     conf = entry.config
-    forward = cell_settings(conf.get("layer"), where)
+    forward = rnn_cells(conf.get("layer"), where)
     if conf.get("backward_layer") is not None:
-        backward = cell_settings(conf["backward_layer"], where)
-        if backward.go_backwards == forward.go_backwards:
+        backward = rnn_cells(conf["backward_layer"], where)
+        if backward.settings[0].go_backwards == forward.settings[0].go_backwards:
             # Keras refuses to build such a layer; its backward pass would run forwards.
             raise InputError(
                 f"{where}: the forward and backward layers both have "
-                f"go_backwards={forward.go_backwards}; Keras requires them to differ"
+                f"go_backwards={forward.settings[0].go_backwards}; Keras requires them to differ"
+            )
+        if len(backward.settings) != len(forward.settings) or backward.stacked != forward.stacked:
+            raise InputError(
+                f"{where}: the forward layer runs {len(forward.settings)} cells, the backward "
+                f"layer {len(backward.settings)}"
             )
     else:
-        backward = CellSettings(
-            **{**forward.__dict__, "go_backwards": not forward.go_backwards, "name": None}
+        backward = replace(
+            forward,
+            settings=tuple(
+                replace(s, go_backwards=not s.go_backwards, name=None) for s in forward.settings
+            ),
         )
     merge_mode = conf.get("merge_mode", "concat")
     if merge_mode is not None and not isinstance(merge_mode, str):
         raise InputError(f"{where}: merge_mode is not a string")
     return forward, backward, merge_mode
+
+
+def bidirectional_settings(entry: LayerEntry) -> tuple[CellSettings, CellSettings, str | None]:
+    """Forward and backward settings and the merge mode of a Bidirectional entry (the first
+    cell of a stack; :func:`bidirectional_cells` gives them all)."""
+    forward, backward, merge_mode = bidirectional_cells(entry)
+    return forward.settings[0], backward.settings[0], merge_mode

@@ -3,7 +3,7 @@ weight entry for a dataset, checked against the layer's configuration."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import h5py
@@ -13,18 +13,95 @@ from bilstm_cli.cells import conv_lstm
 from bilstm_cli.cells.blocks import ROLES
 from bilstm_cli.errors import InputError
 from bilstm_cli.formats import h5safe
-from bilstm_cli.formats.keras_config import LayerEntry, cell_settings, walk_layers
-from bilstm_cli.model import CellSettings, Layer, PlainLayer, Weight
+from bilstm_cli.formats.keras_config import (
+    RNN_CLASS,
+    LayerEntry,
+    RnnCells,
+    rnn_cells,
+    walk_layers,
+)
+from bilstm_cli.model import CellSettings, Layer, PlainLayer, StackPlace, Weight
 
 
 def plain_rnn_entries(config: Any) -> Iterator[tuple[LayerEntry, CellSettings]]:
+    """Plain recurrent layers (possible donors): layer forms and ``RNN`` around one cell."""
     for entry in walk_layers(config):
-        if entry.class_name in cells.layer_classes():
-            settings = cell_settings(
+        if entry.class_name in cells.layer_classes() or entry.class_name == RNN_CLASS:
+            found = rnn_cells(
                 {"class_name": entry.class_name, "config": entry.config},
                 f"layer '{entry.display_name}'",
             )
-            yield entry, settings
+            if not found.stacked and found.settings[0].cell in cells.layer_classes():
+                yield entry, found.settings[0]
+
+
+def add_note(layer: Layer | PlainLayer, note: str) -> None:
+    """A note, once: what holds for both directions is said once."""
+    if note not in layer.notes:
+        layer.notes.append(note)
+
+
+def unknown_cell_note(cell: str) -> str:
+    return f"{cell} is an unknown cell; weights listed by position, roles unknown"
+
+
+#: ``weights(index, direction, settings, layer)``: one direction's weights of cell ``index``.
+DirectionWeights = Callable[[int, str, CellSettings, Layer], list[Weight]]
+
+
+def bidirectional_layers(
+    entry: LayerEntry,
+    group: str,
+    forward: RnnCells,
+    backward: RnnCells,
+    merge_mode: str | None,
+    weights: DirectionWeights,
+    notes: list[str] | None = None,
+) -> list[Layer]:
+    """The layers of one Bidirectional entry: itself, or one per cell of a stack
+    (``bistack/0``, ``bistack/1``, …), each with its weights checked against its cell."""
+    name = entry.display_name
+    size = len(forward.settings)
+    found: list[Layer] = []
+    for k, (fs, bs) in enumerate(zip(forward.settings, backward.settings)):
+        layer = Layer(
+            name=f"{name}/{k}" if forward.stacked else name,
+            group=group,
+            merge_mode=merge_mode,
+            forward=fs,
+            backward=bs,
+            notes=list(notes or []),
+            supported=cells.supported(fs, bs),
+            aliases=(
+                tuple(dict.fromkeys((*entry.aliases, name, entry.name)))
+                if forward.stacked
+                else entry.aliases
+            ),
+            stack=StackPlace(name, k, size) if forward.stacked else None,
+        )
+        if forward.stacked:
+            add_note(layer, f"cell {k + 1} of {size} of a StackedRNNCells in '{name}'")
+        for direction, settings in (("forward", fs), ("backward", bs)):
+            if settings.cell not in cells.layer_classes():
+                add_note(layer, unknown_cell_note(settings.cell))
+            layer.weights.extend(weights(k, direction, settings, layer))
+        check_directions(layer)
+        found.append(layer)
+    check_stack(found)
+    return found
+
+
+def check_stack(layers: list[Layer]) -> None:
+    """Each cell of a stack reads what the cell before it outputs (its units)."""
+    for before, layer in zip(layers, layers[1:]):
+        kernel = layer.weight("forward", "kernel")
+        if not (before.supported and layer.supported) or kernel is None:
+            continue
+        if kernel.shape[0] != before.units:
+            raise InputError(
+                f"layer '{layer.name}': its kernel takes {kernel.shape[0]} inputs, but the cell "
+                f"before it ('{before.name}') gives {before.units}"
+            )
 
 
 def check_plain(layer: PlainLayer) -> None:

@@ -4,6 +4,7 @@ their weights in groups named by Keras' object tracking
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import h5py
@@ -17,12 +18,13 @@ from bilstm_cli.formats.hdf5 import about, keras_writer, open_h5, open_reader
 from bilstm_cli.formats.keras_config import (
     MAX_CONFIG_BYTES,
     LayerEntry,
-    bidirectional_settings,
+    bidirectional_cells,
     load_json,
+    tracked_cell_names,
     walk_layers,
 )
 from bilstm_cli.formats.keras_layout import (
-    check_directions,
+    bidirectional_layers,
     check_plain,
     dataset_shapes,
     numbered,
@@ -75,32 +77,40 @@ def _layers_root(f: h5py.File) -> str:
 
 def _tracked_layers_from_config(f: h5py.File, config: Any) -> list[Layer]:
     root_name = _layers_root(f)
-    found = []
+    found: list[Layer] = []
     for entry in walk_layers(config):
         if entry.class_name != "Bidirectional":
             continue
-        forward, backward, merge_mode = bidirectional_settings(entry)
+        forward, backward, merge_mode = bidirectional_cells(entry)
         base = entry.keras_path
         if root_name != "layers":
             base = base.replace("layers/", f"{root_name}/")
         base, notes = _locate_tracked(f, base, entry)
-        layer = Layer(
-            name=entry.display_name,
-            group=base,
-            merge_mode=merge_mode,
-            forward=forward,
-            backward=backward,
-            notes=notes,
-            supported=cells.supported(forward, backward),
-        )
-        for direction, sub, settings in (
-            ("forward", "forward_layer", forward),
-            ("backward", "backward_layer", backward),
-        ):
-            layer.weights.extend(_tracked_direction(f, f"{base}/{sub}", direction, settings, layer))
-        check_directions(layer)
-        found.append(layer)
+        # A stack's cells sit under the stacked cell's ``cells`` list, named by class.
+        cell_paths = {
+            "forward": tracked_cell_names(forward.classes) if forward.stacked else None,
+            "backward": tracked_cell_names(backward.classes) if backward.stacked else None,
+        }
+
+        weights = partial(_cell_weights, f, base, cell_paths)
+        found += bidirectional_layers(entry, base, forward, backward, merge_mode, weights, notes)
     return found
+
+
+def _cell_weights(
+    f: h5py.File,
+    base: str,
+    cell_paths: dict[str, list[str] | None],
+    k: int,
+    direction: str,
+    settings: CellSettings,
+    layer: Layer,
+) -> list[Weight]:
+    """One direction's weights of cell ``k`` (a stack's cells sit under ``cell/cells``)."""
+    sub = f"{base}/{direction}_layer"
+    names = cell_paths[direction]
+    cell = f"{sub}/cell/cells/{names[k]}" if names else f"{sub}/cell"
+    return _tracked_direction(f, sub, direction, settings, layer, cell)
 
 
 def _tracked_rnns_from_config(f: h5py.File, config: Any) -> list[PlainLayer]:
@@ -141,9 +151,14 @@ def _locate_tracked(f: h5py.File, base: str, entry: LayerEntry) -> tuple[str, li
 
 
 def _tracked_direction(
-    f: h5py.File, sub: str, direction: str, settings: CellSettings, layer: Layer | PlainLayer
+    f: h5py.File,
+    sub: str,
+    direction: str,
+    settings: CellSettings,
+    layer: Layer | PlainLayer,
+    cell: str | None = None,
 ) -> list[Weight]:
-    vars_path = f"{sub}/cell/vars"
+    vars_path = f"{cell or sub + '/cell'}/vars"
     if not h5safe.has(f, vars_path):
         # Layers that are not cell-based RNNs keep their variables on the layer itself.
         if settings.cell not in cells.layer_classes() and h5safe.has(f, f"{sub}/vars"):
@@ -152,7 +167,6 @@ def _tracked_direction(
             raise InputError(f"layer '{layer.name}': {direction} weights missing ('{vars_path}')")
     keys = numbered(h5safe.group(f, vars_path))
     if settings.cell not in cells.layer_classes():
-        layer.notes.append(f"{settings.cell} is not a supported cell; weights listed by position")
         return [weight_at(f, f"{vars_path}/{k}", direction, f"weight_{k}") for k in keys]
     roles = roles_for(settings)
     if len(keys) != len(roles):

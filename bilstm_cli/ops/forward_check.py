@@ -23,27 +23,14 @@ from bilstm_cli.errors import InputError
 from bilstm_cli.formats import Session
 from bilstm_cli.model import CellSettings, Layer, Model, WeightReader
 from bilstm_cli.ops.apply import Verifier
+from bilstm_cli.ops.forward_stack import StackProbe, stack_probes
+from bilstm_cli.ops.forward_stack import cell_config as _cell_config
 from bilstm_cli.ops.pairs import Pair, donor_values, keras_major
 from bilstm_cli.results import Check
 
 # Float64 reference runs of identical float32 weights agree to the last bit; anything above
 # this is a real difference.
 OUTPUT_TOLERANCE = 1e-6
-
-
-def _cell_config(settings: CellSettings, major: int, go_backwards: bool) -> reference.CellConfig:
-    if settings.conv is not None:
-        return conv_reference.config_for(settings, major, go_backwards)
-    return reference.CellConfig(
-        cell=settings.cell,
-        units=settings.units,
-        activation=settings.activation,
-        recurrent_activation=settings.recurrent_activation,
-        use_bias=settings.use_bias,
-        reset_after=bool(settings.reset_after),
-        go_backwards=go_backwards,
-        keras_major=major,
-    )
 
 
 Fetch = Callable[[str], Any]
@@ -163,7 +150,7 @@ class ForwardChecks(Verifier):
         self.target = target
         self.donor_reader = donor_reader
         self.session = session
-        self._entries: list[Check | _Probe] = []
+        self._entries: list[Check | _Probe | StackProbe] = []
         self._donor_runs: dict[tuple[int, str], list[_CellRun]] = {}
         self._written_runs: dict[str, list[tuple[_CellRun, str]]] = {}
         self._staged_path: str | None = None
@@ -238,6 +225,8 @@ class ForwardChecks(Verifier):
                     d_layer.merge_mode,
                 )
             )
+        # A stack's cells are checked one by one above; the stack as a whole here.
+        self._entries.extend(stack_probes(pairs, major))
 
     def _skip(self, label: str, name: str, why: str, applies: bool = True) -> None:
         self._entries.append(Check.skipped(label, name, why, applies))
@@ -300,6 +289,10 @@ class ForwardChecks(Verifier):
             if isinstance(entry, Check):
                 out.append(entry)
                 continue
+            if isinstance(entry, StackProbe):
+                diff = _max_diff(*entry.outputs(self.donor_reader, self._staged_weights()))
+                out.append(_agreement(entry.pair, entry.name, diff, entry.label))
+                continue
             diff = _max_diff(entry.outputs(entry.donor), entry.outputs(entry.written))
             out.append(_agreement(entry.pair, entry.name, diff, entry.label))
         return out
@@ -340,6 +333,8 @@ def _whole_pairs(pairs: list[Pair]) -> list[tuple[Layer, Layer, list[Pair]]]:
     out = []
     for moved in groups.values():
         d_layer, t_layer = moved[0].whole  # type: ignore[misc]
+        if d_layer.stack is not None or t_layer.stack is not None:
+            continue  # one cell of a stack is not the layer: see forward_stack
         if len(moved) != 2 or d_layer.merge_mode != t_layer.merge_mode:
             continue
         if any(s.activation is None for s in (d_layer.forward, t_layer.forward)):

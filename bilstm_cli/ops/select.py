@@ -10,9 +10,18 @@ from bilstm_cli.errors import UsageError
 from bilstm_cli.model import Layer, PlainLayer
 
 
+def _other_names(layer: Layer | PlainLayer) -> tuple[str, ...]:
+    """A layer's own last name part and the names of what wraps it (``td`` of ``td/bi``, the
+    whole ``bistack`` of its cell ``bistack/0``)."""
+    return (layer.name.rsplit("/", 1)[-1], *getattr(layer, "aliases", ()))
+
+
 def layer_matches(layer: Layer, pattern: str) -> bool:
-    """A glob matches a layer's full name (``outer/inner``) or its own last part."""
-    return fnmatchcase(layer.name, pattern) or fnmatchcase(layer.name.rsplit("/", 1)[-1], pattern)
+    """A glob matches a layer's full name (``outer/inner``), its own last part, or the name of
+    a wrapper around it (``td`` for ``td/bi``; ``bistack`` for each of its stacked cells)."""
+    return fnmatchcase(layer.name, pattern) or any(
+        fnmatchcase(n, pattern) for n in _other_names(layer)
+    )
 
 
 L = TypeVar("L", Layer, PlainLayer)
@@ -20,11 +29,11 @@ L = TypeVar("L", Layer, PlainLayer)
 
 def find_layer(layers: Sequence[L], name: str) -> L | None:
     """The layer called ``name`` (its full ``outer/inner`` name), else the one layer whose own
-    last part is ``name``; None when there is none, or more than one such."""
+    last part, or a wrapper's name, is ``name``; None when there is none, or more than one."""
     exact = [x for x in layers if x.name == name]
     if exact:
         return exact[0]
-    by_own = [x for x in layers if x.name.rsplit("/", 1)[-1] == name]
+    by_own = [x for x in layers if name in _other_names(x)]
     return by_own[0] if len(by_own) == 1 else None
 
 

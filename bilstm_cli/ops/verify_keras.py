@@ -117,11 +117,30 @@ def _load(module: Any, path: str) -> Any:
 def _bidirectionals(model: Any, prefix: str = "") -> list[tuple[str, Any]]:
     found = []
     for layer in getattr(model, "layers", []):
-        if type(layer).__name__ == "Bidirectional":
+        if type(layer).__name__ == "TimeDistributed" and hasattr(layer, "layer"):
+            if type(layer.layer).__name__ == "Bidirectional":  # listed as outer/inner
+                found.append((f"{prefix}{layer.name}/{layer.layer.name}", layer.layer))
+        elif type(layer).__name__ == "Bidirectional":
             found.append((prefix + layer.name, layer))
         elif hasattr(layer, "layers") and hasattr(layer, "inputs"):
             found.extend(_bidirectionals(layer, prefix + layer.name + "/"))
     return found
+
+
+def _cells(model: Any) -> Iterator[tuple[str, Any, str, Any]]:
+    """(the tool's layer name, Bidirectional, direction, what holds the weights) for each
+    direction, and for each cell of a ``StackedRNNCells`` (the tool's ``name/k``)."""
+    for name, layer in _bidirectionals(model):
+        for direction, sub in (
+            ("forward", layer.forward_layer),
+            ("backward", layer.backward_layer),
+        ):
+            cell = getattr(sub, "cell", sub)
+            if type(cell).__name__ == "StackedRNNCells":
+                for k, inner in enumerate(cell.cells):
+                    yield f"{name}/{k}", layer, direction, inner
+            else:
+                yield name, layer, direction, cell
 
 
 def _numpy(v: Any) -> np.ndarray:
@@ -237,25 +256,21 @@ def verify(model: Model, staged: str, session: Session) -> list[Check]:
     compared = 0
     reader = formats.open_reader(staged, session)
     try:
-        for name, layer in _bidirectionals(loaded):
+        for name, _, direction, cell in _cells(loaded):
             mine = ours.get(name)
             if mine is None:
                 mismatched.append(f"{name}: not found by the tool")
                 continue
-            for direction, sub in (
-                ("forward", layer.forward_layer),
-                ("backward", layer.backward_layer),
-            ):
-                for variable in sub.cell.weights if hasattr(sub, "cell") else sub.weights:
-                    role = str(getattr(variable, "path", None) or variable.name)
-                    role = role.replace(":0", "").rsplit("/", 1)[-1]
-                    ref = mine.weight(direction, role)
-                    if ref is None:
-                        continue
-                    stored = reader.read(ref.location)
-                    compared += 1
-                    if not np.array_equal(_numpy(variable), stored):
-                        mismatched.append(f"{name}/{direction}/{role}")
+            for variable in cell.weights:
+                role = str(getattr(variable, "path", None) or variable.name)
+                role = role.replace(":0", "").rsplit("/", 1)[-1]
+                ref = mine.weight(direction, role)
+                if ref is None:
+                    continue
+                stored = reader.read(ref.location)
+                compared += 1
+                if not np.array_equal(_numpy(variable), stored):
+                    mismatched.append(f"{name}/{direction}/{role}")
     finally:
         reader.close()
     checks.append(
