@@ -7,12 +7,18 @@ listed once in :data:`FORMATS`, in the order they are asked whether they claim a
 from __future__ import annotations
 
 from bilstm_cli.errors import InputError
-from bilstm_cli.formats import h5_legacy, keras_zip, weights_only
+from bilstm_cli.formats import foreign, h5_legacy, keras_zip, weights_only
 from bilstm_cli.formats.base import Format, Session, Writer, digest, sniff, unclaimed
 from bilstm_cli.formats.hdf5 import about
 from bilstm_cli.model import Model, WeightReader
 
-FORMATS: tuple[Format, ...] = (keras_zip.FORMAT, h5_legacy.FORMAT, weights_only.FORMAT)
+# Other frameworks' files come first: a PyTorch .pt and a .npz are zip archives too.
+FORMATS: tuple[Format, ...] = (
+    foreign.FORMAT,
+    keras_zip.FORMAT,
+    h5_legacy.FORMAT,
+    weights_only.FORMAT,
+)
 
 
 def format_of(path: str, session: Session) -> Format:
@@ -60,6 +66,11 @@ def writer_for(model: Model) -> Writer:
     for fmt in FORMATS:
         if fmt.name == model.format and fmt.writer is not None:
             return fmt.writer()
+    if model.format in foreign.READ_ONLY:
+        raise InputError(
+            f"{model.path}: a {model.format} file is read-only here; take weights from it "
+            "with transplant, or write other frameworks' layouts with bilstm export"
+        )
     raise InputError(f"{model.path}: {model.format} files cannot be written")
 
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from bilstm_cli import formats
 from bilstm_cli.cells import forward as reference
+from bilstm_cli.cells.convention import cross_tolerance
 from bilstm_cli.concurrency import SerialWorker
 from bilstm_cli.errors import InputError
 from bilstm_cli.formats import Session
@@ -133,6 +134,43 @@ class _Probe:
         return reference.merge_directions(runs[0].output(), runs[1].output(), self.merge_mode)
 
 
+@dataclass
+class _CrossProbe:
+    """Another framework's donor cell against the written Keras cell: their arithmetic
+    differs (biases summed, blocks reordered), so they agree within a tolerance derived from
+    the dtypes, and the measured difference is reported."""
+
+    pair: Pair
+    name: str
+    donor: Callable[[], np.ndarray]
+    written: _CellRun
+    reverse: bool  # the written run read time backwards: flip it back into time order
+    dtypes: list[str]
+
+    def check(self) -> Check:
+        expected = self.donor()
+        got = self.written.output()
+        if self.reverse:
+            got = got[:, ::-1]
+        diff = _max_diff(expected, got)
+        scale = float(np.max(np.abs(expected))) if expected.size else 0.0
+        rel = cross_tolerance(self.dtypes)
+        tol = rel * max(scale, np.finfo(np.float64).tiny)
+        detail = (
+            f"largest output difference {diff:.3g}, tolerance {tol:.3g} "
+            f"({rel:g} of the output scale {scale:.3g})"
+        )
+        if self.pair.complete and not self.pair.differences:
+            return Check.of(self.pair.label, self.name, diff <= tol, detail)
+        why = "a partial transplant" if not self.pair.complete else "settings that differ"
+        return Check.skipped(
+            self.pair.label,
+            self.name,
+            f"outputs differ by up to {diff:.3g}, as expected with {why}; not a check here",
+            applies=False,
+        )
+
+
 class ForwardChecks(Verifier):
     """Run each moved cell, the donor's and the written one, on the same probe batch, and
     compare. A Bidirectional moved whole is run as one layer, merge mode included."""
@@ -144,7 +182,7 @@ class ForwardChecks(Verifier):
         self.target = target
         self.donor_reader = donor_reader
         self.session = session
-        self._entries: list[Check | _Probe] = []
+        self._entries: list[Check | _Probe | _CrossProbe] = []
         self._donor_runs: dict[tuple[int, str], list[_CellRun]] = {}
         self._written_runs: dict[str, list[tuple[_CellRun, str]]] = {}
         self._staged_path: str | None = None
@@ -154,6 +192,10 @@ class ForwardChecks(Verifier):
     # Planning, once every pair knows the roles it moves.
     def plan(self, pairs: list[Pair]) -> None:
         major = keras_major(self.target)
+        for pair in pairs:
+            if pair.source.raw is not None:
+                self._cross_framework(pair, major)
+        pairs = [p for p in pairs if p.source.raw is None]
         covered = _whole_pairs(pairs)
         for pair in pairs:
             if any(pair is p for _, _, moved in covered for p in moved):
@@ -216,6 +258,38 @@ class ForwardChecks(Verifier):
                 )
             )
 
+    def _cross_framework(self, pair: Pair, major: int) -> None:
+        """Another framework's donor cell, run on its stored tensors in its own semantics,
+        against the written Keras cell (each direction reading time its own way)."""
+        raw = pair.source.raw
+        assert raw is not None
+        name = f"forward pass ({raw.framework} semantics)"
+        tgt = pair.target.settings[pair.direction]
+        if tgt.activation is None:
+            why = "a weights-only file holds no cell settings (activations) to run it with"
+            self._skip(pair.label, name, why, applies=False)
+            return
+        unknown = _unknown_activation([(tgt, major)])
+        if unknown:
+            self._skip(pair.label, name, unknown)
+            return
+        x = reference.probe_batch(pair.source.refs["kernel"].shape[0], seed=0)
+        cfg = _cell_config(tgt, major, raw.reverse)
+        written = self._written_run(pair.target, pair.direction, x, cfg, set(pair.roles))
+        reader = self.donor_reader
+
+        def donor() -> np.ndarray:
+            from bilstm_cli.formats.foreign import ForeignReader, raw_forward
+
+            assert isinstance(reader, ForeignReader)
+            return raw_forward(reader, raw, x)
+
+        dtypes = [pair.source.refs["kernel"].dtype]
+        target_kernel = pair.target.weight(pair.direction, "kernel")
+        if target_kernel is not None:
+            dtypes.append(target_kernel.dtype)
+        self._entries.append(_CrossProbe(pair, name, donor, written, raw.reverse, dtypes))
+
     def _skip(self, label: str, name: str, why: str, applies: bool = True) -> None:
         self._entries.append(Check.skipped(label, name, why, applies))
 
@@ -276,6 +350,9 @@ class ForwardChecks(Verifier):
         for entry in self._entries:
             if isinstance(entry, Check):
                 out.append(entry)
+                continue
+            if isinstance(entry, _CrossProbe):
+                out.append(entry.check())
                 continue
             diff = _max_diff(entry.outputs(entry.donor), entry.outputs(entry.written))
             out.append(_agreement(entry.pair, entry.name, diff, entry.label))
