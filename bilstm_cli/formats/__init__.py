@@ -61,16 +61,21 @@ def open_model(path: str, session: Session | None = None) -> Model:
     return model
 
 
-def writer_for(model: Model) -> Writer:
-    """How to write a changed copy of ``model``."""
-    for fmt in FORMATS:
-        if fmt.name == model.format and fmt.writer is not None:
-            return fmt.writer()
+def check_writable(model: Model) -> None:
+    """Refuse, before any work, a model whose format is only read here."""
     if model.format in foreign.READ_ONLY:
         raise InputError(
             f"{model.path}: a {model.format} file is read-only here; take weights from it "
             "with transplant, or write other frameworks' layouts with bilstm export"
         )
+
+
+def writer_for(model: Model) -> Writer:
+    """How to write a changed copy of ``model``."""
+    check_writable(model)
+    for fmt in FORMATS:
+        if fmt.name == model.format and fmt.writer is not None:
+            return fmt.writer()
     raise InputError(f"{model.path}: {model.format} files cannot be written")
 
 
@@ -79,6 +84,7 @@ __all__ = [
     "Format",
     "Session",
     "Writer",
+    "check_writable",
     "digest",
     "format_of",
     "open_model",
