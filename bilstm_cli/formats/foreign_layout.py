@@ -84,7 +84,7 @@ _PYTORCH = re.compile(
     r"^(?:(?P<module>.+)\.)?(?P<kind>weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)"
     r"_l(?P<k>\d+)(?P<rev>_reverse)?$"
 )
-_ONNX = re.compile(r"^(?P<layer>.+)\.(?P<input>W|R|B)$")
+ONNX_NAMES = re.compile(r"^(?P<layer>.+)\.(?P<input>W|R|B)$")
 _KERAS = re.compile(
     r"^(?P<layer>.+)/(?P<dir>forward|backward)/(?P<role>kernel|recurrent_kernel|bias)$"
 )
@@ -103,11 +103,20 @@ def interpret(tf: TensorFile, metadata: dict[str, Any] | None = None) -> Found:
         return _pytorch(tf)
     if any(_KERAS.match(n) for n in names):
         return _keras(tf, meta)
-    if any(_ONNX.match(n) for n in names):
+    if any(ONNX_NAMES.match(n) for n in names):
         from bilstm_cli.formats.foreign_onnx import from_names
 
         return from_names(tf, meta)
     return Found("", notes=[f"{len(names)} tensor(s), none of them recurrent layer weights"])
+
+
+def in_recorded_order(groups: dict[str, Any], meta: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Layers in the order ``bilstm export`` recorded them (a file may store tensors sorted
+    by name), the others after them in the file's order."""
+    known = list(meta)
+    return sorted(
+        groups.items(), key=lambda kv: known.index(kv[0]) if kv[0] in known else len(known)
+    )
 
 
 def _shape_error(info: TensorInfo, expected: str) -> InputError:
@@ -268,7 +277,7 @@ def _keras(tf: TensorFile, meta: dict[str, Any]) -> Found:
         m = _KERAS.match(name)
         if m is not None:
             groups.setdefault(m["layer"], {}).setdefault(m["dir"], {})[m["role"]] = info
-    for name, dirs in groups.items():
+    for name, dirs in in_recorded_order(groups, meta):
         if set(dirs) != {"forward", "backward"}:
             raise InputError(f"layer {name}: only its {', '.join(dirs)} weights are stored")
         recorded = meta.get(name, {})

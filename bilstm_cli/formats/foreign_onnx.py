@@ -20,13 +20,14 @@ from bilstm_cli.cells.base import get, layer_class_for_blocks
 from bilstm_cli.cells.framework_forward import ONNX_DEFAULT_ACTIVATIONS
 from bilstm_cli.errors import InputError
 from bilstm_cli.formats.foreign_layout import (
-    _ONNX,
+    ONNX_NAMES,
     ForeignLayer,
     ForeignPlainLayer,
     Found,
     RawCell,
     Read,
     Recipe,
+    in_recorded_order,
 )
 from bilstm_cli.formats.tensors import RnnNode, TensorFile
 from bilstm_cli.model import CellSettings, Weight
@@ -62,10 +63,10 @@ def from_names(tf: TensorFile, meta: dict[str, Any]) -> Found:
     found = Found("onnx")
     groups: dict[str, dict[str, str]] = {}
     for name in tf.tensors:
-        m = _ONNX.match(name)
+        m = ONNX_NAMES.match(name)
         if m is not None:
             groups.setdefault(m["layer"], {})[m["input"]] = name
-    for layer, inputs in groups.items():
+    for layer, inputs in in_recorded_order(groups, meta):
         if "W" not in inputs or "R" not in inputs:
             continue
         w = tf.tensors[inputs["W"]]

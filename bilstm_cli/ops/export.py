@@ -91,13 +91,18 @@ def export(
                 raise UsageError(f"two layers would both write tensor '{clash[0]}'")
             named.update(made)
             metadata[p.layer.name] = recorded(p, layout, major)
-            result.layers.append(_layer_doc(p, list(made)))
+            result.layers.append(_layer_doc(p, list(made), layout, metadata[p.layer.name]))
             for name, values in made.items():
                 result.tensors.append(_tensor_doc(name, values, p.layer))
             if any(s.activation is None for s in (p.layer.forward, p.layer.backward)):
                 result.notes.append(
                     f"{p.layer.name}: no cell settings in the file; Keras' defaults assumed "
                     "(tanh, sigmoid)"
+                )
+            if layout == "onnx" and out.lower().endswith(".npz") and p.layer.cell == "GRU":
+                result.notes.append(
+                    f"{p.layer.name}: an .npz records no attributes; its ONNX node needs "
+                    f"linear_before_reset={1 if p.layer.forward.reset_after else 0}"
                 )
             if p.layer.merge_mode not in ("concat", None) and layout != "keras":
                 result.notes.append(
@@ -110,7 +115,9 @@ def export(
             _write(staged, named, layout, metadata, out)
             t0 = _clock(timings, "write", t0)
             result.checks.append(_read_back(staged, named, session))
-            result.checks += forward_checks(staged, placed, layout, major, sources, session)
+            result.checks += forward_checks(
+                staged, placed, layout, major, sources, metadata, session
+            )
             _clock(timings, "verify", t0)
             failed = [c for c in result.checks if c.status == FAILED]
             if failed:
@@ -144,8 +151,8 @@ def _keras_arrays(layer: Layer) -> dict[str, dict[str, np.ndarray]]:
     return arrays
 
 
-def _layer_doc(p: Placed, names: list[str]) -> dict[str, Any]:
-    return {
+def _layer_doc(p: Placed, names: list[str], layout: str, meta: dict[str, Any]) -> dict[str, Any]:
+    doc = {
         "layer": p.layer.name,
         "cell": p.layer.cell,
         "units": p.layer.units,
@@ -153,6 +160,9 @@ def _layer_doc(p: Placed, names: list[str]) -> dict[str, Any]:
         "index": p.index,
         "tensors": names,
     }
+    if layout == "onnx":  # the node to build around W, R, B
+        doc["attributes"] = meta
+    return doc
 
 
 def _tensor_doc(name: str, values: np.ndarray, layer: Layer) -> dict[str, Any]:

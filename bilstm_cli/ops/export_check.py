@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 
-from bilstm_cli import formats
 from bilstm_cli.cells import forward as reference
 from bilstm_cli.cells.convention import cross_tolerance
 from bilstm_cli.cells.framework_forward import (
@@ -25,6 +24,8 @@ from bilstm_cli.cells.framework_forward import (
 )
 from bilstm_cli.errors import BilstmError
 from bilstm_cli.formats import Session
+from bilstm_cli.formats.foreign import ForeignReader
+from bilstm_cli.formats.foreign_layout import interpret
 from bilstm_cli.model import CellSettings
 from bilstm_cli.ops.export_names import Placed, onnx_attributes
 from bilstm_cli.ops.select import find_layer
@@ -130,6 +131,7 @@ def forward_checks(
     layout: str,
     major: int,
     sources: dict[str, Arrays],
+    metadata: dict[str, Any],
     session: Session,
 ) -> list[Check]:
     """Both checks for every exported layer, on the file as written at ``staged``."""
@@ -157,20 +159,29 @@ def forward_checks(
             tf.close()
     name = "forward pass (Keras convention, read back)"
     try:
-        with formats.open_model(staged, session) as back:
+        # This tool's own reader, told what the file records beside its tensors (an .npz
+        # keeps no attributes, so it is given them as the export meant them).
+        kind = kind_of(sniff(staged))
+        assert kind is not None
+        tf = open_tensors(staged, kind, session)
+        reader = ForeignReader(staged, tf, interpret(tf, metadata))
+        try:
+            back = interpret(tf, metadata).layers
             for p in placed:
                 own = f"{p.prefix}.l{p.index}" if layout == "pytorch" else p.layer.name
-                layer = find_layer(back.layers, own)
+                layer = find_layer(back, own)
                 if layer is None:
                     checks.append(Check.of(p.layer.name, name, False, f"no layer {own} read back"))
                     continue
                 read_back: Arrays = {}
                 for w in layer.weights:
-                    read_back.setdefault(w.direction, {})[w.role] = w.read()
+                    read_back.setdefault(w.direction, {})[w.role] = reader.read(w.location)
                 x, want = expected[p.layer.name]
                 # Run with the source's settings: a written file may not record them (npz).
                 got = keras_outputs(p, read_back, major, x)
                 checks.append(_compare(p.layer.name, name, want, got, 0.0))
+        finally:
+            reader.close()
     except BilstmError as exc:
         checks.append(Check.of("file", name, False, f"not readable as written ({exc.message})"))
     return checks
