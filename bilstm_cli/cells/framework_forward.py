@@ -127,6 +127,26 @@ def _clipped(fn: Fn, limit: float) -> Fn:
     return lambda v: fn(np.clip(v, -limit, limit))
 
 
+_TAKES_ALPHA = ("hardsigmoid", "leakyrelu", "elu", "thresholdedrelu", "affine", "scaledtanh")
+_TAKES_BETA = ("hardsigmoid", "affine", "scaledtanh")
+
+
+def onnx_activation_params(
+    names: Sequence[str], alphas: Sequence[float], betas: Sequence[float]
+) -> tuple[list[float | None], list[float | None]]:
+    """A node's ``activation_alpha``/``activation_beta`` lists, one entry per activation
+    (None where it takes none): onnxruntime hands them out in the order of the activations,
+    each to the next activation that takes one, across both directions."""
+    a_iter, b_iter = iter(alphas), iter(betas)
+    a_out: list[float | None] = []
+    b_out: list[float | None] = []
+    for n in names:
+        key = n.lower()
+        a_out.append(next(a_iter, None) if key in _TAKES_ALPHA else None)
+        b_out.append(next(b_iter, None) if key in _TAKES_BETA else None)
+    return a_out, b_out
+
+
 #: The default activations of each ONNX operator, one direction's worth.
 ONNX_DEFAULT_ACTIVATIONS = {
     "LSTM": ("Sigmoid", "Tanh", "Tanh"),
@@ -151,7 +171,8 @@ def onnx_forward(
 ) -> np.ndarray:
     """One direction of an ONNX ``LSTM`` / ``GRU`` / ``RNN`` node: ``w`` (blocks*h, in), ``r``
     (blocks*h, h) and ``b`` (2*blocks*h: input biases then recurrent ones) of that direction,
-    ``activations`` that direction's names (defaults as in the operator), ``clip`` applied to
+    ``activations`` that direction's names (defaults as in the operator) and ``alphas``/``betas``
+    one per activation (see :func:`onnx_activation_params`), ``clip`` applied to
     every activation's input, LSTM ``input_forget`` coupling the forget gate to the input gate
     and GRU ``linear_before_reset``, all as the operator specification defines them."""
     xs, order = _steps(x, reverse)
@@ -205,4 +226,4 @@ def onnx_forward(
     return out
 
 
-__all__ = ["ONNX_DEFAULT_ACTIVATIONS", "onnx_forward", "pytorch_forward"]
+__all__ = ["ONNX_DEFAULT_ACTIVATIONS", "onnx_activation_params", "onnx_forward", "pytorch_forward"]

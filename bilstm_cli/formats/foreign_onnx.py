@@ -17,7 +17,7 @@ import numpy as np
 
 from bilstm_cli.cells import convention
 from bilstm_cli.cells.base import get, layer_class_for_blocks
-from bilstm_cli.cells.framework_forward import ONNX_DEFAULT_ACTIVATIONS
+from bilstm_cli.cells.framework_forward import ONNX_DEFAULT_ACTIVATIONS, onnx_activation_params
 from bilstm_cli.errors import InputError
 from bilstm_cli.formats.foreign_layout import (
     ONNX_NAMES,
@@ -133,8 +133,9 @@ def _add_layer(tf: TensorFile, node: RnnNode, name: str, found: Found) -> None:
     lbr = int(attrs.get("linear_before_reset", 0))
     per = len(ONNX_DEFAULT_ACTIVATIONS[cell])
     names = list(attrs.get("activations") or ONNX_DEFAULT_ACTIVATIONS[cell] * count)
-    alphas = list(attrs.get("activation_alpha") or [])
-    betas = list(attrs.get("activation_beta") or [])
+    alphas, betas = onnx_activation_params(
+        names, list(attrs.get("activation_alpha") or []), list(attrs.get("activation_beta") or [])
+    )
     kinds = ("forward", "backward") if count == 2 else ("forward",)
     settings: dict[str, CellSettings] = {}
     raws: dict[str, RawCell] = {}
@@ -143,7 +144,8 @@ def _add_layer(tf: TensorFile, node: RnnNode, name: str, found: Found) -> None:
     for d, kind in enumerate(kinds):
         own = names[d * per : (d + 1) * per]
         reverse = kind == "backward" or direction == "reverse"
-        keras_acts, refused = _keras_activations(cell, own)
+        own_a, own_b = alphas[d * per : (d + 1) * per], betas[d * per : (d + 1) * per]
+        keras_acts, refused = _keras_activations(cell, own, own_a, own_b)
         if refused:
             refusals.append(refused)
         raw = RawCell(
@@ -202,9 +204,16 @@ def _add_layer(tf: TensorFile, node: RnnNode, name: str, found: Found) -> None:
         )
 
 
-def _keras_activations(cell: str, names: list[str]) -> tuple[tuple[str, str], str | None]:
-    """(activation, recurrent_activation) in Keras' names, and why not when Keras has none."""
+def _keras_activations(
+    cell: str, names: list[str], alphas: list[float | None], betas: list[float | None]
+) -> tuple[tuple[str, str], str | None]:
+    """(activation, recurrent_activation) in Keras' names, and why not when Keras has none.
+    HardSigmoid with slope 1/6 and offset 0.5 is Keras 3's ``hard_sigmoid``."""
     keras = [_KERAS_ACTIVATIONS.get(n.lower()) for n in names]
+    for k, n in enumerate(names):
+        a, b = (alphas[k : k + 1] or [None])[0], (betas[k : k + 1] or [None])[0]
+        if n.lower() == "hardsigmoid" and a is not None and abs(a - 1 / 6) < 1e-6 and b == 0.5:
+            keras[k] = "hard_sigmoid"
     why = None
     if None in keras:
         bad = names[keras.index(None)]

@@ -19,6 +19,7 @@ from bilstm_cli.cells import forward as reference
 from bilstm_cli.cells.convention import cross_tolerance
 from bilstm_cli.cells.framework_forward import (
     ONNX_DEFAULT_ACTIVATIONS,
+    onnx_activation_params,
     onnx_forward,
     pytorch_forward,
 )
@@ -84,6 +85,9 @@ def _framework_outputs(
         return out
     attrs = onnx_attributes(p.layer, major)
     per = len(ONNX_DEFAULT_ACTIVATIONS[s.cell])
+    alphas, betas = onnx_activation_params(
+        attrs["activations"], attrs.get("activation_alpha", []), attrs.get("activation_beta", [])
+    )
     w, r = read(f"{p.prefix}.W"), read(f"{p.prefix}.R")
     b = read(f"{p.prefix}.B") if s.use_bias else None
     for k in range(2):
@@ -97,8 +101,8 @@ def _framework_outputs(
                 None if b is None else b[k],
                 reverse=k == 1,
                 activations=attrs["activations"][own],
-                alphas=attrs.get("activation_alpha", [])[own],
-                betas=attrs.get("activation_beta", [])[own],
+                alphas=alphas[own],
+                betas=betas[own],
                 linear_before_reset=attrs.get("linear_before_reset", 0),
             )
         )

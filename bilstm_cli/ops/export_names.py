@@ -122,8 +122,9 @@ def onnx_attributes(layer: Layer, keras_major: int) -> dict[str, Any]:
         "activations": [_ONNX_ACTIVATIONS[a] for a in own] * 2,
     }
     if "hard_sigmoid" in own:
-        attrs["activation_alpha"] = [slope if a == "hard_sigmoid" else 0.0 for a in own] * 2
-        attrs["activation_beta"] = [0.5 if a == "hard_sigmoid" else 0.0 for a in own] * 2
+        # One value per activation that takes one, in order (onnxruntime's reading).
+        attrs["activation_alpha"] = [slope for a in own if a == "hard_sigmoid"] * 2
+        attrs["activation_beta"] = [0.5 for a in own if a == "hard_sigmoid"] * 2
     if s.cell == "GRU":
         attrs["linear_before_reset"] = 1 if s.reset_after else 0
     return attrs
