@@ -200,7 +200,7 @@ def _check_output(source: Model, output: str, force: bool) -> str:
 
 def _staged_name(out: str) -> str:
     directory, base = os.path.split(out)
-    return os.path.join(directory, f".{base}.{secrets.token_hex(4)}.partial")
+    return os.path.join(directory, f".{base}.{secrets.token_hex(4)}.tmp")
 
 
 def _write(
