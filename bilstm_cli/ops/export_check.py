@@ -28,6 +28,7 @@ from bilstm_cli.formats import Session
 from bilstm_cli.formats.foreign import ForeignReader
 from bilstm_cli.formats.foreign_layout import interpret
 from bilstm_cli.model import CellSettings
+from bilstm_cli.ops.cross_check import within_tolerance
 from bilstm_cli.ops.export_names import Placed, onnx_attributes
 from bilstm_cli.ops.select import find_layer
 from bilstm_cli.results import Check
@@ -109,26 +110,6 @@ def _framework_outputs(
     return out
 
 
-def _compare(
-    where: str, name: str, expected: list[np.ndarray], got: list[np.ndarray], rel: float
-) -> Check:
-    diff = max(float(np.max(np.abs(a - b))) if a.size else 0.0 for a, b in zip(expected, got))
-    scale = max(float(np.max(np.abs(a))) if a.size else 0.0 for a in expected)
-    if not np.isfinite(diff):
-        return Check.of(where, name, False, "outputs not finite")
-    if rel == 0.0:
-        detail = f"largest output difference {diff:.3g}"
-        return Check.of(
-            where, name, diff == 0.0, detail if diff == 0 else detail + " (should be 0)"
-        )
-    tol = rel * max(scale, np.finfo(np.float64).tiny)
-    detail = (
-        f"largest output difference {diff:.3g}, tolerance {tol:.3g} "
-        f"({rel:g} of the output scale {scale:.3g})"
-    )
-    return Check.of(where, name, diff <= tol, detail)
-
-
 def forward_checks(
     staged: str,
     placed: list[Placed],
@@ -158,7 +139,9 @@ def forward_checks(
                 got = _framework_outputs(p, layout, tf.read, major, x)
                 dtypes = [a.dtype.name for a in sources[p.layer.name]["forward"].values()]
                 name = f"forward pass ({layout} semantics)"
-                checks.append(_compare(p.layer.name, name, want, got, cross_tolerance(dtypes)))
+                checks.append(
+                    within_tolerance(p.layer.name, name, want, got, cross_tolerance(dtypes))
+                )
         finally:
             tf.close()
     name = "forward pass (Keras convention, read back)"
@@ -183,7 +166,7 @@ def forward_checks(
                 x, want = expected[p.layer.name]
                 # Run with the source's settings: a written file may not record them (npz).
                 got = keras_outputs(p, read_back, major, x)
-                checks.append(_compare(p.layer.name, name, want, got, 0.0))
+                checks.append(within_tolerance(p.layer.name, name, want, got, 0.0))
         finally:
             reader.close()
     except BilstmError as exc:

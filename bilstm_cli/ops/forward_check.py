@@ -17,12 +17,12 @@ import numpy as np
 
 from bilstm_cli import formats
 from bilstm_cli.cells import forward as reference
-from bilstm_cli.cells.convention import cross_tolerance
 from bilstm_cli.concurrency import SerialWorker
 from bilstm_cli.errors import InputError
 from bilstm_cli.formats import Session
 from bilstm_cli.model import CellSettings, Layer, Model, WeightReader
 from bilstm_cli.ops.apply import Verifier
+from bilstm_cli.ops.cross_check import CrossProbe
 from bilstm_cli.ops.pairs import Pair, donor_values, keras_major
 from bilstm_cli.results import Check
 
@@ -134,43 +134,6 @@ class _Probe:
         return reference.merge_directions(runs[0].output(), runs[1].output(), self.merge_mode)
 
 
-@dataclass
-class _CrossProbe:
-    """Another framework's donor cell against the written Keras cell: their arithmetic
-    differs (biases summed, blocks reordered), so they agree within a tolerance derived from
-    the dtypes, and the measured difference is reported."""
-
-    pair: Pair
-    name: str
-    donor: Callable[[], np.ndarray]
-    written: _CellRun
-    reverse: bool  # the written run read time backwards: flip it back into time order
-    dtypes: list[str]
-
-    def check(self) -> Check:
-        expected = self.donor()
-        got = self.written.output()
-        if self.reverse:
-            got = got[:, ::-1]
-        diff = _max_diff(expected, got)
-        scale = float(np.max(np.abs(expected))) if expected.size else 0.0
-        rel = cross_tolerance(self.dtypes)
-        tol = rel * max(scale, np.finfo(np.float64).tiny)
-        detail = (
-            f"largest output difference {diff:.3g}, tolerance {tol:.3g} "
-            f"({rel:g} of the output scale {scale:.3g})"
-        )
-        if self.pair.complete and not self.pair.differences:
-            return Check.of(self.pair.label, self.name, diff <= tol, detail)
-        why = "a partial transplant" if not self.pair.complete else "settings that differ"
-        return Check.skipped(
-            self.pair.label,
-            self.name,
-            f"outputs differ by up to {diff:.3g}, as expected with {why}; not a check here",
-            applies=False,
-        )
-
-
 class ForwardChecks(Verifier):
     """Run each moved cell, the donor's and the written one, on the same probe batch, and
     compare. A Bidirectional moved whole is run as one layer, merge mode included."""
@@ -182,7 +145,7 @@ class ForwardChecks(Verifier):
         self.target = target
         self.donor_reader = donor_reader
         self.session = session
-        self._entries: list[Check | _Probe | _CrossProbe] = []
+        self._entries: list[Check | _Probe | CrossProbe] = []
         self._donor_runs: dict[tuple[int, str], list[_CellRun]] = {}
         self._written_runs: dict[str, list[tuple[_CellRun, str]]] = {}
         self._staged_path: str | None = None
@@ -288,7 +251,7 @@ class ForwardChecks(Verifier):
         target_kernel = pair.target.weight(pair.direction, "kernel")
         if target_kernel is not None:
             dtypes.append(target_kernel.dtype)
-        self._entries.append(_CrossProbe(pair, name, donor, written, raw.reverse, dtypes))
+        self._entries.append(CrossProbe(pair, name, donor, written, raw.reverse, dtypes))
 
     def _skip(self, label: str, name: str, why: str, applies: bool = True) -> None:
         self._entries.append(Check.skipped(label, name, why, applies))
@@ -351,7 +314,7 @@ class ForwardChecks(Verifier):
             if isinstance(entry, Check):
                 out.append(entry)
                 continue
-            if isinstance(entry, _CrossProbe):
+            if isinstance(entry, CrossProbe):
                 out.append(entry.check())
                 continue
             diff = _max_diff(entry.outputs(entry.donor), entry.outputs(entry.written))
