@@ -278,7 +278,7 @@ class FakeOnnx:
 
 
 def _onnx_lstm(direction="bidirectional", **attrs):
-    d = 2 if direction == "bidirectional" else 1
+    d = 2 if direction in ("bidirectional", b"bidirectional") else 1
     rng = np.random.default_rng(8)
     arrays = {
         "W": rng.normal(size=(d, 8, 3)).astype(np.float32),
@@ -307,6 +307,12 @@ def test_onnx_bidirectional_node_is_a_layer_with_reordered_blocks():
     np.testing.assert_array_equal(
         bias, convention.reorder(b[:8] + b[8:], "LSTM", 2, "onnx", "keras", 0)
     )
+
+
+def test_onnx_attributes_as_bytes_are_read():
+    found = interpret(_onnx_lstm(b"reverse", activations=[b"Sigmoid", b"Tanh", b"Tanh"]))
+    (plain,) = found.plain
+    assert plain.settings.go_backwards and plain.refusals == []
 
 
 def test_onnx_forward_node_is_plain_and_clip_is_refused_by_name():

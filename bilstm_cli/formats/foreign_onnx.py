@@ -86,6 +86,15 @@ def from_names(tf: TensorFile, meta: dict[str, Any]) -> Found:
     return found
 
 
+def _text(value: Any) -> Any:
+    """An attribute with ONNX's byte strings decoded (``direction``, ``activations``)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, (list, tuple)):
+        return [_text(v) for v in value]
+    return value
+
+
 def _op_from_shape(shape: tuple[int, ...]) -> str:
     if len(shape) != 3 or shape[2] == 0 or shape[1] % shape[2]:
         return "?"
@@ -98,7 +107,7 @@ def _add_layer(tf: TensorFile, node: RnnNode, name: str, found: Found) -> None:
         raise InputError(f"{name}: tensors that fit no LSTM, GRU or RNN")
     cell = OPS[node.op_type]
     blocks = get(cell).blocks
-    attrs = dict(node.attributes)
+    attrs = {k: _text(v) for k, v in node.attributes.items()}
     direction = str(attrs.get("direction", "forward"))
     count = 2 if direction == "bidirectional" else 1
     for needed in ("W", "R"):

@@ -128,3 +128,21 @@ def test_onnx_clip_is_refused_by_name(tmp_path):
     out = tmp_path / "out.keras"
     r = run_cli("transplant", path, target, "-o", out, "--by", "order")
     assert r.exit_code == 3 and "clip=2.0" in r.stderr and not out.exists()
+
+
+def test_the_checkpoint_fixture_computes_what_torch_computed():
+    from test_foreign_fixtures import FOREIGN, OUTPUTS, keras_run
+    from test_foreign_fixtures import close as close_fixture
+
+    got, model = keras_run(FOREIGN / "gru_checkpoint.pt", OUTPUTS["x"])
+    assert [x.name for x in model.layers] == ["encoder.l0", "encoder.l1"]
+    close_fixture(OUTPUTS["gru_checkpoint"], got)
+
+
+def test_the_onnx_fixture_computes_what_onnxruntime_computed():
+    from test_foreign_fixtures import FOREIGN, OUTPUTS, keras_run
+    from test_foreign_fixtures import close as close_fixture
+
+    got, model = keras_run(FOREIGN / "lstm_node.onnx", OUTPUTS["x"])
+    assert [(x.name, x.cell) for x in model.layers] == [("enc", "LSTM")]
+    close_fixture(OUTPUTS["lstm_node"], got)
