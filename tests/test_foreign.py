@@ -456,3 +456,16 @@ def test_library_export_result_matches_json(tmp_path):
     for key in ("layout", "verified", "layers", "tensors", "notes"):
         assert doc[key] == lib[key]
     assert json.dumps(lib)  # plain JSON
+
+
+@pytest.mark.parametrize("name", ["cudnn_seq_lstm", "cudnn_functional_gru_lstm"])
+def test_export_of_cudnn_layers_is_what_tf_keras_converts_them_to(tmp_path, name):
+    out = tmp_path / "k.npz"
+    r = run_cli("export", FIXTURES / f"{name}.h5", "-o", out, "--layout", "keras")
+    assert r.exit_code == 0, r.stderr
+    expected = np.load(FIXTURES / f"{name}.converted.npz")
+    got = np.load(out)
+    assert sorted(got.files) == sorted(expected.files)
+    for key in expected.files:
+        np.testing.assert_allclose(got[key], expected[key], rtol=0, atol=1e-7)
+    assert run_cli("export", FIXTURES / f"{name}.h5", "-o", tmp_path / "t.npz").exit_code == 0

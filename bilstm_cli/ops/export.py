@@ -17,11 +17,13 @@ import os
 import secrets
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from bilstm_cli import formats
+from bilstm_cli import cells, formats
+from bilstm_cli.cells import cudnn
 from bilstm_cli.errors import InputError, OutputError, UsageError, VerifyError
 from bilstm_cli.formats import Session, digest
 from bilstm_cli.model import Layer, Model
@@ -65,7 +67,8 @@ def export(
     with formats.open_model(model, session) as source:
         if not source.layers:
             raise InputError(f"{model}: no Bidirectional layer to export")
-        chosen = select_layers(source.layers, layers, model)
+        stored = {x.name: x.cell for x in select_layers(source.layers, layers, model)}
+        chosen = [_as_keras(x) for x in select_layers(source.layers, layers, model)]
         unsupported = [x for x in chosen if x.cell not in ("LSTM", "GRU", "SimpleRNN")]
         if unsupported:
             raise InputError(
@@ -84,7 +87,7 @@ def export(
         metadata: dict[str, Any] = {}
         sources = {}
         for p in placed:
-            arrays = sources[p.layer.name] = _keras_arrays(p.layer)
+            arrays = sources[p.layer.name] = _keras_arrays(p.layer, stored[p.layer.name])
             made = tensors(p, layout, arrays)
             clash = sorted(set(made) & set(named))
             if clash:
@@ -141,10 +144,24 @@ def _clock(timings: dict[str, float], phase: str, since: float) -> float:
     return now
 
 
-def _keras_arrays(layer: Layer) -> dict[str, dict[str, np.ndarray]]:
+def _as_keras(layer: Layer) -> Layer:
+    """A CuDNN-era layer as the Keras layer it is read as (LSTM, GRU with reset_after)."""
+    if not cudnn.is_cudnn(layer.cell):
+        return layer
+    return replace(
+        layer,
+        forward=cells.keras_settings(layer.forward),
+        backward=cells.keras_settings(layer.backward),
+    )
+
+
+def _keras_arrays(layer: Layer, stored_cell: str) -> dict[str, dict[str, np.ndarray]]:
     arrays: dict[str, dict[str, np.ndarray]] = {}
     for w in layer.weights:
-        values = np.ascontiguousarray(w.read())
+        values = w.read()
+        if cudnn.is_cudnn(stored_cell):
+            values = cudnn.to_keras(stored_cell, w.role, values, layer.units)
+        values = np.ascontiguousarray(values)
         if values.dtype.kind != "f":
             raise InputError(f"{layer.name}/{w.direction}/{w.role} holds {values.dtype} values")
         arrays.setdefault(w.direction, {})[w.role] = values
