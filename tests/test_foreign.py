@@ -469,3 +469,25 @@ def test_export_of_cudnn_layers_is_what_tf_keras_converts_them_to(tmp_path, name
     for key in expected.files:
         np.testing.assert_allclose(got[key], expected[key], rtol=0, atol=1e-7)
     assert run_cli("export", FIXTURES / f"{name}.h5", "-o", tmp_path / "t.npz").exit_code == 0
+
+
+def test_export_has_help():
+    r = run_cli("export", "--help")
+    assert r.exit_code == 0 and "--layout" in r.stdout and "load_state_dict" in r.stdout
+
+
+def test_sigterm_during_export_leaves_nothing(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from bilstm_cli.ops import export as export_op
+
+    def killed(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(export_op, "_read_back", killed)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        bl.export(str(FIXTURES / "k2_seq_lstm.h5"), str(tmp_path / "m.safetensors"))
+    assert list(tmp_path.iterdir()) == []
+    assert signal.getsignal(signal.SIGTERM) is before

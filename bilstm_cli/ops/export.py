@@ -15,8 +15,9 @@ import contextlib
 import json
 import os
 import secrets
+import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -64,7 +65,7 @@ def export(
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     session = Session()
-    with formats.open_model(model, session) as source:
+    with contextlib.ExitStack() as stack, formats.open_model(model, session) as source:
         if not source.layers:
             raise InputError(f"{model}: no Bidirectional layer to export")
         stored = {x.name: x.cell for x in select_layers(source.layers, layers, model)}
@@ -114,6 +115,7 @@ def export(
                 )
         t0 = _clock(timings, "convert", t0)
         staged = _staged_name(out)
+        stack.enter_context(_sigterm_stops())
         try:
             _write(staged, named, layout, metadata, out)
             t0 = _clock(timings, "write", t0)
@@ -136,6 +138,24 @@ def export(
     result.verified = all(c.ok or not c.applies for c in result.checks)
     result.timings = timings
     return result
+
+
+@contextlib.contextmanager
+def _sigterm_stops() -> Iterator[None]:
+    """SIGTERM while writing stops like Ctrl-C, so the staged file is removed."""
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread: nothing to install
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _clock(timings: dict[str, float], phase: str, since: float) -> float:
