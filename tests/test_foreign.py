@@ -309,6 +309,16 @@ def test_onnx_bidirectional_node_is_a_layer_with_reordered_blocks():
     )
 
 
+def test_onnx_stored_initial_state_is_refused_by_name():
+    tf = _onnx_lstm()
+    tf.arrays["h0"] = np.ones((2, 1, 2), np.float32)
+    tf.nodes = [
+        RnnNode("enc", "LSTM", tf.nodes[0].attributes, {**tf.nodes[0].inputs, "initial_h": "h0"})
+    ]
+    (layer,) = interpret(tf).layers
+    assert any(r.startswith("initial_h") for r in layer.refusals) and not layer.supported
+
+
 def test_onnx_attributes_as_bytes_are_read():
     found = interpret(_onnx_lstm(b"reverse", activations=[b"Sigmoid", b"Tanh", b"Tanh"]))
     (plain,) = found.plain

@@ -139,6 +139,9 @@ def _add_layer(tf: TensorFile, node: RnnNode, name: str, found: Found) -> None:
             refusals.append(f"{key}={attrs[key]}: {why}")
     if node.inputs.get("P"):
         refusals.append("P (peephole weights): Keras LSTM cells have no peepholes")
+    for key in ("initial_h", "initial_c"):
+        if node.inputs.get(key):
+            refusals.append(f"{key} (a stored initial state): Keras layers start from zeros")
     lbr = int(attrs.get("linear_before_reset", 0))
     per = len(ONNX_DEFAULT_ACTIVATIONS[cell])
     names = list(attrs.get("activations") or ONNX_DEFAULT_ACTIVATIONS[cell] * count)
