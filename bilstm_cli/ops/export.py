@@ -80,7 +80,10 @@ def export(
         for layer in chosen:
             why = refusals(layer, layout, major)
             if why:
-                raise InputError(f"{model}: layer '{layer.name}' cannot be exported: {why[0]}")
+                raise InputError(
+                    f"{model}: layer '{layer.name}' cannot be exported: {why[0]} "
+                    "(select other layers with --layer)"
+                )
         placed = place(chosen, maps, layout)
         out = _check_output(source, output, force)
         result = ExportResult(model, output, layout)
