@@ -230,68 +230,21 @@ def error_line_problems(
 # --- mutations ---------------------------------------------------------------------------------
 
 ODD_VALUES: list[Any] = [
-    None,
-    True,
-    False,
-    0,
-    -1,
-    1,
-    2**40,
-    -(2**63),
-    1.5,
-    float("nan"),
-    float("inf"),
-    "",
-    "x",
-    "LSTM",
-    "GRU",
-    "Bidirectional",
-    "../../etc/passwd",
-    [],
-    [1, 2],
-    {},
-    {"class_name": None},
-    {"module": "os", "class_name": "system", "config": "touch /tmp/never"},
-    "\u2603" * 3,
+    None, True, False, 0, -1, 1, 2**40, -(2**63), 1.5, float("nan"), float("inf"), "", "x",
+    "LSTM", "GRU", "Bidirectional", "../../etc/passwd", [], [1, 2], {}, {"class_name": None},
+    {"module": "os", "class_name": "system", "config": "touch /tmp/never"}, "\u2603" * 3,
 ]
 INTERESTING_KEYS = (
-    "units",
-    "class_name",
-    "layer",
-    "backward_layer",
-    "config",
-    "layers",
-    "name",
-    "use_bias",
-    "reset_after",
-    "merge_mode",
-    "module",
-    "registered_name",
-    "activation",
-    "recurrent_activation",
-    "go_backwards",
-    "inbound_nodes",
-    "build_config",
+    "units", "class_name", "layer", "backward_layer", "config", "layers", "name", "use_bias",
+    "reset_after", "merge_mode", "module", "registered_name", "activation",
+    "recurrent_activation", "go_backwards", "inbound_nodes", "build_config",
 )
 
 
 # Where HDF5 keeps structure (object headers, B-trees, heaps, symbol tables) and where a zip
 # keeps its headers: flips there reach the parsers instead of only changing weight values.
-SIGNATURES = (
-    b"OHDR",
-    b"TREE",
-    b"HEAP",
-    b"SNOD",
-    b"GCOL",
-    b"FRHP",
-    b"FHDB",
-    b"BTHD",
-    b"BTLF",
-    b"\x89HDF",
-    b"PK\x03\x04",
-    b"PK\x01\x02",
-    b"PK\x05\x06",
-)
+SIGNATURES = (b"OHDR", b"TREE", b"HEAP", b"SNOD", b"GCOL", b"FRHP", b"FHDB", b"BTHD", b"BTLF",
+              b"\x89HDF", b"PK\x03\x04", b"PK\x01\x02", b"PK\x05\x06")
 
 
 def _structure_offsets(data: bytes) -> list[int]:
@@ -336,18 +289,8 @@ def mutate_zip(src: Path, dst: Path, rng: random.Random) -> str:
     members = read_members(src)
     names = [n for n, _ in members]
     op = rng.choice(
-        (
-            "remove",
-            "duplicate",
-            "swap",
-            "rename",
-            "evil_name",
-            "deflate",
-            "bad_crc",
-            "empty",
-            "reorder",
-            "extra_weights",
-        )
+        ("remove", "duplicate", "swap", "rename", "evil_name", "deflate", "bad_crc", "empty",
+         "reorder", "extra_weights")
     )
     if op == "remove":
         k = rng.randrange(len(members))
@@ -365,10 +308,8 @@ def mutate_zip(src: Path, dst: Path, rng: random.Random) -> str:
         note = f"swap contents of {a} and {b}"
     elif op == "rename":
         k = rng.randrange(len(members))
-        members[k] = (
-            rng.choice(("CONFIG.JSON", "x/config.json", "model.weights.npz", names[k] + ".bak")),
-            members[k][1],
-        )
+        members[k] = (rng.choice(("CONFIG.JSON", "x/config.json", "model.weights.npz",
+                                  names[k] + ".bak")), members[k][1])
         note = f"rename {names[k]}"
     elif op == "evil_name":
         evil = rng.choice(("../escape.txt", "/abs/path", "assets/../../up", "C:/win.txt"))
@@ -442,7 +383,7 @@ def mutate_config_doc(config: Any, rng: random.Random) -> tuple[Any, str]:
     if op == "raw":
         text = json.dumps(doc)
         cut = rng.randrange(len(text))
-        return text[:cut] + rng.choice(("", "}", "\x00", "[" * 5000, "\ud800")), "raw text cut"
+        return text[:cut] + rng.choice(("", "}", "\x00", "[" * 5000, "\ud800")) , "raw text cut"
     if op == "delete":
         return _delete(doc, path), f"delete {where}"
     if op == "retype":
@@ -528,35 +469,12 @@ def _mutate_h5_file(f: h5py.File, rng: random.Random) -> str:
         if choice == 2 and isinstance(value, np.ndarray) and value.size >= 1:
             items = [str(v.decode() if isinstance(v, bytes) else v) for v in value.reshape(-1)]
             k = rng.randrange(len(items))
-            items[k] = rng.choice(
-                (
-                    "/",
-                    "..",
-                    "../../x",
-                    "/model_weights",
-                    "a" * 300,
-                    "",
-                    items[k] + "/..",
-                    "kernel:0",
-                )
-            )
+            items[k] = rng.choice(("/", "..", "../../x", "/model_weights", "a" * 300, "",
+                                   items[k] + "/..", "kernel:0"))
             obj.attrs[key] = np.array(items, dtype=h5py.string_dtype())
             return f"bad item in attr {key} of {obj.name}"
-        new = rng.choice(
-            (
-                0,
-                -1,
-                3.5,
-                b"\xff\xfe",
-                "",
-                "{}",
-                "[]",
-                np.arange(3),
-                np.zeros((2, 2)),
-                b"null",
-                '{"class_name": "Sequential", "config": {"layers": 5}}',
-            )
-        )
+        new = rng.choice((0, -1, 3.5, b"\xff\xfe", "", "{}", "[]", np.arange(3), np.zeros((2, 2)),
+                          b"null", '{"class_name": "Sequential", "config": {"layers": 5}}'))
         obj.attrs[key] = new
         return f"set attr {key} of {obj.name} to {str(new)[:30]}"
     path = rng.choice(weights)
@@ -565,9 +483,8 @@ def _mutate_h5_file(f: h5py.File, rng: random.Random) -> str:
         del f[path]
         return f"delete {path}"
     if op == "replace":
-        shape = rng.choice(
-            ((), (0,), (1,), (ds.shape[0] + 1,) + ds.shape[1:], (3, 3, 3), ds.shape[::-1])
-        )
+        shape = rng.choice(((), (0,), (1,), (ds.shape[0] + 1,) + ds.shape[1:], (3, 3, 3),
+                            ds.shape[::-1]))
         del f[path]
         f.create_dataset(path, data=np.ones(shape, np.float32))
         return f"reshape {path} to {shape}"
@@ -600,13 +517,8 @@ def _extreme_values(f: h5py.File, path: str, rng: random.Random) -> str:
     top = info.max
     pick = rng.choice(("max", "min", "tiny", "subnormal", "nan", "inf", "mixed"))
     fill = {
-        "max": top,
-        "min": -top,
-        "tiny": info.tiny,
-        "subnormal": info.smallest_subnormal,
-        "nan": np.nan,
-        "inf": np.inf,
-        "mixed": 0.0,
+        "max": top, "min": -top, "tiny": info.tiny,
+        "subnormal": info.smallest_subnormal, "nan": np.nan, "inf": np.inf, "mixed": 0.0,
     }[pick]
     values = np.full(shape, fill, dtype=dtype)
     if pick == "mixed" and values.size:
@@ -641,14 +553,8 @@ def _mutate_structure(f: h5py.File, weights: list[str], rng: random.Random) -> s
         f[target] = f[source]
         return f"weight {target} made a second name of {source}"
     if op == 2:
-        f.create_dataset(
-            name,
-            shape=(4, 4),
-            dtype="f4",
-            chunks=(4, 4),
-            compression=32001,
-            allow_unknown_filter=True,
-        )
+        f.create_dataset(name, shape=(4, 4), dtype="f4", chunks=(4, 4), compression=32001,
+                         allow_unknown_filter=True)
         return f"dataset {name} needing filter 32001"
     if op == 3:
         f.create_dataset(name, shape=(4,), dtype="f4", external=[("/dev/zero", 0, 16)])
@@ -714,10 +620,8 @@ def cases(count: int, seed: int = 0) -> list[Case]:
     pairs = [(p.name, kind) for p in fixtures() for kind in kinds_for(p)]
     rng = random.Random(seed)
     rng.shuffle(pairs)
-    return [
-        Case(pairs[i % len(pairs)][0], pairs[i % len(pairs)][1], seed * 1_000_003 + i)
-        for i in range(count)
-    ]
+    return [Case(pairs[i % len(pairs)][0], pairs[i % len(pairs)][1], seed * 1_000_003 + i)
+            for i in range(count)]
 
 
 @dataclass

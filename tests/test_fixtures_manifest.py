@@ -65,13 +65,8 @@ def bidirectionals_in_config(model_config, prefix=""):
         if cls == "Bidirectional":
             inner = conf["layer"]
             out.append(
-                (
-                    prefix + name,
-                    inner["class_name"],
-                    inner["config"]["units"],
-                    conf.get("merge_mode", "concat"),
-                    conf,
-                )
+                (prefix + name, inner["class_name"], inner["config"]["units"],
+                 conf.get("merge_mode", "concat"), conf)
             )
         elif cls in NESTED_MODEL_CLASSES:
             out += bidirectionals_in_config(layer, prefix + name + "/")
@@ -129,18 +124,8 @@ def test_manifest_has_entries_and_unique_files():
 
 @pytest.mark.parametrize("entry", ENTRIES, ids=ids(ENTRIES))
 def test_entry_fields(entry):
-    for key in (
-        "file",
-        "writer",
-        "format",
-        "loader",
-        "safe_mode",
-        "sha256",
-        "size",
-        "custom_objects",
-        "bidirectional",
-        "notes",
-    ):
+    for key in ("file", "writer", "format", "loader", "safe_mode", "sha256", "size",
+                "custom_objects", "bidirectional", "notes"):
         assert key in entry, key
     assert entry["format"] in ("keras", "h5", "weights.h5")
     assert entry["loader"] in ("keras3", "tf_keras", None)
@@ -155,15 +140,8 @@ def test_entry_fields(entry):
         assert isinstance(rnn["units"], int) and rnn["units"] > 0
         assert isinstance(rnn["input_dim"], int) and rnn["input_dim"] > 0
     for bi in entry["bidirectional"]:
-        assert set(bi) >= {
-            "name",
-            "cell",
-            "units",
-            "merge_mode",
-            "use_bias",
-            "reset_after",
-            "input_dim",
-        }
+        assert set(bi) >= {"name", "cell", "units", "merge_mode", "use_bias",
+                           "reset_after", "input_dim"}
         assert bi["cell"] in CELL_NAMES
         assert bi["merge_mode"] in ("concat", "sum", "mul", "ave", None)
         assert isinstance(bi["units"], int) and bi["units"] > 0
@@ -233,8 +211,7 @@ def test_format_agrees_with_file(entry):
 
 
 @pytest.mark.parametrize(
-    "entry",
-    [e for e in ENTRIES if e["format"] != "weights.h5"],
+    "entry", [e for e in ENTRIES if e["format"] != "weights.h5"],
     ids=ids([e for e in ENTRIES if e["format"] != "weights.h5"]),
 )
 def test_bidirectionals_agree_with_config(entry):
@@ -276,8 +253,7 @@ def test_plain_rnns_agree_with_config(entry):
 
 
 @pytest.mark.parametrize(
-    "entry",
-    [e for e in ENTRIES if e["format"] != "weights.h5"],
+    "entry", [e for e in ENTRIES if e["format"] != "weights.h5"],
     ids=ids([e for e in ENTRIES if e["format"] != "weights.h5"]),
 )
 def test_safe_mode_and_custom_objects_agree_with_config(entry):
@@ -289,8 +265,7 @@ def test_safe_mode_and_custom_objects_agree_with_config(entry):
 
 
 @pytest.mark.parametrize(
-    "entry",
-    [e for e in ENTRIES if e["file"].startswith("cudnn_")],
+    "entry", [e for e in ENTRIES if e["file"].startswith("cudnn_")],
     ids=ids([e for e in ENTRIES if e["file"].startswith("cudnn_")]),
 )
 def test_cudnn_layout(entry):
@@ -309,9 +284,7 @@ def test_cudnn_layout(entry):
                 assert "cell" not in name
                 shape = group[name].shape
                 role = name.rsplit("/", 1)[1][:-2]
-                expected = {
-                    "kernel": (bi["input_dim"], n * u),
-                    "recurrent_kernel": (u, n * u),
-                    "bias": (2 * n * u,),
-                }[role]
+                expected = {"kernel": (bi["input_dim"], n * u),
+                            "recurrent_kernel": (u, n * u),
+                            "bias": (2 * n * u,)}[role]
                 assert shape == expected, name

@@ -81,8 +81,6 @@ def test_fuzz_regressions(tmp_path, spec):
     )
     run = subprocess.run(
         [sys.executable, "-c", code, str(Path(__file__).parent), spec, str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
+        capture_output=True, text=True, timeout=120,
     )
     assert run.returncode == 0, f"{spec}: exit {run.returncode}\n{run.stdout}{run.stderr}"

@@ -106,7 +106,6 @@ def test_device_is_not_a_model(tmp_path, device):
         pytest.skip(f"no {device}")
     refused_by_both(Path(device), tmp_path, "device")
 
-
 def test_empty_file(tmp_path):
     p = tmp_path / "empty.keras"
     p.write_bytes(b"")
@@ -165,15 +164,8 @@ def _run_without_read_override(*args: str) -> subprocess.CompletedProcess[str]:
     if setpriv is None:
         pytest.skip("running as root and setpriv is not available to drop capabilities")
     caps = "-dac_override,-dac_read_search"
-    cmd = [
-        setpriv,
-        f"--inh-caps={caps}",
-        f"--bounding-set={caps}",
-        sys.executable,
-        "-m",
-        "bilstm_cli",
-        *args,
-    ]
+    cmd = [setpriv, f"--inh-caps={caps}", f"--bounding-set={caps}",
+           sys.executable, "-m", "bilstm_cli", *args]
     probe = subprocess.run([*cmd[:3], "true"], capture_output=True, text=True)
     if probe.returncode != 0:
         pytest.skip(f"cannot drop capabilities here: {probe.stderr.strip()}")
@@ -273,9 +265,8 @@ def test_zip_bomb_in_a_subprocess_with_little_memory(tmp_path):
         "import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30));"
         "from bilstm_cli.cli import main; main(sys.argv[1:])"
     )
-    run = subprocess.run(
-        [sys.executable, "-c", code, "inspect", str(p)], capture_output=True, text=True, timeout=60
-    )
+    run = subprocess.run([sys.executable, "-c", code, "inspect", str(p)],
+                         capture_output=True, text=True, timeout=60)
     assert run.returncode == 3, run.stderr
     assert run.stderr.startswith("Error: ") and len(run.stderr.splitlines()) == 1
 
@@ -319,7 +310,6 @@ def test_archive_needing_an_unknown_zip_version(tmp_path):
     p.write_bytes(bytes(data))
     line = refused_by_both(p, tmp_path, "not a readable .keras archive")
     assert "version" in line
-
 
 def test_damaged_weights_member_is_reported_by_inspect_too(tmp_path):
     """A stored member whose bytes no longer match its CRC is damaged for every command."""
@@ -420,7 +410,6 @@ def test_custom_backward_layer_running_forwards(tmp_path, source):
     refused_by_both(p, tmp_path, "go_backwards")
     outcome = run_main("transplant", p, source, "-o", tmp_path / f"t{suffix_of(source)}")
     assert_error(outcome, 3, p, "go_backwards")
-
 
 def test_model_config_attribute_not_text(tmp_path):
     p = tmp_path / "binary_config.h5"
@@ -555,17 +544,12 @@ def test_global_heap_that_would_hang_hdf5(tmp_path):
     p = tmp_path / "looping.h5"
     p.write_bytes(bytes(data))
     for command in (["inspect", str(p)], ["init", str(p), "-o", str(tmp_path / "o.h5")]):
-        run = subprocess.run(
-            [sys.executable, "-m", "bilstm_cli", *command],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        run = subprocess.run([sys.executable, "-m", "bilstm_cli", *command],
+                             capture_output=True, text=True, timeout=60)
         assert run.returncode == 3, run.stderr
         assert run.stderr.startswith(f"Error: {p}: global heap at byte {at}")
         assert len(run.stderr.splitlines()) == 1
     assert not (tmp_path / "o.h5").exists()
-
 
 # --- links, virtual and external datasets ------------------------------------------------------
 
@@ -607,7 +591,8 @@ def _external_storage_weight(f):
     path = weight_datasets(f)[0]
     shape = f[path].shape
     del f[path]
-    f.create_dataset(path, shape=shape, dtype="f4", external=[("/dev/zero", 0, h5py.h5f.UNLIMITED)])
+    f.create_dataset(path, shape=shape, dtype="f4",
+                     external=[("/dev/zero", 0, h5py.h5f.UNLIMITED)])
 
 
 LINK_CASES = {
@@ -632,9 +617,8 @@ def test_links_and_data_from_elsewhere_are_refused(tmp_path, source, case):
         outcome = run_main("inspect", p, "--json")
         assert outcome.code in (0, 3), outcome.stderr
         if outcome.code == 0:
-            names = [
-                w["dataset"] for la in json.loads(outcome.stdout)["layers"] for w in la["weights"]
-            ]
+            names = [w["dataset"] for la in json.loads(outcome.stdout)["layers"]
+                     for w in la["weights"]]
             assert not any("_moved" in n for n in names)
             return
     refused_by_both(p, tmp_path, words)
@@ -700,7 +684,6 @@ def test_finite_weights_whose_squares_overflow(tmp_path):
     assert stats["mean"] == pytest.approx(1e300) and stats["std"] <= 1e-12 * 1e300
     assert stats["l2"] == pytest.approx(1e300 * np.sqrt(np.prod(weight["shape"])), rel=1e-9)
 
-
 @pytest.mark.parametrize("sign", [1.0, -1.0])
 def test_weights_at_the_float64_limit(tmp_path, sign):
     p = tmp_path / "limit.h5"
@@ -718,7 +701,6 @@ def test_weights_at_the_float64_limit(tmp_path, sign):
     json.loads(outcome.stdout)
     out = tmp_path / "out.h5"
     assert run_main("init", p, "-o", out, "--init", "zeros", "--seed", "1").code == 0
-
 
 def _enlarged_weight(doc):
     weights = [w for layer in doc["layers"] for w in layer["weights"]]
@@ -796,6 +778,7 @@ def test_init_without_output(tmp_path):
 )
 def test_bad_inspect_options(args, words):
     assert_error(run_main(*args), 2, None, *words)
+
 
 
 # --- hard links: cycles and aliases ------------------------------------------------------------

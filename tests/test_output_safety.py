@@ -130,7 +130,8 @@ def reference(big, tmp_path_factory):
     for suffix, model in big.items():
         for seed in ("1", "2"):
             out = d / f"seed{seed}{suffix}"
-            outcome = run_main("init", model, "-o", out, "--init", "glorot_uniform", "--seed", seed)
+            outcome = run_main("init", model, "-o", out, "--init", "glorot_uniform",
+                               "--seed", seed)
             assert outcome.code == 0, outcome.stderr
             done[suffix, seed] = sha256(out)
     return done
@@ -170,7 +171,6 @@ def test_output_that_is_a_pipe_is_not_replaced_even_with_force(tmp_path):
     one_error_line(outcome.stderr, outcome.code, 4, str(out), "not a file")
     assert out.is_fifo()
     assert temp_leftovers(tmp_path) == []
-
 
 @pytest.mark.parametrize("spelling", ["same", "dotted", "symlink"])
 def test_output_is_the_input_without_force(tmp_path, spelling):
@@ -216,15 +216,12 @@ def _in_private_mounts(script: str) -> subprocess.CompletedProcess[str]:
     unshare = shutil.which("unshare")
     if os.geteuid() != 0 or unshare is None:
         pytest.skip("needs root and unshare(1) to mount a file system privately")
-    probe = subprocess.run([unshare, "-m", "--propagation", "private", "true"], capture_output=True)
+    probe = subprocess.run([unshare, "-m", "--propagation", "private", "true"],
+                           capture_output=True)
     if probe.returncode != 0:
         pytest.skip("mount namespaces are not available here")
-    return subprocess.run(
-        [unshare, "-m", "--propagation", "private", "sh", "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return subprocess.run([unshare, "-m", "--propagation", "private", "sh", "-c", script],
+                          capture_output=True, text=True, timeout=120)
 
 
 def test_read_only_directory(tmp_path):
@@ -316,7 +313,8 @@ def test_sigkill_leaves_output_absent_or_complete(tmp_path, big, reference, suff
     killed_mid_write = 0
     for k, delay in enumerate((0.0, 0.03, 0.1)):
         out = tmp_path / f"out{k}{suffix}"
-        args = ["init", str(big[suffix]), "-o", str(out), "--init", "glorot_uniform", "--seed", "1"]
+        args = ["init", str(big[suffix]), "-o", str(out), "--init", "glorot_uniform",
+                "--seed", "1"]
         proc = _start_and_wait_for_staging(args, tmp_path)
         if proc is not None:
             time.sleep(delay)
@@ -411,17 +409,8 @@ def test_two_writers_racing_for_one_output(tmp_path, big, reference, suffix):
     out = tmp_path / f"out{suffix}"
     for _ in range(2):
         procs = [
-            cli(
-                "init",
-                str(big[suffix]),
-                "-o",
-                str(out),
-                "--init",
-                "glorot_uniform",
-                "--seed",
-                seed,
-                "--force",
-            )
+            cli("init", str(big[suffix]), "-o", str(out), "--init", "glorot_uniform",
+                "--seed", seed, "--force")
             for seed in ("1", "2")
         ]
         for proc in procs:
@@ -440,7 +429,6 @@ def _chunked_copy(src: Path, dest: Path) -> None:
     import h5py
 
     with h5py.File(src, "r") as fin, h5py.File(dest, "w") as fout:
-
         def copy(name, obj):
             if isinstance(obj, h5py.Group):
                 g = fout.require_group(name)

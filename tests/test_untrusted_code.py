@@ -27,15 +27,8 @@ from conftest import run_cli
 from fuzzing import FIXTURES, edit_config, edit_h5, weight_datasets
 
 PLANTED = ("bilstm_planted", "custom_objects", "keras", "tensorflow", "tf_keras")
-SUBMODULES = (
-    "keras.layers",
-    "keras.src",
-    "keras.src.models",
-    "keras.src.models.functional",
-    "keras.initializers",
-    "keras.saving",
-    "tensorflow.keras",
-)
+SUBMODULES = ("keras.layers", "keras.src", "keras.src.models", "keras.src.models.functional",
+              "keras.initializers", "keras.saving", "tensorflow.keras")
 
 WATCHER = r"""
 import sys
@@ -99,12 +92,8 @@ def payload(marker: Path) -> bytes:
 
 
 def _named(module: str, class_name: str, config) -> dict:
-    return {
-        "module": module,
-        "class_name": class_name,
-        "config": config,
-        "registered_name": f"{module}>{class_name}",
-    }
+    return {"module": module, "class_name": class_name, "config": config,
+            "registered_name": f"{module}>{class_name}"}
 
 
 def _bidirectionals(config):
@@ -130,22 +119,12 @@ def hostile_keras(tmp_path: Path, code: bytes) -> Path:
             if entry.get("module") == "custom_objects":
                 entry["module"] = "bilstm_planted"
                 entry["registered_name"] = "bilstm_planted>ScaleShift"
-        lam = {
-            "module": "keras.layers",
-            "class_name": "Lambda",
-            "name": "planted_lambda",
-            "registered_name": None,
-            "inbound_nodes": [],
-            "config": {
-                "name": "planted_lambda",
-                "function": {
-                    "class_name": "__lambda__",
-                    "config": {"code": b64, "defaults": None, "closure": None},
-                },
-                "arguments": {},
-                "output_shape": None,
-            },
-        }
+        lam = {"module": "keras.layers", "class_name": "Lambda", "name": "planted_lambda",
+               "registered_name": None, "inbound_nodes": [],
+               "config": {"name": "planted_lambda", "function": {
+                   "class_name": "__lambda__",
+                   "config": {"code": b64, "defaults": None, "closure": None}},
+                   "arguments": {}, "output_shape": None}}
         layers.append(lam)
         layers.append(_named("bilstm_planted", "Evil", {"name": "evil", "trainable": True}))
         for bi in _bidirectionals(config):
@@ -182,10 +161,8 @@ def hostile_h5(tmp_path: Path, code: bytes) -> Path:
 
     with h5py.File(out, "r+") as f:
         f.attrs["training_config"] = json.dumps(
-            {
-                "loss": _named("bilstm_planted", "Loss", {}),
-                "optimizer_config": _named("keras", "Adam", {"learning_rate": 0.001}),
-            }
+            {"loss": _named("bilstm_planted", "Loss", {}), "optimizer_config":
+             _named("keras", "Adam", {"learning_rate": 0.001})}
         )
     return out
 
@@ -196,11 +173,7 @@ def run_watched(
     environment = {**os.environ, **(env or {}), "PYTHONPATH": str(site)}
     return subprocess.run(
         [sys.executable, "-c", WATCHER, code.hex(), ",".join(PLANTED), *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=environment,
-        cwd=site.parent,
+        capture_output=True, text=True, timeout=120, env=environment, cwd=site.parent,
     )
 
 
@@ -209,12 +182,8 @@ def test_the_planted_modules_and_payload_are_live(planted, tmp_path):
     site, marker = planted
     code = payload(marker)
     env = {**os.environ, "PYTHONPATH": str(site)}
-    subprocess.run(
-        [sys.executable, "-c", "import bilstm_planted, keras.layers"],
-        env=env,
-        check=True,
-        timeout=60,
-    )
+    subprocess.run([sys.executable, "-c", "import bilstm_planted, keras.layers"], env=env,
+                   check=True, timeout=60)
     # The control: rebuilding and calling the function is what must never happen.
     types.FunctionType(marshal.loads(code), {})(None)
     text = marker.read_text()
@@ -283,12 +252,8 @@ def plugin_dir(tmp_path):
         f'    FILE *f = fopen("{marker}", "a"); if (f) {{ fputs("loaded\\n", f); fclose(f); }}\n'
         "}\n"
     )
-    subprocess.run(
-        [compiler, "-shared", "-fPIC", "-o", str(d / "libplanted.so"), str(source)],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
+    subprocess.run([compiler, "-shared", "-fPIC", "-o", str(d / "libplanted.so"), str(source)],
+                   check=True, capture_output=True, timeout=60)
     return d, marker
 
 
@@ -300,14 +265,8 @@ def _filtered(tmp_path: Path, which: str) -> Path:
         path = weights[0] if which == "weight" else "model_weights/dense/seq_lstm/dense/kernel"
         shape = f[path].shape
         del f[path]
-        ds = f.create_dataset(
-            path,
-            shape=shape,
-            dtype="f4",
-            chunks=shape,
-            compression=32001,
-            allow_unknown_filter=True,
-        )
+        ds = f.create_dataset(path, shape=shape, dtype="f4", chunks=shape, compression=32001,
+                              allow_unknown_filter=True)
         ds.id.write_direct_chunk((0,) * len(shape), np.zeros(shape, "f4").tobytes())
 
     out = tmp_path / f"filtered_{which}.h5"
@@ -328,12 +287,8 @@ def test_reading_an_unknown_filter_loads_plugins_without_the_guard(tmp_path, plu
 
     with h5py.File(model, "r") as f:
         path = weight_datasets(f)[0]
-    subprocess.run(
-        [sys.executable, "-c", script, str(model), path],
-        timeout=60,
-        env={**os.environ, "HDF5_PLUGIN_PATH": str(plugins)},
-        capture_output=True,
-    )
+    subprocess.run([sys.executable, "-c", script, str(model), path], timeout=60,
+                   env={**os.environ, "HDF5_PLUGIN_PATH": str(plugins)}, capture_output=True)
     assert marker.exists()
 
 
@@ -345,19 +300,8 @@ def test_a_filter_named_by_the_file_loads_no_plugin(tmp_path, plugin_dir, plante
     env = {"HDF5_PLUGIN_PATH": str(plugins)}
     code = b"unused"
     inspect = run_watched(site, code, "inspect", model, env=env)
-    init = run_watched(
-        site,
-        code,
-        "init",
-        model,
-        "-o",
-        tmp_path / "o.h5",
-        "--init",
-        "zeros",
-        "--seed",
-        "1",
-        env=env,
-    )
+    init = run_watched(site, code, "init", model, "-o", tmp_path / "o.h5", "--init", "zeros",
+                       "--seed", "1", env=env)
     if which == "weight":
         assert inspect.returncode == 3 and "filter 32001" in inspect.stderr, inspect.stderr
     else:

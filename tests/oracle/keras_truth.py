@@ -207,7 +207,9 @@ def iter_bidirectionals(model, prefix: str = ""):
         cls = type(layer).__name__
         if cls == "Bidirectional":
             yield prefix + layer.name, layer
-        elif cls in NESTED_MODEL_CLASSES or (hasattr(layer, "layers") and hasattr(layer, "inputs")):
+        elif cls in NESTED_MODEL_CLASSES or (
+            hasattr(layer, "layers") and hasattr(layer, "inputs")
+        ):
             yield from iter_bidirectionals(layer, prefix + layer.name + "/")
 
 
@@ -342,10 +344,8 @@ def cudnn_converted_truth(path) -> dict[tuple[str, str, str], np.ndarray]:
     model.load_weights(str(path))
     out = {}
     for name, layer in iter_bidirectionals(model):
-        for direction, sub in (
-            ("forward", layer.forward_layer),
-            ("backward", layer.backward_layer),
-        ):
+        for direction, sub in (("forward", layer.forward_layer),
+                               ("backward", layer.backward_layer)):
             for role, value in cell_weights(sub).items():
                 out[(name, direction, role)] = value
     return out

@@ -73,10 +73,8 @@ def test_weights_only_file_holds_the_same_values(entry):
 
 
 def test_custom_backward_layer_settings():
-    truth = {
-        t["name"]: t
-        for t in kt.bidirectional_truth(kt.FIXTURES / "k3_functional_backward_nobias.keras")
-    }
+    truth = {t["name"]: t for t in
+             kt.bidirectional_truth(kt.FIXTURES / "k3_functional_backward_nobias.keras")}
     custom = truth["bi_custom_backward"]
     assert custom["activation"] == {"forward": "tanh", "backward": "relu"}
     assert custom["recurrent_activation"] == {"forward": "sigmoid", "backward": "hard_sigmoid"}
@@ -106,10 +104,9 @@ def test_every_keras_weight_is_a_dataset_in_the_file(entry):
         stored = _datasets(f)
     for t in truth:
         for key, value in t["weights"].items():
-            assert any(s.shape == value.shape and np.array_equal(s, value) for s in stored), (
-                t["name"],
-                key,
-            )
+            assert any(
+                s.shape == value.shape and np.array_equal(s, value) for s in stored
+            ), (t["name"], key)
 
 
 @pytest.mark.parametrize("entry", CUDNN, ids=ids(CUDNN))
