@@ -8,6 +8,7 @@ A library first; the ``bilstm`` command is a thin layer over it::
     plan = bl.plan_init("m.keras", init=["recurrent_kernel=orthogonal", "bias[f]=ones"], seed=7)
     result = bl.apply(plan, "out.keras")                           # verified, or VerifyError
     delta = bl.diff("m.keras", "out.keras")
+    bl.export("m.keras", "m.safetensors", layout="pytorch")       # for torch load_state_dict
 
 Importing the package has no side effects and loads nothing heavy: each name is imported
 from its module on first use. Every failure is a :class:`BilstmError` whose ``exit_code`` is
@@ -29,6 +30,7 @@ _EXPORTS = {
     "plan_transplant": "bilstm_cli.ops.plan_transplant",
     "apply": "bilstm_cli.ops.apply",
     "diff": "bilstm_cli.ops.diff",
+    "export": "bilstm_cli.ops.export",
     "Plan": "bilstm_cli.ops.apply",
     "Model": "bilstm_cli.model",
     "Layer": "bilstm_cli.model",
@@ -45,6 +47,7 @@ _EXPORTS = {
     "DiffResult": "bilstm_cli.results",
     "LayerDiff": "bilstm_cli.results",
     "WeightDiff": "bilstm_cli.results",
+    "ExportResult": "bilstm_cli.results",
     "BilstmError": "bilstm_cli.errors",
     "UsageError": "bilstm_cli.errors",
     "InputError": "bilstm_cli.errors",
@@ -60,6 +63,7 @@ __all__ = [
     "plan_transplant",
     "apply",
     "diff",
+    "export",
     "Plan",
     "Model",
     "Layer",
@@ -76,6 +80,7 @@ __all__ = [
     "DiffResult",
     "LayerDiff",
     "WeightDiff",
+    "ExportResult",
     "BilstmError",
     "UsageError",
     "InputError",
@@ -89,6 +94,7 @@ if TYPE_CHECKING:
     from bilstm_cli.model import CellSettings, Direction, Layer, Model, PlainLayer, Weight
     from bilstm_cli.ops.apply import Plan, apply
     from bilstm_cli.ops.diff import diff
+    from bilstm_cli.ops.export import export
     from bilstm_cli.ops.inspect import inspect
     from bilstm_cli.ops.plan_init import plan_init
     from bilstm_cli.ops.plan_transplant import plan_transplant
@@ -96,6 +102,7 @@ if TYPE_CHECKING:
         Change,
         Check,
         DiffResult,
+        ExportResult,
         InspectResult,
         LayerDiff,
         LayerReport,

@@ -108,6 +108,9 @@ class InspectResult:
             "config_known": model.config_known,
             "layers": [r.to_dict() for r in self.layers],
         }
+        layout = getattr(model, "layout", None)
+        if layout is not None:  # another framework's file: whose names and semantics it holds
+            doc["layout"] = layout
         if model.notes:
             doc["notes"] = list(model.notes)
         return doc
@@ -334,4 +337,44 @@ class DiffResult:
             "b": self.b,
             "identical": self.identical,
             "layers": [layer.to_dict() for layer in self.layers],
+        }
+
+
+# --- export ------------------------------------------------------------------------------------
+
+
+@dataclass
+class ExportResult:
+    """What :func:`bilstm_cli.export` wrote: the tensors by name, the layers they came from,
+    and the checks that verified them; ``to_dict()`` is ``bilstm export --json``.
+
+    >>> result = bl.export("fixtures/k2_seq_lstm.h5", "lstm.npz", layout="onnx")
+    >>> [(t["name"], t["shape"]) for t in result.tensors]
+    [('bidirectional.W', [2, 12, 4]), ('bidirectional.R', [2, 12, 3]), ('bidirectional.B', [2, 24])]
+    """
+
+    input: str
+    output: str
+    layout: str
+    verified: bool = False
+    #: One entry per exported layer: its name, cell, units, prefix, index and tensor names.
+    layers: list[dict[str, Any]] = field(default_factory=list)
+    #: One entry per written tensor: its name, shape, dtype and the layer it holds.
+    tensors: list[dict[str, Any]] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "command": "export",
+            "input": self.input,
+            "output": self.output,
+            "layout": self.layout,
+            "verified": self.verified,
+            "layers": [dict(x) for x in self.layers],
+            "tensors": [dict(t) for t in self.tensors],
+            "checks": [c.to_dict() for c in self.checks],
+            "notes": list(self.notes),
+            "timings": {k: round(v, 4) for k, v in self.timings.items()},
         }

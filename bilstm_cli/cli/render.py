@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from bilstm_cli.results import FAILED, SKIPPED
 
 if TYPE_CHECKING:  # only for annotations
-    from bilstm_cli.results import Check, DiffResult, InspectResult, WriteResult
+    from bilstm_cli.results import Check, DiffResult, ExportResult, InspectResult, WriteResult
 
 from bilstm_cli.results import STAT_COLUMNS
 
@@ -112,6 +112,9 @@ def render_inspect(result: InspectResult, with_gates: bool) -> None:
     out = Output()
     model = result.model
     version = f", written by Keras {model.keras_version}" if model.keras_version else ""
+    layout = getattr(model, "layout", None)
+    if layout is not None:  # another framework's file
+        version = f", {layout or 'no'} layout"
     out.line(f"{model.path}: {model.format}{version}")
     for note in model.notes:
         out.line(f"note: {note}")
@@ -293,3 +296,29 @@ def diff_result(result: DiffResult, as_json: bool) -> None:
             out.line(f"note: {note}")
     out.line()
     out.line("identical" if result.identical else "different")
+
+
+# --- export ------------------------------------------------------------------------------------
+
+
+def export_result(result: ExportResult, as_json: bool) -> None:
+    if as_json:
+        dump_json(result.to_dict())
+        return
+    out = Output()
+    rows = [[t["name"], shape_text(t["shape"]), t["dtype"], t["layer"]] for t in result.tensors]
+    out.table(
+        f"export {result.input} ({result.layout} layout)",
+        [("tensor", False), ("shape", False), ("dtype", False), ("from layer", False)],
+        rows,
+    )
+    out.line()
+    out.table(
+        "checks",
+        [("check", False), ("result", False), ("where", False), ("detail", False)],
+        check_rows(result.checks),
+    )
+    for note in result.notes:
+        out.line(f"note: {note}")
+    state = "verified" if result.verified else "NOT verified"
+    out.line(f"wrote {result.output} ({state})")

@@ -9,13 +9,20 @@ from __future__ import annotations
 import os
 
 from bilstm_cli.errors import InputError
-from bilstm_cli.formats import h5_legacy, keras_dir, keras_zip, sharded, weights_only
+from bilstm_cli.formats import foreign, h5_legacy, keras_dir, keras_zip, sharded, weights_only
 from bilstm_cli.formats.base import Format, Session, Writer, digest, sniff, unclaimed
 from bilstm_cli.formats.hdf5 import about
 from bilstm_cli.model import Model, WeightReader
 
-FORMATS: tuple[Format, ...] = (keras_zip.FORMAT, h5_legacy.FORMAT, weights_only.FORMAT)
-FORMATS += (sharded.FORMAT, keras_dir.FORMAT)  # sharded weights JSON, model folders
+# Other frameworks' files come first: a PyTorch .pt and a .npz are zip archives too.
+FORMATS: tuple[Format, ...] = (
+    foreign.FORMAT,
+    keras_zip.FORMAT,
+    h5_legacy.FORMAT,
+    weights_only.FORMAT,
+    sharded.FORMAT,
+    keras_dir.FORMAT,
+)
 
 
 def format_of(path: str, session: Session) -> Format:
@@ -79,8 +86,18 @@ def component_files(path: str) -> list[str]:
     return [path]
 
 
+def check_writable(model: Model) -> None:
+    """Refuse, before any work, a model whose format is only read here."""
+    if model.format in foreign.READ_ONLY:
+        raise InputError(
+            f"{model.path}: a {model.format} file is read-only here; take weights from it "
+            "with transplant, or write other frameworks' layouts with bilstm export"
+        )
+
+
 def writer_for(model: Model) -> Writer:
     """How to write a changed copy of ``model``."""
+    check_writable(model)
     for fmt in FORMATS:
         if fmt.name == model.format and fmt.writer is not None:
             return fmt.writer()
@@ -92,6 +109,7 @@ __all__ = [
     "Format",
     "Session",
     "Writer",
+    "check_writable",
     "component_files",
     "digest",
     "format_of",

@@ -88,6 +88,11 @@ def diff(
         else:
             paired, only_a, only_b = _paired(layers_a, layers_b, by)
         out = [_layer_diff(la, lb, targets, gates) for la, lb in paired]
+        layouts = [getattr(m, "layout", None) for m in (model_a, model_b)]
+        if any(layouts):  # another framework's file: compared once converted
+            said = ", ".join(f"{side}: {x} layout" for side, x in zip("AB", layouts) if x)
+            for layer in out:
+                layer.notes.append(f"compared in the Keras convention ({said})")
     out.extend(LayerDiff(la.name, la.cell, "only in A") for la in only_a)
     out.extend(LayerDiff(lb.name, lb.cell, "only in B") for lb in only_b)
     return DiffResult(path_a, path_b, out)

@@ -23,6 +23,7 @@ from bilstm_cli.errors import InputError
 from bilstm_cli.formats import Session
 from bilstm_cli.model import CellSettings, Layer, Model, WeightReader
 from bilstm_cli.ops.apply import Verifier
+from bilstm_cli.ops.cross_check import CrossProbe
 from bilstm_cli.ops.forward_stack import StackProbe, stack_probes
 from bilstm_cli.ops.forward_stack import cell_config as _cell_config
 from bilstm_cli.ops.pairs import Pair, donor_values, keras_major
@@ -150,7 +151,7 @@ class ForwardChecks(Verifier):
         self.target = target
         self.donor_reader = donor_reader
         self.session = session
-        self._entries: list[Check | _Probe | StackProbe] = []
+        self._entries: list[Check | _Probe | StackProbe | CrossProbe] = []
         self._donor_runs: dict[tuple[int, str], list[_CellRun]] = {}
         self._written_runs: dict[str, list[tuple[_CellRun, str]]] = {}
         self._staged_path: str | None = None
@@ -160,6 +161,10 @@ class ForwardChecks(Verifier):
     # Planning, once every pair knows the roles it moves.
     def plan(self, pairs: list[Pair]) -> None:
         major = keras_major(self.target)
+        for pair in pairs:
+            if pair.source.raw is not None:
+                self._cross_framework(pair, major)
+        pairs = [p for p in pairs if p.source.raw is None]
         covered = _whole_pairs(pairs)
         for pair in pairs:
             if any(pair is p for _, _, moved in covered for p in moved):
@@ -228,6 +233,38 @@ class ForwardChecks(Verifier):
         # A stack's cells are checked one by one above; the stack as a whole here.
         self._entries.extend(stack_probes(pairs, major))
 
+    def _cross_framework(self, pair: Pair, major: int) -> None:
+        """Another framework's donor cell, run on its stored tensors in its own semantics,
+        against the written Keras cell (each direction reading time its own way)."""
+        raw = pair.source.raw
+        assert raw is not None
+        name = f"forward pass ({raw.framework} semantics)"
+        tgt = pair.target.settings[pair.direction]
+        if tgt.activation is None:
+            why = "a weights-only file holds no cell settings (activations) to run it with"
+            self._skip(pair.label, name, why, applies=False)
+            return
+        unknown = _unknown_activation([(tgt, major)])
+        if unknown:
+            self._skip(pair.label, name, unknown)
+            return
+        x = reference.probe_batch(pair.source.refs["kernel"].shape[0], seed=0)
+        cfg = _cell_config(tgt, major, raw.reverse)
+        written = self._written_run(pair.target, pair.direction, x, cfg, set(pair.roles))
+        reader = self.donor_reader
+
+        def donor() -> np.ndarray:
+            from bilstm_cli.formats.foreign import ForeignReader, raw_forward
+
+            assert isinstance(reader, ForeignReader)
+            return raw_forward(reader, raw, x)
+
+        dtypes = [pair.source.refs["kernel"].dtype]
+        target_kernel = pair.target.weight(pair.direction, "kernel")
+        if target_kernel is not None:
+            dtypes.append(target_kernel.dtype)
+        self._entries.append(CrossProbe(pair, name, donor, written, raw.reverse, dtypes))
+
     def _skip(self, label: str, name: str, why: str, applies: bool = True) -> None:
         self._entries.append(Check.skipped(label, name, why, applies))
 
@@ -292,6 +329,9 @@ class ForwardChecks(Verifier):
             if isinstance(entry, StackProbe):
                 diff = _max_diff(*entry.outputs(self.donor_reader, self._staged_weights()))
                 out.append(_agreement(entry.pair, entry.name, diff, entry.label))
+                continue
+            if isinstance(entry, CrossProbe):
+                out.append(entry.check())
                 continue
             diff = _max_diff(entry.outputs(entry.donor), entry.outputs(entry.written))
             out.append(_agreement(entry.pair, entry.name, diff, entry.label))

@@ -13,12 +13,15 @@ from bilstm_cli import cells
 from bilstm_cli.cells import cudnn
 from bilstm_cli.cells.blocks import ROLES, covered_gates, gate_mask
 from bilstm_cli.errors import InputError, UsageError
+from bilstm_cli.formats.foreign_layout import ForeignLayer, ForeignPlainLayer, RawCell
 from bilstm_cli.model import CellSettings, Layer, Model, PlainLayer, Weight, WeightReader
 from bilstm_cli.ops.plan_init import bidirectional_layers_to_change
 from bilstm_cli.ops.select import directions, find_layer, layer_matches, select_layers
 from bilstm_cli.strategies import Target, parse_target
 
 SETTINGS_COMPARED = ("activation", "recurrent_activation", "use_bias", "reset_after")
+# Settings that change what a cell computes: another framework's donor must match them.
+SEMANTIC_SETTINGS = ("activation", "recurrent_activation", "reset_after")
 
 
 @dataclass
@@ -30,6 +33,10 @@ class Source:
     refs: dict[str, Weight]
     stored_cell: str
     keras_major: int
+    #: Another framework's donor: its tensors as stored (None for a Keras donor).
+    raw: RawCell | None = None
+    #: Its settings with no Keras equivalent, each naming the setting.
+    refusals: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -62,7 +69,15 @@ def _bi_source(model: Model, layer: Layer, direction: str) -> Source:
         refs,
         settings.cell,
         keras_major(model),
+        *_foreign(layer, direction),
     )
+
+
+def _foreign(layer: Layer | PlainLayer, direction: str) -> tuple[RawCell | None, list[str]]:
+    """Another framework's layer: its stored tensors for ``direction`` and its refusals."""
+    if isinstance(layer, (ForeignLayer, ForeignPlainLayer)):
+        return layer.raw.get(direction), list(layer.refusals)
+    return None, []
 
 
 def _plain_source(model: Model, layer: PlainLayer) -> Source:
@@ -73,6 +88,7 @@ def _plain_source(model: Model, layer: PlainLayer) -> Source:
         refs,
         layer.settings.cell,
         keras_major(model),
+        *_foreign(layer, "forward"),
     )
 
 
@@ -182,6 +198,10 @@ def check_pair(pair: Pair, roles: list[Target], donor_path: str) -> list[tuple[s
     """Shapes, cells and settings of one pair; returns (role, column mask) to transplant."""
     src, tgt = pair.source.settings, pair.target.settings[pair.direction]
     where = f"{pair.source.label} ({donor_path}) → {pair.target.name}/{pair.direction}"
+    if pair.source.refusals:
+        raise InputError(f"{where}: {pair.source.refusals[0]}")
+    if pair.source.raw is not None:
+        _same_semantics(pair, where)
     if src.cell != tgt.cell:
         extra = (
             f" (converted from {pair.source.stored_cell})"
@@ -261,6 +281,23 @@ def _check_convolutions(where: str, src: CellSettings, tgt: CellSettings, pair: 
         x, y = getattr(a, key), getattr(b, key)
         if x is not None and y is not None and x != y:
             pair.differences.append(f"{key} {x} (donor) vs {y} (target)")
+
+
+def _same_semantics(pair: Pair, where: str) -> None:
+    """Another framework's cell moves only into a Keras cell that computes the same thing:
+    a setting that differs (``reset_after``, an activation, Keras 2's ``hard_sigmoid``) is
+    refused by name, never approximated."""
+    src, tgt = pair.source.settings, pair.target.settings[pair.direction]
+    framework = pair.source.raw.framework if pair.source.raw else "another framework"
+    for key in SEMANTIC_SETTINGS:
+        a, b = getattr(src, key), getattr(tgt, key)
+        if a is None or b is None or (key == "reset_after" and src.cell != "GRU"):
+            continue
+        if a != b:
+            raise InputError(
+                f"{where}: {key}={b} in the target, but the {framework} donor computes "
+                f"{key}={a}; no conversion between them exists"
+            )
 
 
 def _with_gates(settings: CellSettings, role: str, mask: np.ndarray) -> str:

@@ -44,6 +44,7 @@ def bidirectional_layers_to_change(
     model: Model, layer_globs: Sequence[str], verb: str
 ) -> list[Layer]:
     """The selected layers, refusing files or selections the command cannot work on."""
+    formats.check_writable(model)
     if not model.layers:
         raise InputError(f"{model.path}: no Bidirectional layer to {verb}")
     layers = select_layers(model.layers, layer_globs, model.path)

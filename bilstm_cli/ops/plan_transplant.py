@@ -35,6 +35,8 @@ def _job(
     whole = bool(mask.all())
     gates = None if whole else covered_gates(settings.cell, settings.units, mask)
     converted = " (converted from CuDNN)" if cudnn.is_cudnn(pair.source.stored_cell) else ""
+    if pair.source.raw is not None:
+        converted = f" (converted from {pair.source.raw.framework})"
     stored_as, donor_dtype = ref.dtype, pair.source.refs[role].dtype
     cast_note = f" (cast {donor_dtype} → {stored_as})" if donor_dtype != stored_as else ""
     part = Part(gates, None if whole else mask, f"from {pair.source.label}{converted}{cast_note}")
