@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 
 # Larger than any single RNN weight anyone trains; a declared shape beyond this is hostile.
 MAX_DATASET_BYTES = 4 * 1024**3
+# A dataset up to this size may leave chunks unwritten (they read as the fill value); a larger
+# one must store every byte it declares (:func:`unbacked_storage`).
+UNWRITTEN_ALLOWANCE = 1024**2
 FLOAT_KINDS = ("f",)
 # Filters built into the HDF5 library: deflate, shuffle, fletcher32, szip, nbit, scaleoffset.
 BUILTIN_FILTERS = frozenset(range(1, 7))
@@ -193,6 +196,59 @@ def check_dataset(ds: h5py.Dataset, path: str) -> None:
             f"dataset '{path}' needs HDF5 filter {plugin}, which is not built into HDF5; "
             "filter plugins are not loaded"
         )
+    unbacked = unbacked_storage(ds, nbytes)
+    if unbacked:
+        raise InputError(f"dataset '{path}' {unbacked}; refused before reading")
+
+
+def unbacked_storage(ds: h5py.Dataset, declared: int) -> str | None:
+    """How the bytes ``ds`` declares go beyond what the file stores for it, or None.
+
+    HDF5 reads a chunk that was never written, or contiguous data never allocated, as the
+    fill value: a file of a few kilobytes can declare gigabytes that every reader would
+    materialise. The rule: every chunk a chunked dataset's shape needs is written, and a
+    contiguous dataset's data is allocated in full, inside the file. Compressed chunks may
+    be small (zeros deflate well); a chunk never inflates beyond its declared extent. Only
+    datasets of at most :data:`UNWRITTEN_ALLOWANCE` bytes may leave chunks unwritten.
+    """
+    if declared <= UNWRITTEN_ALLOWANCE:
+        return None
+    try:
+        layout = ds.id.get_create_plist().get_layout()
+        size = int(ds.file.id.get_filesize())
+        if layout == h5py.h5d.CHUNKED:
+            return _unbacked_chunks(ds, declared, size)
+        if layout == h5py.h5d.CONTIGUOUS:
+            offset = ds.id.get_offset()
+            stored = int(ds.id.get_storage_size())
+            if offset is None or stored < declared:
+                return f"declares {declared} bytes but the file stores {stored} of them"
+            if int(offset) + declared > size:
+                return f"declares {declared} bytes that lie beyond the end of the file"
+    except (RuntimeError, ValueError, OSError, KeyError, TypeError) as exc:
+        return f"has storage that cannot be examined ({first_line(exc)})"
+    return None  # compact: the values live in the object header itself
+
+
+def _unbacked_chunks(ds: h5py.Dataset, declared: int, size: int) -> str | None:
+    extent = ds.chunks or ()
+    needed = math.prod(-(-int(n) // max(int(c), 1)) for n, c in zip(ds.shape, extent))
+    written = int(ds.id.get_num_chunks())
+    if written < needed:
+        return (
+            f"declares {declared} bytes in {needed} chunks but the file stores {written} "
+            "of them (unwritten chunks)"
+        )
+    beyond: list[int] = []
+
+    def visit(info: Any) -> None:
+        if info.byte_offset is None or int(info.byte_offset) + int(info.size) > size:
+            beyond.append(1)
+
+    ds.id.chunk_iter(visit)
+    if beyond:
+        return f"has {len(beyond)} chunks beyond the end of the file"
+    return None
 
 
 def plugin_filter(ds: h5py.Dataset) -> int | None:
@@ -223,6 +279,10 @@ def read(ds: h5py.Dataset, path: str) -> np.ndarray:
         return np.asarray(ds[()])
     except (OSError, ValueError, RuntimeError, TypeError) as exc:
         raise InputError(f"dataset '{path}' cannot be read ({first_line(exc)})") from None
+    except MemoryError:
+        raise InputError(
+            f"dataset '{path}' ({ds.nbytes} bytes) needs more memory than is available"
+        ) from None
 
 
 def odd_attribute_type(tid: Any) -> str | None:
