@@ -99,10 +99,19 @@ def _zip(dst: Path, members: list[tuple[str, bytes, int]]) -> None:
             z.writestr(info, data, compresslevel=9 if compression else None)
 
 
-def deflate_bomb_keras(dst: Path, padding: int = 8 * 1024**3) -> Path:
+def declare_end(data: bytes, end: int) -> bytes:
+    """HDF5 bytes whose (version 0) superblock declares ``end`` as the end of the file."""
+    assert data[8] == 0, "the fixture's superblock is not version 0"
+    size = data[13]
+    at = 24 + 2 * size
+    return data[:at] + end.to_bytes(size, "little") + data[at + size :]
+
+
+def deflate_bomb_keras(dst: Path, padding: int = 8 * 1024**3, end: int | None = None) -> Path:
     """A ``.keras`` archive whose deflated ``model.weights.h5`` is the real weights file
     followed by ``padding`` zero bytes: it inflates ~1000:1, far beyond what the config's
-    weights need. Streamed, so building it needs no memory."""
+    weights need. With ``end``, its superblock claims the file ends there (so only the
+    configuration can tell). Streamed, so building it needs no memory."""
     members = _members(KERAS)
     with zipfile.ZipFile(dst, "w") as z:
         for info, data in members:
@@ -113,7 +122,7 @@ def deflate_bomb_keras(dst: Path, padding: int = 8 * 1024**3) -> Path:
                 continue
             out.compress_type = zipfile.ZIP_DEFLATED
             with z.open(out, "w", force_zip64=True) as w:
-                w.write(data)
+                w.write(data if end is None else declare_end(data, end))
                 block = bytes(1 << 20)
                 left = padding
                 while left > 0:

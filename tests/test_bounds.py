@@ -194,3 +194,47 @@ def test_fifo_as_donor_is_refused_at_once(tmp_path):
     os.mkfifo(fifo)
     run = cli("transplant", fifo, LEGACY, "-o", tmp_path / "o.h5", timeout=60)
     one_error(run, 3, "donor.h5")
+
+
+# --- compressed archive members: inflated only as far as the weights need -------------------
+
+
+@pytest.mark.parametrize("end", [None, 2**40], ids=["padding", "lying-header"])
+@pytest.mark.parametrize("command", ["inspect", "init"])
+def test_deflate_bomb_is_refused_while_inflating(tmp_path, end, command):
+    # 80 MiB of zeros beyond the real weights: past the superblock's end, or (when the
+    # header lies) past the 64 MiB margin over what the configuration's weights need.
+    bomb = hostile.deflate_bomb_keras(tmp_path / "bomb.keras", 80 * 1024**2, end=end)
+    assert bomb.stat().st_size < 200_000
+    out = tmp_path / "out" / "o.keras"
+    out.parent.mkdir()
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    args = ("inspect", bomb) if command == "inspect" else ("init", bomb, "-o", out)
+    run = cli(*args, env={"TMPDIR": str(tmp)})
+    one_error(run, 3, "bomb.keras", "decompression bomb")
+    assert os.listdir(out.parent) == [] and os.listdir(tmp) == []
+
+
+def test_honest_deflated_archive_reads_and_writes(tmp_path):
+    deflated = hostile.deflated_keras(tmp_path / "deflated.keras")
+    run = cli("diff", KERAS, deflated)
+    assert run.returncode == 0 and "identical" in run.stdout, run.stderr
+    run = cli("init", deflated, "-o", tmp_path / "o.keras", "--init", "zeros")
+    assert run.returncode == 0, run.stderr
+
+
+def test_compressed_member_needs_room_in_the_temp_directory(tmp_path, monkeypatch):
+    import shutil as shutil_module
+
+    deflated = hostile.deflated_keras(tmp_path / "deflated.keras")
+    real = shutil_module.disk_usage
+
+    def full(path):
+        return real(path)._replace(free=1000)
+
+    monkeypatch.setattr(shutil_module, "disk_usage", full)
+    outcome = run_main("inspect", deflated)
+    assert outcome.code == 3, outcome.stderr
+    lines = outcome.stderr.splitlines()
+    assert len(lines) == 1 and "deflated.keras" in lines[0] and "temporary space" in lines[0]

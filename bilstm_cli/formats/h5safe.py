@@ -83,6 +83,18 @@ _DATASETS: weakref.WeakKeyDictionary[h5py.File, dict[str, h5py.Dataset]] = (
 )
 
 
+# Handles kept per file and cache. Every open HDF5 object costs a little in each later HDF5
+# call and at close, so a file of thousands of layers must not keep all of them open (that
+# made reading it quadratic); the handles worth keeping are those of the layer at hand.
+MAX_CACHED = 256
+
+
+def _remember(cache: dict[str, Any], path: str, node: Any) -> None:
+    if len(cache) >= MAX_CACHED:
+        cache.clear()
+    cache[path] = node
+
+
 def group(root: h5py.Group, path: str) -> h5py.Group:
     """The group at ``path`` below ``root``; KeyError when absent."""
     cache = _GROUPS.setdefault(root, {}) if isinstance(root, h5py.File) else None
@@ -102,7 +114,7 @@ def group(root: h5py.Group, path: str) -> h5py.Group:
         if not isinstance(node, h5py.Group):
             raise InputError(f"'{done}' is a dataset where a group was expected")
         if cache is not None:
-            cache[done] = node
+            _remember(cache, done, node)
     return node
 
 
@@ -135,7 +147,7 @@ def dataset(root: h5py.Group, path: str) -> h5py.Dataset:
         raise InputError(f"'{path}' is a group where a weight dataset was expected")
     check_dataset(node, path)
     if cache is not None:
-        cache[path] = node
+        _remember(cache, path, node)
     return node
 
 
