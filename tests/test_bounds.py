@@ -238,3 +238,41 @@ def test_compressed_member_needs_room_in_the_temp_directory(tmp_path, monkeypatc
     assert outcome.code == 3, outcome.stderr
     lines = outcome.stderr.splitlines()
     assert len(lines) == 1 and "deflated.keras" in lines[0] and "temporary space" in lines[0]
+
+
+# --- --force keeps the replaced file's permissions; a symlink is written through -------------
+
+
+def test_force_keeps_the_replaced_files_permission_bits(tmp_path):
+    out = tmp_path / "out.h5"
+    out.write_bytes(LEGACY.read_bytes())
+    out.chmod(0o640)
+    outcome = run_main("init", LEGACY, "-o", out, "--init", "zeros", "--force")
+    assert outcome.code == 0, outcome.stderr
+    assert out.stat().st_mode & 0o777 == 0o640
+    with h5py.File(out, "r") as f:
+        assert not f[KERNEL][()].any()
+
+
+def test_force_over_a_symlink_replaces_the_file_it_points_to(tmp_path):
+    (tmp_path / "real").mkdir()
+    target = tmp_path / "real" / "model.h5"
+    target.write_bytes(LEGACY.read_bytes())
+    target.chmod(0o600)
+    link = tmp_path / "link.h5"
+    link.symlink_to(target)
+    outcome = run_main("init", LEGACY, "-o", link, "--init", "zeros", "--force")
+    assert outcome.code == 0, outcome.stderr
+    assert link.is_symlink() and link.resolve() == target
+    assert target.stat().st_mode & 0o777 == 0o600
+    with h5py.File(target, "r") as f:
+        assert not f[KERNEL][()].any()
+    assert sorted(os.listdir(tmp_path / "real")) == ["model.h5"]
+
+
+def test_force_over_a_dangling_symlink_is_refused(tmp_path):
+    link = tmp_path / "link.h5"
+    link.symlink_to(tmp_path / "missing.h5")
+    outcome = run_main("init", LEGACY, "-o", link, "--init", "zeros", "--force")
+    assert outcome.code == 4
+    assert "symbolic link" in outcome.stderr and not (tmp_path / "missing.h5").exists()
