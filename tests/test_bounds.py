@@ -276,3 +276,27 @@ def test_force_over_a_dangling_symlink_is_refused(tmp_path):
     outcome = run_main("init", LEGACY, "-o", link, "--init", "zeros", "--force")
     assert outcome.code == 4
     assert "symbolic link" in outcome.stderr and not (tmp_path / "missing.h5").exists()
+
+
+# --- configurations beyond sane limits --------------------------------------------------------
+
+
+def test_thousands_of_bidirectional_layers_are_refused_at_once(tmp_path):
+    from fuzzing import edit_config
+
+    def repeat(config):
+        layers = config["config"]["layers"]
+        bi = next(x for x in layers if x["class_name"] == "Bidirectional")
+        layers.extend([bi] * 5000)
+        return config
+
+    path = tmp_path / "many.keras"
+    edit_config(KERAS, path, repeat)
+    one_error(cli("diff", path, path), 3, "many.keras", "more than 1024 Bidirectional")
+
+
+def test_hundreds_of_layers_are_handled(tmp_path):
+    path = hostile.many_layers_keras(tmp_path / "two_hundred.keras", 200)
+    run = cli("diff", path, path, "--json")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.count('"status": "same"') == 200
