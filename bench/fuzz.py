@@ -1,5 +1,6 @@
 """Long fuzzing run: thousands of damaged fixture files through ``inspect``, ``init``, ``diff``
-and ``transplant``.
+and ``transplant``. Every mutator registered in ``tests/fuzzing.py`` (``register_mutator``;
+a format adds its own and its fixtures through ``FIXTURE_SOURCES``) takes part.
 
     python bench/fuzz.py [--cases 4000] [--seed 7] [--workers N] [--timeout 30]
     python bench/fuzz.py --replay flip:k2_seq_lstm.h5:262      # one case, in detail
