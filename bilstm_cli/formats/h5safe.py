@@ -8,7 +8,6 @@ external or virtual datasets read their bytes from other files. All of them are 
 from __future__ import annotations
 
 import math
-import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
@@ -75,18 +74,28 @@ def _child(parent: h5py.Group, part: str, path: str) -> Any:
 
 # Groups already reached through hard links, per open file: weights share long prefixes
 # (layers/bidirectional/forward_layer/cell/vars), and each step costs two HDF5 calls.
-_GROUPS: weakref.WeakKeyDictionary[h5py.File, dict[str, h5py.Group]] = weakref.WeakKeyDictionary()
+_GROUPS = "_bilstm_groups"
 # Datasets already found and checked, per open file: a command looks each weight up several
 # times (its layout, the current values, the write, the verification).
-_DATASETS: weakref.WeakKeyDictionary[h5py.File, dict[str, h5py.Dataset]] = (
-    weakref.WeakKeyDictionary()
-)
+_DATASETS = "_bilstm_datasets"
 
 
 # Handles kept per file and cache. Every open HDF5 object costs a little in each later HDF5
 # call and at close, so a file of thousands of layers must not keep all of them open (that
 # made reading it quadratic); the handles worth keeping are those of the layer at hand.
 MAX_CACHED = 256
+
+
+def _cache_of(root: h5py.Group, name: str) -> dict[str, Any] | None:
+    """The cache ``name`` of an open file, kept on the file object itself (and gone with it):
+    a dictionary keyed by h5py objects would hash and compare them, asking HDF5 each time."""
+    if not isinstance(root, h5py.File):
+        return None
+    found: dict[str, Any] | None = vars(root).get(name)
+    if found is None:
+        found = {}
+        setattr(root, name, found)
+    return found
 
 
 def _remember(cache: dict[str, Any], path: str, node: Any) -> None:
@@ -97,7 +106,7 @@ def _remember(cache: dict[str, Any], path: str, node: Any) -> None:
 
 def group(root: h5py.Group, path: str) -> h5py.Group:
     """The group at ``path`` below ``root``; KeyError when absent."""
-    cache = _GROUPS.setdefault(root, {}) if isinstance(root, h5py.File) else None
+    cache = _cache_of(root, _GROUPS)
     parts = [part for part in path.split("/") if part]
     node: Any = root
     start = 0
@@ -137,7 +146,7 @@ def has(root: h5py.Group, path: str) -> bool:
 
 def dataset(root: h5py.Group, path: str) -> h5py.Dataset:
     """The dataset at ``path`` below ``root``, refused if it reads data from elsewhere."""
-    cache = _DATASETS.setdefault(root, {}) if isinstance(root, h5py.File) else None
+    cache = _cache_of(root, _DATASETS)
     if cache is not None and path in cache:
         return cache[path]
     parent_path, _, name = path.rpartition("/")
