@@ -35,8 +35,6 @@ def unallocated_h5(dst: Path, rows: int = 31_250_000, units: int = 8) -> Path:
             cfg["batch_input_shape"] = [None, 5, rows]
         if layer["class_name"] == "Bidirectional":
             cfg["layer"]["config"]["units"] = units
-        if layer["class_name"] == "Dense":
-            pass
     dst.write_bytes(LEGACY.read_bytes())
     with h5py.File(dst, "r+") as f:
         f.attrs["model_config"] = json.dumps(config)
