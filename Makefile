@@ -63,8 +63,11 @@ bench: $(VENV)/.installed-test ## Time bilstm against bench/keras_way.py on a ge
 	$(BIN)/python -m compileall -q bilstm_cli
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
-fuzz: $(VENV)/.installed-test ## Long fuzzing run: thousands of damaged fixtures through inspect and init
-	$(BIN)/python bench/fuzz.py
+# Every registered mutator (tests/fuzzing.py) over every fixture of its format; each worker runs
+# under an address-space limit and each command under a timeout. FUZZ_ARGS passes options on.
+FUZZ_ARGS ?=
+fuzz: $(VENV)/.installed-test ## Long fuzzing run: thousands of damaged files through every command, bounded per case
+	$(BIN)/python bench/fuzz.py $(FUZZ_ARGS)
 
 lint: $(VENV)/.installed-test ## ruff lint and format check, mypy --strict on the package
 	$(BIN)/ruff check bilstm_cli tests bench fixtures

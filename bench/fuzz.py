@@ -1,5 +1,6 @@
 """Long fuzzing run: thousands of damaged fixture files through ``inspect``, ``init``, ``diff``
-and ``transplant``.
+and ``transplant``. Every mutator registered in ``tests/fuzzing.py`` (``register_mutator``;
+a format adds its own and its fixtures through ``FIXTURE_SOURCES``) takes part.
 
     python bench/fuzz.py [--cases 4000] [--seed 7] [--workers N] [--timeout 30]
     python bench/fuzz.py --replay flip:k2_seq_lstm.h5:262      # one case, in detail
@@ -141,7 +142,7 @@ def summary(reports: list[fuzzing.Report], elapsed: float) -> int:
             failures.append(r)
     print(f"{len(reports)} cases in {elapsed:.1f} s")
     print("cases per mutation kind:")
-    for kind in fuzzing.MUTATIONS:
+    for kind in tuple(fuzzing.MUTATORS):
         extra = f" ({skipped[kind]} mutations could not be made)" if skipped[kind] else ""
         print(f"  {kind:<9} {per_kind[kind]:>6}{extra}")
     print("exit codes:")
@@ -190,7 +191,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per command")
-    parser.add_argument("--kind", action="append", choices=fuzzing.MUTATIONS)
+    parser.add_argument("--kind", action="append", choices=tuple(fuzzing.MUTATORS))
     parser.add_argument("--replay", metavar="KIND:FIXTURE:SEED")
     args = parser.parse_args()
     if args.replay:

@@ -23,6 +23,7 @@ import os
 import random
 import shutil
 import signal
+import struct
 import sys
 import tempfile
 import warnings
@@ -568,30 +569,220 @@ def _mutate_structure(f: h5py.File, weights: list[str], rng: random.Random) -> s
     return f"dataset {name} declaring 8 TB"
 
 
-MUTATIONS = ("flip", "truncate", "zip", "config", "h5")
+# --- the mutator registry: each format plugs its own in ----------------------------------------
 
 
-def fixtures() -> list[Path]:
-    """Every committed model fixture (the manifest's files)."""
+@dataclass(frozen=True)
+class Mutator:
+    """One kind of damage: ``applies(path)`` says which fixtures it can damage, ``mutate(src,
+    dst, rng)`` writes the damaged copy and returns what it did."""
+
+    name: str
+    applies: Callable[[Path], bool]
+    mutate: Callable[[Path, Path, random.Random], str]
+
+
+MUTATORS: dict[str, Mutator] = {}
+# Where fixtures come from, per format family: each returns paths under fixtures/.
+FIXTURE_SOURCES: list[Callable[[], list[Path]]] = []
+
+
+def register_mutator(name: str, applies: Callable[[Path], bool] = lambda p: True):
+    """Decorator: ``@register_mutator("safetensors-header", applies=is_safetensors)``."""
+
+    def add(mutate: Callable[[Path, Path, random.Random], str]):
+        MUTATORS[name] = Mutator(name, applies, mutate)
+        return mutate
+
+    return add
+
+
+def is_hdf5_model(path: Path) -> bool:
+    return suffix_of(path) in (".keras", ".h5", ".weights.h5")
+
+
+def _has_config(path: Path) -> bool:
+    if is_keras(path):
+        return True
+    with h5py.File(path, "r") as f:
+        return "model_config" in f.attrs
+
+
+register_mutator("flip", is_hdf5_model)(lambda s, d, r: mutate_bytes(s, d, "flip", r))
+register_mutator("truncate", is_hdf5_model)(lambda s, d, r: mutate_bytes(s, d, "truncate", r))
+register_mutator("h5", is_hdf5_model)(mutate_h5)
+register_mutator("zip", is_keras)(mutate_zip)
+register_mutator("config", lambda p: is_hdf5_model(p) and _has_config(p))(mutate_config)
+
+
+@register_mutator("storage", is_hdf5_model)
+def mutate_storage(src: Path, dst: Path, rng: random.Random) -> str:
+    """How a weight is stored: declared far beyond what is written, partly written, chunked
+    and compressed, big-endian; or damage aimed at a dataset's HDF5 object header."""
+    op = rng.choice(("unwritten", "partial", "compressed", "big_endian", "header", "header"))
+    if op == "header":
+        return _damage_object_header(src, dst, rng)
+    notes: list[str] = []
+
+    def edit(f: h5py.File) -> None:
+        path = rng.choice(weight_datasets(f))
+        values = f[path][()]
+        del f[path]
+        shape = values.shape or (1,)
+        chunks = tuple(max(1, n // rng.choice((1, 2, 3))) for n in shape)
+        if op == "unwritten":
+            rows = shape[0] * rng.choice((1, 1000, 10**6, 10**8))
+            f.create_dataset(path, shape=(rows, *shape[1:]), dtype="f4", chunks=chunks)
+            notes.append(f"{path} declared {(rows, *shape[1:])}, no chunk written")
+        elif op == "partial":
+            ds = f.create_dataset(path, shape=shape, dtype=values.dtype, chunks=chunks)
+            ds[: max(0, shape[0] - 1)] = values.reshape(shape)[: max(0, shape[0] - 1)]
+            notes.append(f"{path} chunked, last chunk(s) unwritten")
+        elif op == "compressed":
+            packed = bool(values.shape)
+            f.create_dataset(path, data=values, chunks=chunks if packed else None,
+                             compression="gzip" if packed else None, shuffle=packed)
+            notes.append(f"{path} chunked and deflated")
+        else:
+            f.create_dataset(path, data=values.astype(values.dtype.newbyteorder(">")))
+            notes.append(f"{path} stored big-endian")
+
+    edit_h5(src, dst, edit)
+    return f"storage: {notes[0]}"
+
+
+def _damage_object_header(src: Path, dst: Path, rng: random.Random) -> str:
+    """Bytes flipped inside one weight dataset's object header (its dataspace, datatype,
+    layout and filter messages live there)."""
+    members = read_members(src) if is_keras(src) else None
+    data = dict(members)[WEIGHTS_H5] if members else src.read_bytes()
+    with h5py.File(io.BytesIO(data), "r") as f:
+        path = rng.choice(weight_datasets(f))
+        addr = h5py.h5o.get_info(f[path].id).addr
+    buf = bytearray(data)
+    for _ in range(rng.choice((1, 2, 4))):
+        pos = min(len(buf) - 1, addr + rng.randrange(16, 272))
+        buf[pos] = rng.choice((0x00, 0xFF, buf[pos] ^ (1 << rng.randrange(8))))
+    if members:
+        write_members(dst, [(n, bytes(buf) if n == WEIGHTS_H5 else d) for n, d in members])
+    else:
+        dst.write_bytes(bytes(buf))
+    return f"storage: object header of {path} at {addr} damaged"
+
+
+_CENTRAL = struct.Struct("<4s6H3L5H2L")  # a zip central directory record, 46 bytes
+_CENTRAL_FIELDS = {  # field index: what it is
+    3: "flags", 4: "method", 7: "crc", 8: "compressed size", 9: "size", 10: "name length",
+    11: "extra length", 13: "disk", 16: "local header offset",
+}
+
+
+@register_mutator("zipdir", is_keras)
+def mutate_zip_directory(src: Path, dst: Path, rng: random.Random) -> str:
+    """A field of the zip central directory or of its end record changed, or the weights
+    member deflated with zeros appended (a decompression bomb, sized for a quick run)."""
+    if rng.random() < 0.25:
+        members = read_members(src)
+        pad = rng.choice((2, 8, 70)) * 1024**2
+        with zipfile.ZipFile(dst, "w") as z:
+            for name, data in members:
+                info = zipfile.ZipInfo(name, date_time=(2024, 1, 1, 0, 0, 0))
+                info.compress_type = zipfile.ZIP_DEFLATED
+                with z.open(info, "w") as w:
+                    w.write(data)
+                    if name == WEIGHTS_H5:
+                        w.write(bytes(pad))
+        return f"zipdir: weights deflated with {pad >> 20} MiB of zeros appended"
+    data = bytearray(src.read_bytes())
+    starts = []
+    at = data.find(b"PK\x01\x02")
+    while at >= 0:
+        starts.append(at)
+        at = data.find(b"PK\x01\x02", at + 1)
+    end = data.rfind(b"PK\x05\x06")
+    if not starts or end < 0 or rng.random() < 0.2:
+        field = rng.choice((8, 10, 12, 16, 20))  # entries, entries, cd size, cd offset, comment
+        width = 2 if field in (8, 10, 20) else 4
+        value = rng.choice((0, 1, 0xFFFF, 0xFFFFFFFF, rng.randrange(1 << (8 * width))))
+        data[end + field : end + field + width] = (value % (1 << (8 * width))).to_bytes(
+            width, "little"
+        )
+        dst.write_bytes(bytes(data))
+        return f"zipdir: end record byte {field} set to {value}"
+    at = rng.choice(starts)
+    record = list(_CENTRAL.unpack_from(data, at))
+    index = rng.choice(list(_CENTRAL_FIELDS))
+    width = 2 if index <= 6 or 10 <= index <= 14 else 4
+    top = (1 << (8 * width)) - 1
+    record[index] = rng.choice((0, 1, top, record[index] + 1, max(0, record[index] - 1),
+                                rng.randrange(top + 1), 8, 99, 12))
+    record[index] = min(max(record[index], 0), top)
+    _CENTRAL.pack_into(data, at, *record)
+    dst.write_bytes(bytes(data))
+    return f"zipdir: central directory {_CENTRAL_FIELDS[index]} set to {record[index]}"
+
+
+@register_mutator("layers", lambda p: is_hdf5_model(p) and _has_config(p))
+def mutate_layer_count(src: Path, dst: Path, rng: random.Random) -> str:
+    """A configuration with its layers repeated thousands of times, or nested deep."""
+    notes: list[str] = []
+    count = rng.choice((50, 1500, 5000))
+
+    def edit(config: Any) -> Any:
+        layers = _layer_list_of(config)
+        if layers is None or not layers:
+            notes.append("no layer list")
+            return config
+        if rng.random() < 0.3:
+            nested: Any = copy.deepcopy(config)
+            for _ in range(rng.choice((10, 40, 200))):
+                nested = {"class_name": "Functional", "config": {"layers": [nested]}}
+            notes.append("model nested deep")
+            return nested
+        pick = [x for x in layers if isinstance(x, dict) and x.get("class_name") == "Bidirectional"]
+        entry = pick[0] if pick else layers[-1]
+        layers.extend(copy.deepcopy(entry) for _ in range(count))
+        notes.append(f"{count} more copies of {entry.get('class_name')}")
+        return config
+
+    edit_config(src, dst, edit)
+    return f"layers: {notes[0]}"
+
+
+def _layer_list_of(config: Any) -> list[Any] | None:
+    conf = config.get("config") if isinstance(config, dict) else None
+    if isinstance(conf, list):
+        return conf
+    if isinstance(conf, dict) and isinstance(conf.get("layers"), list):
+        return conf["layers"]
+    return None
+
+
+def keras_fixtures() -> list[Path]:
+    """Every committed Keras model fixture (the manifest's files)."""
     doc = json.loads((FIXTURES / "manifest.json").read_text())
     entries = doc["fixtures"] if isinstance(doc, dict) else doc
     return [FIXTURES / e["file"] for e in entries]
 
 
+FIXTURE_SOURCES.append(keras_fixtures)
+
+
+def fixtures() -> list[Path]:
+    """Every fixture of every format that registered a source."""
+    found: list[Path] = []
+    for source in FIXTURE_SOURCES:
+        found += [p for p in source() if p not in found]
+    return found
+
+
 def kinds_for(path: Path) -> tuple[str, ...]:
-    kinds = ["flip", "truncate", "h5"]
-    if is_keras(path):
-        kinds += ["zip", "config"]
-    else:
-        with h5py.File(path, "r") as f:
-            if "model_config" in f.attrs:
-                kinds.append("config")
-    return tuple(kinds)
+    return tuple(name for name, m in MUTATORS.items() if m.applies(path))
 
 
 @dataclass(frozen=True)
 class Case:
-    fixture: str
+    fixture: str  # relative to fixtures/
     kind: str
     seed: int
 
@@ -604,20 +795,14 @@ def make_mutant(case: Case, directory: Path) -> tuple[Path, str]:
     src = FIXTURES / case.fixture
     dst = directory / f"mutant{suffix_of(src)}"
     rng = random.Random(f"{case.fixture}/{case.kind}/{case.seed}")
-    if case.kind in ("flip", "truncate"):
-        note = mutate_bytes(src, dst, case.kind, rng)
-    elif case.kind == "zip":
-        note = mutate_zip(src, dst, rng)
-    elif case.kind == "config":
-        note = mutate_config(src, dst, rng)
-    else:
-        note = mutate_h5(src, dst, rng)
-    return dst, note
+    return dst, MUTATORS[case.kind].mutate(src, dst, rng)
 
 
 def cases(count: int, seed: int = 0) -> list[Case]:
     """``count`` cases spread evenly over fixtures and the mutation kinds that apply to them."""
-    pairs = [(p.name, kind) for p in fixtures() for kind in kinds_for(p)]
+    pairs = [
+        (str(p.relative_to(FIXTURES)), kind) for p in fixtures() for kind in kinds_for(p)
+    ]
     rng = random.Random(seed)
     rng.shuffle(pairs)
     return [Case(pairs[i % len(pairs)][0], pairs[i % len(pairs)][1], seed * 1_000_003 + i)

@@ -8,6 +8,7 @@ deterministic mutations of ``fuzzing.py``; a failure names the case, and
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -35,28 +36,43 @@ REGRESSIONS = [
 ]
 
 
-def _format(reports: list[fuzzing.Report]) -> str:
-    lines = []
-    for r in reports:
-        lines.append(f"{r.case} [{r.note}]")
-        lines += [f"    {p}" for p in r.problems]
-    return "\n".join(lines)
+# Hang guards for one kind's batch, run in a child process: an address-space limit (a file
+# that made the tool allocate what it declares dies of it instead of exhausting the machine)
+# and a wall-clock bound far above what the batch needs.
+CHILD_MEMORY = 3 * 1024**3
+CHILD_SECONDS = 1800
+
+_CHILD = """
+import json, pathlib, resource, sys
+sys.path.insert(0, sys.argv[1])
+limit = int(sys.argv[2])
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+import fuzzing
+out = []
+for spec in sys.argv[5:]:
+    kind, fixture, seed = spec.split(":")
+    r = fuzzing.check_case(fuzzing.Case(fixture, kind, int(seed)), pathlib.Path(sys.argv[3]),
+                           timeout=float(sys.argv[4]), commands=("inspect", "init"))
+    out.append({"case": spec, "note": r.note, "problems": r.problems})
+print(json.dumps(out))
+"""
 
 
-@pytest.mark.parametrize("kind", fuzzing.MUTATIONS)
+@pytest.mark.parametrize("kind", tuple(fuzzing.MUTATORS))
 def test_quick_fuzz(tmp_path, kind):
     cases = [c for c in fuzzing.cases(QUICK_CASES, QUICK_SEED) if c.kind == kind]
     assert cases
-    failed = []
-    made = 0
-    for case in cases:
-        report = fuzzing.check_case(
-            case, tmp_path, timeout=PER_COMMAND_SECONDS, commands=("inspect", "init")
-        )
-        made += not report.note.startswith("mutation skipped")
-        if report.problems:
-            failed.append(report)
-    assert not failed, f"{len(failed)} of {len(cases)} {kind} mutants:\n{_format(failed)}"
+    run = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(Path(__file__).parent), str(CHILD_MEMORY),
+         str(tmp_path), str(PER_COMMAND_SECONDS), *map(str, cases)],
+        capture_output=True, text=True, timeout=CHILD_SECONDS,
+    )
+    assert run.returncode == 0, f"the fuzzing child died (exit {run.returncode}): {run.stderr}"
+    reports = json.loads(run.stdout.splitlines()[-1])
+    failed = [r for r in reports if r["problems"]]
+    made = sum(not r["note"].startswith("mutation skipped") for r in reports)
+    shown = "\n".join(f"{r['case']} [{r['note']}]: {r['problems']}" for r in failed)
+    assert not failed, f"{len(failed)} of {len(cases)} {kind} mutants:\n{shown}"
     assert made >= 0.9 * len(cases), "most mutations could not even be made"
 
 

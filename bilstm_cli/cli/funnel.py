@@ -1,6 +1,7 @@
 """Where every failure of a command becomes one ``Error:`` line on stderr and its exit code:
-the library's errors carry theirs; anything else is unexpected (1); Ctrl-C is 130; a closed
-pipe is no error of ours. Tracebacks appear only with ``--debug``."""
+the library's errors carry theirs; running out of memory on an input is 3; anything else is
+unexpected (1); Ctrl-C is 130; a closed pipe is no error of ours (a command's answer stands).
+Tracebacks appear only with ``--debug``."""
 
 from __future__ import annotations
 
@@ -13,6 +14,15 @@ import click
 from bilstm_cli.errors import BilstmError
 
 EXIT_INTERRUPTED = 130
+EXIT_INPUT = 3
+# The key under which a command records its answer before printing it (ctx.meta is shared by
+# every context of one invocation), so that a closed stdout cannot turn it into 0.
+ANSWER = "bilstm.answer"
+
+
+def set_answer(ctx: click.Context, code: int) -> None:
+    """Record the exit code a command will end with once its output is printed."""
+    ctx.meta[ANSWER] = code
 
 
 class ErrorFunnel(click.Group):
@@ -29,9 +39,10 @@ class ErrorFunnel(click.Group):
                 raise
             raise click.Abort() from None
         except BrokenPipeError:
-            # `bilstm inspect … | head` closed the pipe: not an error of ours.
+            # `bilstm inspect … | head` closed the pipe: not an error of ours. A command whose
+            # exit code is its answer (`diff`: 1 for differences) keeps that answer.
             silence_stdout()
-            ctx.exit(0)
+            ctx.exit(int(ctx.meta.get(ANSWER, 0)))
         except Exception as exc:
             if is_debug(ctx):
                 raise
@@ -52,6 +63,10 @@ def report(exc: Exception, file: str | None = None) -> int:
         raise click.Abort() from None
     if isinstance(exc, BilstmError):
         message, code = exc.message, exc.exit_code
+    elif isinstance(exc, MemoryError):
+        # Reading what an input declares took more memory than the process may have: the
+        # input does not fit the operation (exit 3), like any other refused input.
+        message, code = "not enough memory for this input (MemoryError); refused", EXIT_INPUT
     else:
         detail = str(exc).splitlines()[0] if str(exc) else ""
         message = f"unexpected {type(exc).__name__}: {detail} (run with --debug for a traceback)"

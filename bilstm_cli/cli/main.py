@@ -13,7 +13,7 @@ import click
 
 from bilstm_cli import __version__
 from bilstm_cli.cli.complete import complete_init, complete_role
-from bilstm_cli.cli.funnel import ErrorFunnel, is_debug, report
+from bilstm_cli.cli.funnel import ErrorFunnel, is_debug, report, set_answer
 from bilstm_cli.cli.options import (
     MODEL_PATH,
     by_option,
@@ -336,6 +336,7 @@ def diff(
     from bilstm_cli.ops.diff import diff as run_diff
 
     result = run_diff(a, b, layers, roles, with_gates, by, maps)
+    set_answer(ctx, 0 if result.identical else 1)  # stands even if stdout is closed
     render.diff_result(result, as_json)
     if not result.identical:
         ctx.exit(1)

@@ -2,7 +2,9 @@
 
 Keras stores the archive's members uncompressed, so the weights file is opened in place
 through a window onto the zip file instead of being copied out; a compressed member
-(some tools re-zip archives) is first inflated into an anonymous temporary file.
+(some tools re-zip archives) is first inflated into an anonymous temporary file, only as far
+as its configuration's weights need (budget.py) and only when the temporary directory has
+the room.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ from typing import IO, TYPE_CHECKING, Any
 
 from bilstm_cli.concurrency import in_parallel
 from bilstm_cli.errors import InputError, first_line
-from bilstm_cli.formats import h5heaps
+from bilstm_cli.formats import budget, h5heaps
 from bilstm_cli.formats.base import identity
 from bilstm_cli.formats.inplace import crc32_of
+from bilstm_cli.formats.keras_config import MAX_CONFIG_BYTES, load_json
 
 if TYPE_CHECKING:
     from bilstm_cli.formats.base import Session
@@ -180,14 +183,37 @@ class KerasArchive:
                         self.weights_key = None
                     return io.BufferedReader(_Window(self._file, start, info.file_size), 1 << 20)
             raise InputError(f"archive member '{WEIGHTS_H5}' has a damaged header")
+        limit = self.inflate_limit(info)
         self._temp = tempfile.TemporaryFile()
         try:
             with self.zip.open(info) as src:
-                shutil.copyfileobj(src, self._temp, 1 << 20)
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
+                _inflate(src, self._temp, limit)
+        except _DAMAGED as exc:
             raise InputError(f"archive member '{WEIGHTS_H5}' cannot be read ({exc})") from None
+        except OSError as exc:
+            raise InputError(
+                f"archive member '{WEIGHTS_H5}' cannot be inflated into the temporary "
+                f"directory ({exc.strerror or exc})"
+            ) from None
         self._temp.seek(0)
         return self._temp
+
+    def inflate_limit(self, info: zipfile.ZipInfo) -> int:
+        """How far the compressed weights member may inflate (budget.py), once the
+        temporary directory is known to have room for it; InputError otherwise."""
+        config = load_json(self.read_member(CONFIG, MAX_CONFIG_BYTES), CONFIG)
+        limit = min(info.file_size, budget.weights_bytes(config), MAX_MEMBER_BYTES)
+        where = tempfile.gettempdir()
+        try:
+            free = shutil.disk_usage(where).free
+        except OSError:
+            free = None
+        if free is not None and limit > free:
+            raise InputError(
+                f"archive member '{WEIGHTS_H5}' is compressed and needs up to {limit} bytes "
+                f"of temporary space to read; {where} has {free} free"
+            )
+        return limit
 
     def _check_crc(self, start: int, info: zipfile.ZipInfo) -> None:
         """Read a stored member once, as zipfile would, so damaged bytes are reported here
@@ -238,14 +264,21 @@ class KerasArchive:
 
     def extract_weights_to(self, dest: str) -> None:
         """Copy ``model.weights.h5`` out to ``dest`` (for editing in place)."""
+        info = self.zip.getinfo(WEIGHTS_H5)
+        limit = info.file_size if info.compress_type == zipfile.ZIP_STORED else None
         with open(dest, "wb") as out:
             try:
                 with self.zip.open(WEIGHTS_H5) as src:
-                    _copy_member(src, out)
+                    if limit is None:
+                        _inflate(src, out, self.inflate_limit(info))
+                    else:
+                        _copy_member(src, out)
             except _DAMAGED as exc:
                 raise InputError(
                     f"{self.path}: archive member '{WEIGHTS_H5}' is damaged ({first_line(exc)})"
                 ) from None
+            except InputError as exc:
+                raise InputError(f"{self.path}: {exc.message}") from None
 
     def close(self) -> None:
         if self._temp is not None:
@@ -277,6 +310,32 @@ def _copy_member(src: IO[bytes], out: IO[bytes]) -> None:
             raise _ReadError(str(exc)) from None
         if not block:
             return
+        out.write(block)
+
+
+def _inflate(src: IO[bytes], out: IO[bytes], limit: int) -> None:
+    """Copy a compressed member out, stopping with InputError as soon as it inflates beyond
+    ``limit`` or beyond the end its HDF5 superblock declares (budget.py). Errors reading
+    ``src`` become ``_ReadError``; errors writing ``out`` stay ``OSError``."""
+    total = 0
+    while True:
+        try:
+            block = src.read(1 << 20)
+        except OSError as exc:
+            raise _ReadError(str(exc)) from None
+        if not block:
+            return
+        if total == 0:
+            end = budget.declared_end(block)
+            if end is not None:
+                limit = min(limit, end + budget.EOA_SLACK)
+        total += len(block)
+        if total > limit:
+            raise InputError(
+                f"archive member '{WEIGHTS_H5}' inflates beyond {limit} bytes, more than the "
+                "weights its configuration and HDF5 header describe; refused as a "
+                "decompression bomb"
+            )
         out.write(block)
 
 

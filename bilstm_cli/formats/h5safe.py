@@ -8,7 +8,6 @@ external or virtual datasets read their bytes from other files. All of them are 
 from __future__ import annotations
 
 import math
-import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
@@ -24,6 +23,9 @@ if TYPE_CHECKING:
 
 # Larger than any single RNN weight anyone trains; a declared shape beyond this is hostile.
 MAX_DATASET_BYTES = 4 * 1024**3
+# A dataset up to this size may leave chunks unwritten (they read as the fill value); a larger
+# one must store every byte it declares (:func:`unbacked_storage`).
+UNWRITTEN_ALLOWANCE = 1024**2
 FLOAT_KINDS = ("f",)
 # Filters built into the HDF5 library (deflate, shuffle, fletcher32, szip, nbit, scaleoffset)
 # and LZF (32000), which h5py itself registers: none of them is loaded from a plugin.
@@ -75,17 +77,39 @@ def _child(parent: h5py.Group, part: str, path: str) -> Any:
 
 # Groups already reached through hard links, per open file: weights share long prefixes
 # (layers/bidirectional/forward_layer/cell/vars), and each step costs two HDF5 calls.
-_GROUPS: weakref.WeakKeyDictionary[h5py.File, dict[str, h5py.Group]] = weakref.WeakKeyDictionary()
+_GROUPS = "_bilstm_groups"
 # Datasets already found and checked, per open file: a command looks each weight up several
 # times (its layout, the current values, the write, the verification).
-_DATASETS: weakref.WeakKeyDictionary[h5py.File, dict[str, h5py.Dataset]] = (
-    weakref.WeakKeyDictionary()
-)
+_DATASETS = "_bilstm_datasets"
+
+
+# Handles kept per file and cache. Every open HDF5 object costs a little in each later HDF5
+# call and at close, so a file of thousands of layers must not keep all of them open (that
+# made reading it quadratic); the handles worth keeping are those of the layer at hand.
+MAX_CACHED = 256
+
+
+def _cache_of(root: h5py.Group, name: str) -> dict[str, Any] | None:
+    """The cache ``name`` of an open file, kept on the file object itself (and gone with it):
+    a dictionary keyed by h5py objects would hash and compare them, asking HDF5 each time."""
+    if not isinstance(root, h5py.File):
+        return None
+    found: dict[str, Any] | None = vars(root).get(name)
+    if found is None:
+        found = {}
+        setattr(root, name, found)
+    return found
+
+
+def _remember(cache: dict[str, Any], path: str, node: Any) -> None:
+    if len(cache) >= MAX_CACHED:
+        cache.clear()
+    cache[path] = node
 
 
 def group(root: h5py.Group, path: str) -> h5py.Group:
     """The group at ``path`` below ``root``; KeyError when absent."""
-    cache = _GROUPS.setdefault(root, {}) if isinstance(root, h5py.File) else None
+    cache = _cache_of(root, _GROUPS)
     parts = [part for part in path.split("/") if part]
     node: Any = root
     start = 0
@@ -102,7 +126,7 @@ def group(root: h5py.Group, path: str) -> h5py.Group:
         if not isinstance(node, h5py.Group):
             raise InputError(f"'{done}' is a dataset where a group was expected")
         if cache is not None:
-            cache[done] = node
+            _remember(cache, done, node)
     return node
 
 
@@ -125,7 +149,7 @@ def has(root: h5py.Group, path: str) -> bool:
 
 def dataset(root: h5py.Group, path: str) -> h5py.Dataset:
     """The dataset at ``path`` below ``root``, refused if it reads data from elsewhere."""
-    cache = _DATASETS.setdefault(root, {}) if isinstance(root, h5py.File) else None
+    cache = _cache_of(root, _DATASETS)
     if cache is not None and path in cache:
         return cache[path]
     parent_path, _, name = path.rpartition("/")
@@ -135,7 +159,7 @@ def dataset(root: h5py.Group, path: str) -> h5py.Dataset:
         raise InputError(f"'{path}' is a group where a weight dataset was expected")
     check_dataset(node, path)
     if cache is not None:
-        cache[path] = node
+        _remember(cache, path, node)
     return node
 
 
@@ -196,6 +220,59 @@ def check_dataset(ds: h5py.Dataset, path: str) -> None:
             f"dataset '{path}' needs HDF5 filter {plugin}, which is not built into HDF5; "
             "filter plugins are not loaded"
         )
+    unbacked = unbacked_storage(ds, nbytes)
+    if unbacked:
+        raise InputError(f"dataset '{path}' {unbacked}; refused before reading")
+
+
+def unbacked_storage(ds: h5py.Dataset, declared: int) -> str | None:
+    """How the bytes ``ds`` declares go beyond what the file stores for it, or None.
+
+    HDF5 reads a chunk that was never written, or contiguous data never allocated, as the
+    fill value: a file of a few kilobytes can declare gigabytes that every reader would
+    materialise. The rule: every chunk a chunked dataset's shape needs is written, and a
+    contiguous dataset's data is allocated in full, inside the file. Compressed chunks may
+    be small (zeros deflate well); a chunk never inflates beyond its declared extent. Only
+    datasets of at most :data:`UNWRITTEN_ALLOWANCE` bytes may leave chunks unwritten.
+    """
+    if declared <= UNWRITTEN_ALLOWANCE:
+        return None
+    try:
+        layout = ds.id.get_create_plist().get_layout()
+        size = int(ds.file.id.get_filesize())
+        if layout == h5py.h5d.CHUNKED:
+            return _unbacked_chunks(ds, declared, size)
+        if layout == h5py.h5d.CONTIGUOUS:
+            offset = ds.id.get_offset()
+            stored = int(ds.id.get_storage_size())
+            if offset is None or stored < declared:
+                return f"declares {declared} bytes but the file stores {stored} of them"
+            if int(offset) + declared > size:
+                return f"declares {declared} bytes that lie beyond the end of the file"
+    except (RuntimeError, ValueError, OSError, KeyError, TypeError) as exc:
+        return f"has storage that cannot be examined ({first_line(exc)})"
+    return None  # compact: the values live in the object header itself
+
+
+def _unbacked_chunks(ds: h5py.Dataset, declared: int, size: int) -> str | None:
+    extent = ds.chunks or ()
+    needed = math.prod(-(-int(n) // max(int(c), 1)) for n, c in zip(ds.shape, extent))
+    written = int(ds.id.get_num_chunks())
+    if written < needed:
+        return (
+            f"declares {declared} bytes in {needed} chunks but the file stores {written} "
+            "of them (unwritten chunks)"
+        )
+    beyond: list[int] = []
+
+    def visit(info: Any) -> None:
+        if info.byte_offset is None or int(info.byte_offset) + int(info.size) > size:
+            beyond.append(1)
+
+    ds.id.chunk_iter(visit)
+    if beyond:
+        return f"has {len(beyond)} chunks beyond the end of the file"
+    return None
 
 
 def plugin_filter(ds: h5py.Dataset) -> int | None:
@@ -256,6 +333,10 @@ def read(ds: h5py.Dataset, path: str) -> np.ndarray:
         raw = np.asarray(ds[()])
     except (OSError, ValueError, RuntimeError, TypeError) as exc:
         raise InputError(f"dataset '{path}' cannot be read ({first_line(exc)})") from None
+    except MemoryError:
+        raise InputError(
+            f"dataset '{path}' ({ds.nbytes} bytes) needs more memory than is available"
+        ) from None
     if is_bfloat16(ds):
         if raw.dtype.kind == "V":
             return dtypes.decode_bf16(raw)

@@ -36,6 +36,8 @@ def about(path: str) -> Iterator[None]:
     except (OSError, RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
         # h5py reports damaged files in many ways; all of them mean the same to a user.
         raise InputError(f"{path}: damaged or unreadable model data ({first_line(exc)})") from None
+    except MemoryError:
+        raise InputError(f"{path}: reading it needs more memory than is available") from None
 
 
 @contextmanager

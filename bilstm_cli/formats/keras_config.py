@@ -115,11 +115,26 @@ def _entry_name(entry: dict[str, Any]) -> str:
     return "?"
 
 
+# Far beyond any real model; each Bidirectional costs work per weight in every command.
+MAX_BIDIRECTIONAL = 1024
+MAX_LAYER_ENTRIES = 100_000
+
+
 def walk_layers(model: dict[str, Any]) -> Iterator[LayerEntry]:
     """Every layer of a model configuration, nested models included, in file order."""
     if not isinstance(model, dict) or not _is_model(model):
         raise InputError("the model configuration lists no layers")
-    yield from _walk(model, "", None, (), depth=0)
+    count = bidirectional = 0
+    for entry in _walk(model, "", None, (), depth=0):
+        count += 1
+        bidirectional += entry.class_name == "Bidirectional"
+        if count > MAX_LAYER_ENTRIES or bidirectional > MAX_BIDIRECTIONAL:
+            what = "layers" if count > MAX_LAYER_ENTRIES else "Bidirectional layers"
+            limit = MAX_LAYER_ENTRIES if count > MAX_LAYER_ENTRIES else MAX_BIDIRECTIONAL
+            raise InputError(
+                f"the model configuration lists more than {limit} {what}; refused as implausible"
+            )
+        yield entry
 
 
 def _walk(

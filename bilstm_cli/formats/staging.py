@@ -21,6 +21,7 @@ import os
 import secrets
 import shutil
 import signal
+import stat
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -55,8 +56,15 @@ HDF5_SUFFIXES = (".h5", ".hdf5")
 
 
 def check_output(model: Model, output: str, force: bool) -> str:
-    """Refuse an output path that cannot or should not be written; return it absolute."""
+    """Refuse an output path that cannot or should not be written; return it absolute.
+
+    A symbolic link is written through: the file it points to is replaced (beside itself,
+    keeping its permission bits) and the link stays; a link to nothing is refused."""
     out = os.path.abspath(output)
+    if os.path.islink(out):
+        if not os.path.exists(out):
+            raise OutputError(f"{output}: is a symbolic link to a missing file; not writing it")
+        out = os.path.realpath(out)
     directory = os.path.dirname(out)
     if not os.path.isdir(directory):
         raise OutputError(f"{output}: directory {directory} does not exist")
@@ -353,12 +361,17 @@ class StagedWrite:
             os.close(fd)
 
     def commit(self) -> None:
-        """Give the staged file ordinary permissions and rename it over the output."""
+        """Give the staged file the permissions of the file it replaces (ordinary ones for a
+        new file) and rename it over the output."""
         self.seal()
         try:
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(self.staged_path, 0o666 & ~umask)
+            try:
+                mode = stat.S_IMODE(os.stat(self.output).st_mode) & 0o777
+            except FileNotFoundError:
+                umask = os.umask(0)
+                os.umask(umask)
+                mode = 0o666 & ~umask
+            os.chmod(self.staged_path, mode)
             os.replace(self.staged_path, self.output)
         except OSError as exc:
             raise _os_error(self.output, exc) from None

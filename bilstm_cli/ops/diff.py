@@ -23,21 +23,52 @@ from bilstm_cli.strategies import parse_target
 REL_SCALE_FLOOR = 1e-6
 
 
+# Elements compared at a time: the float64 working arrays stay this size whatever the weight.
+_CHUNK = 1 << 18
+
+
+def _native(a: np.ndarray) -> np.ndarray:
+    """``a`` in the machine's byte order: values compare, not how a file stores them."""
+    return a if a.dtype.isnative else a.astype(a.dtype.newbyteorder("="))
+
+
 def _compare(a: np.ndarray, b: np.ndarray) -> tuple[bool, float, float]:
-    """Whether A and B are bit for bit equal, the largest absolute difference, and the
-    largest relative one, |a − b| / max(|a|, |b|): symmetric and at most 2, so an entry that
-    is zero on one side reads as 100% different rather than as a quotient by zero."""
-    equal = a.dtype == b.dtype and a.tobytes() == b.tobytes()
-    x, y = a.astype(np.float64), b.astype(np.float64)
+    """Whether A and B hold bit for bit the same values (whatever byte order each file
+    stores), the largest absolute difference, and the largest relative one,
+    |a − b| / max(|a|, |b|): symmetric and at most 2, so an entry that is zero on one side
+    reads as 100% different rather than as a quotient by zero.
+
+    Streams over the flat values a chunk at a time (two passes: the relative difference
+    needs the largest magnitude first), so its working memory does not grow with the weight.
+    """
+    x, y = _native(np.asarray(a)).ravel(), _native(np.asarray(b)).ravel()
+    equal = x.dtype == y.dtype and x.shape == y.shape
+    max_abs = scale = 0.0
+    pieces = range(0, x.size, _CHUNK)
     with np.errstate(invalid="ignore", over="ignore"):
-        d = np.abs(x - y)
-        size = np.maximum(np.abs(x), np.abs(y))
-        finite = np.isfinite(d)
-        scale = float(size[finite].max()) if finite.any() else 0.0
-        rel = d / np.maximum(size, max(scale * REL_SCALE_FLOOR, np.finfo(np.float64).tiny))
-    max_abs = float(d[finite].max()) if finite.any() else 0.0
-    max_rel = float(rel[finite].max()) if finite.any() else 0.0
+        for start in pieces:
+            xs, ys = x[start : start + _CHUNK], y[start : start + _CHUNK]
+            if equal:
+                equal = xs.tobytes() == ys.tobytes()
+            d, size = _chunk(xs, ys)
+            finite = np.isfinite(d)
+            if finite.any():
+                max_abs = max(max_abs, float(d[finite].max()))
+                scale = max(scale, float(size[finite].max()))
+        floor = max(scale * REL_SCALE_FLOOR, np.finfo(np.float64).tiny)
+        max_rel = 0.0
+        for start in pieces:
+            d, size = _chunk(x[start : start + _CHUNK], y[start : start + _CHUNK])
+            finite = np.isfinite(d)
+            if finite.any():
+                max_rel = max(max_rel, float((d[finite] / np.maximum(size[finite], floor)).max()))
     return equal, max_abs, max_rel
+
+
+def _chunk(xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """|x − y| and max(|x|, |y|) of one chunk, in float64."""
+    x64, y64 = xs.astype(np.float64), ys.astype(np.float64)
+    return np.abs(x64 - y64), np.maximum(np.abs(x64), np.abs(y64))
 
 
 def _masked(values: np.ndarray, mask: np.ndarray | None) -> np.ndarray:

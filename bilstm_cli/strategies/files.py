@@ -5,7 +5,9 @@ Reading the files named by the user is the only I/O done by any strategy.
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 import zipfile
 from abc import abstractmethod
 
@@ -17,6 +19,25 @@ from bilstm_cli.strategies.registry import Strategy, register
 from bilstm_cli.strategies.spec import ArgValue, Spec, WeightInfo
 
 _READ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError)
+_SPECIAL = (
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISDIR, "a directory"),
+)
+
+
+def _regular(path: str) -> None:
+    """Refuse at once anything but a regular file: opening a FIFO would wait for a writer
+    forever, and a device can stream without end."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+    for test, kind in _SPECIAL:
+        if test(mode):
+            raise InputError(f"{path} is {kind}, not a regular file; refused")
 
 
 class _ArrayFile(Strategy):
@@ -79,6 +100,7 @@ class Npy(_ArrayFile):
 
     def load(self, spec: Spec, header_only: bool) -> np.ndarray:
         path = str(spec.args["path"])
+        _regular(path)
         try:
             # A memory map reads only the .npy header.
             loaded = np.load(path, allow_pickle=False, mmap_mode="r" if header_only else None)
@@ -120,6 +142,7 @@ class Npz(_ArrayFile):
     def load(self, spec: Spec, header_only: bool) -> np.ndarray:
         # A member of an archive is read in full even for its shape: there is no header to peek.
         path, key = str(spec.args["path"]), str(spec.args["key"])
+        _regular(path)
         try:
             loaded = np.load(path, allow_pickle=False)
         except _READ_ERRORS as exc:
