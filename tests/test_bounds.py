@@ -300,3 +300,26 @@ def test_hundreds_of_layers_are_handled(tmp_path):
     run = cli("diff", path, path, "--json")
     assert run.returncode == 0, run.stderr
     assert run.stdout.count('"status": "same"') == 200
+
+
+def test_a_shard_with_unwritten_chunks_is_refused_when_read(tmp_path):
+    """Sharded weights are inferred from an in-memory outline of their shards; the shards'
+    own datasets are held to the storage rule when their values are read."""
+    import shutil
+
+    src = ROOT / "fixtures" / "sharded"
+    for f in src.glob("bi*.weights.*"):
+        shutil.copy(f, tmp_path / f.name)
+    for direction in ("forward", "backward"):
+        name = f"layers/bidirectional/{direction}_layer/cell/vars/0"
+        for shard in sorted(tmp_path.glob("bi_*.weights.h5")):
+            with h5py.File(shard, "r+") as f:
+                if name in f:
+                    del f[name]
+                    f.create_dataset(name, (1_000_000, 12), "f4", chunks=(10_000, 12))
+                    break
+        else:
+            raise AssertionError(f"no shard holds {name}")
+    assert shard.stat().st_size < 100_000
+    line = one_error(cli("inspect", tmp_path / "bi.weights.json"), 3, "vars/0", "unwritten chunks")
+    assert "bi.weights.json" in line

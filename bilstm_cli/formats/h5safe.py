@@ -237,6 +237,10 @@ def unbacked_storage(ds: h5py.Dataset, declared: int) -> str | None:
     """
     if declared <= UNWRITTEN_ALLOWANCE:
         return None
+    if ds.file.driver == "core":
+        # Only the tool's own in-memory outlines (sharded weights: types and shapes, no
+        # values) are opened this way; the shards' datasets are checked when read.
+        return None
     try:
         layout = ds.id.get_create_plist().get_layout()
         size = int(ds.file.id.get_filesize())
