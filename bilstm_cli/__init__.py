@@ -8,6 +8,7 @@ A library first; the ``bilstm`` command is a thin layer over it::
     plan = bl.plan_init("m.keras", init=["recurrent_kernel=orthogonal", "bias[f]=ones"], seed=7)
     result = bl.apply(plan, "out.keras")                           # verified, or VerifyError
     delta = bl.diff("m.keras", "out.keras")
+    health = bl.check("m.keras")                                   # findings; .ok, .to_dict()
 
 Importing the package has no side effects and loads nothing heavy: each name is imported
 from its module on first use. Every failure is a :class:`BilstmError` whose ``exit_code`` is
@@ -29,6 +30,9 @@ _EXPORTS = {
     "plan_transplant": "bilstm_cli.ops.plan_transplant",
     "apply": "bilstm_cli.ops.apply",
     "diff": "bilstm_cli.ops.diff",
+    "check": "bilstm_cli.ops.check",
+    "CheckResult": "bilstm_cli.findings",
+    "Finding": "bilstm_cli.findings",
     "Plan": "bilstm_cli.ops.apply",
     "Model": "bilstm_cli.model",
     "Layer": "bilstm_cli.model",
@@ -60,6 +64,9 @@ __all__ = [
     "plan_transplant",
     "apply",
     "diff",
+    "check",
+    "CheckResult",
+    "Finding",
     "Plan",
     "Model",
     "Layer",
@@ -85,9 +92,11 @@ __all__ = [
 
 if TYPE_CHECKING:
     from bilstm_cli.errors import BilstmError, InputError, OutputError, UsageError, VerifyError
+    from bilstm_cli.findings import CheckResult, Finding
     from bilstm_cli.formats import open_model
     from bilstm_cli.model import CellSettings, Direction, Layer, Model, PlainLayer, Weight
     from bilstm_cli.ops.apply import Plan, apply
+    from bilstm_cli.ops.check import check
     from bilstm_cli.ops.diff import diff
     from bilstm_cli.ops.inspect import inspect
     from bilstm_cli.ops.plan_init import plan_init

@@ -339,3 +339,57 @@ def diff(
     render.diff_result(result, as_json)
     if not result.identical:
         ctx.exit(1)
+
+
+@cli.command()
+@click.argument("model", nargs=-1, required=True, type=MODEL_PATH)
+@layer_option
+@click.option(
+    "--fail-on",
+    type=click.Choice(["warning", "error"]),
+    default="error",
+    show_default=True,
+    help="Exit 1 when a finding of this severity (or worse) is found.",
+)
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="CODE.THRESHOLD=VALUE",
+    help="Change a threshold ('recurrent.exploding.max_singular=10') or a severity "
+    "('init.fresh.severity=off'). Repeatable.",
+)
+@click.option("--hist", "with_hist", is_flag=True, help="Add per-gate histograms (Unicode).")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print one JSON document; for several files, one per line (JSON Lines).",
+)
+@click.option(
+    "--report",
+    "report_path",
+    metavar="OUT.html",
+    help="Also write a self-contained HTML page with histograms and spectra (needs the "
+    "'report' extra: matplotlib).",
+)
+@click.pass_context
+def check(
+    ctx: click.Context,
+    model: tuple[str, ...],
+    layers: tuple[str, ...],
+    fail_on: str,
+    sets: tuple[str, ...],
+    with_hist: bool,
+    as_json: bool,
+    report_path: str | None,
+) -> None:
+    """Check the health of the Bidirectional weights of each MODEL: non-finite values,
+    exploding or vanishing recurrent blocks, forget-gate time scales, saturated or dead
+    units, identical directions, weights that look freshly initialized.
+
+    Exit 0 when no finding reaches --fail-on, 1 when one does, 3 when a file cannot be read.
+    """
+    from bilstm_cli.cli.health import run_check
+
+    ctx.exit(run_check(ctx, model, layers, fail_on, sets, with_hist, as_json, report_path))
