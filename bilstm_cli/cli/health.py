@@ -18,6 +18,7 @@ from bilstm_cli.findings import RULES
 if TYPE_CHECKING:
     from bilstm_cli.findings import CheckResult, Finding
     from bilstm_cli.health.hist import Histogram
+    from bilstm_cli.results import InspectResult, WriteResult
 
 SPARKS = " ▁▂▃▄▅▆▇█"
 
@@ -46,7 +47,9 @@ def run_check(
     bar = ProgressBar()
     codes: list[int] = [0]
     results: list[CheckResult] = []
+    pending: list[tuple[CheckResult, list[Histogram] | None]] = []  # while a glob is unmatched
     unmatched = list(dict.fromkeys(layers))
+    read = 0
     for k, path in enumerate(models):
         if len(models) > 1:
             bar("files", k, len(models))
@@ -55,6 +58,7 @@ def run_check(
                 result = check(path, layers, settings, fail_on, bar)
             else:
                 result = check_matching(path, layers, settings, fail_on)
+            read += 1
         except (KeyboardInterrupt, BrokenPipeError):
             raise
         except Exception as exc:
@@ -63,21 +67,21 @@ def run_check(
             bar.clear()
             codes.append(report(exc, path))
             continue
-        bar.clear()
         unmatched = [g for g in unmatched if not any(_matches(n, g) for n in result.layers)]
         if layers and not result.layers:
             continue
-        hists = _hists(path, result.layers) if with_hist else None
-        _show(result, hists, as_json, len(models) > 1, bool(results))
         results.append(result)
         codes.append(0 if result.ok else 1)
+        pending.append((result, _hists(path, result.layers) if with_hist else None))
+        if not unmatched:
+            bar.clear()
+            for held, hists in pending:
+                _show(held, hists, as_json, len(models) > 1, held is not results[0])
+            pending.clear()
     bar.clear()
-    if unmatched and results:
-        codes.append(
-            report(
-                UsageError(f"--layer '{unmatched[0]}' matches no Bidirectional layer in any file")
-            )
-        )
+    if unmatched and read:
+        message = f"--layer '{unmatched[0]}' matches no Bidirectional layer in any file"
+        return max(*codes, report(UsageError(message)))
     if report_path is not None and results:
         from bilstm_cli.report import write_report
 
@@ -187,3 +191,88 @@ def render_hists(hists: Sequence[Histogram]) -> None:
 
 def hist_doc(hists: Sequence[Histogram]) -> list[dict[str, Any]]:
     return [h.to_dict() for h in hists]
+
+
+def show_inspect_hist(
+    result: InspectResult, with_gates: bool, as_json: bool, after: bool, many: bool
+) -> None:
+    """``inspect --hist``: the listing, then the histograms of the listed layers (with
+    --json, a ``histograms`` list added to the document)."""
+    from bilstm_cli.cli.render import render_inspect
+    from bilstm_cli.health.hist import histograms
+
+    names = [r.layer.name for r in result.layers]
+    hists = histograms(result.model.path, names) if names else []
+    if as_json:
+        doc = result.to_dict()
+        doc["histograms"] = hist_doc(hists)
+        if many:
+            sys.stdout.write(json.dumps(doc, separators=(",", ":"), allow_nan=False) + "\n")
+        else:
+            dump_json(doc)
+        return
+    if after:
+        Output().line()
+    render_inspect(result, with_gates)
+    if hists:
+        render_hists(hists)
+
+
+def _key(f: dict[str, Any]) -> tuple[Any, ...]:
+    return (f["code"], f["layer"], f["direction"], f["role"], f["gate"])
+
+
+def _where(f: dict[str, Any]) -> str:
+    place = "/".join(p for p in (f["layer"], f["direction"], f["role"]) if p)
+    return f"{place}[{f['gate']}]" if f["gate"] else place
+
+
+def add_check(result: WriteResult) -> None:
+    """``init``/``transplant --check``: the findings of the changed layers in the input and
+    in the written output, and which were fixed or caused, as ``result.extra["check"]``."""
+    from bilstm_cli.ops.check import check_layers
+
+    names = list(dict.fromkeys(c.layer for c in result.changes))
+    before = check_layers(result.input, names).to_dict()
+    after = None
+    if not result.dry_run and result.output is not None:
+        after = check_layers(result.output, names).to_dict()
+    old = {_key(f): f for f in before["findings"]}
+    new = {_key(f): f for f in after["findings"]} if after is not None else {}
+    summary = ("ok", "counts", "findings", "skipped")
+    result.extra["check"] = {
+        "layers": names,
+        "before": {k: before[k] for k in summary},
+        "after": {k: after[k] for k in summary} if after is not None else None,
+        "fixed": [f for k, f in old.items() if k not in new] if after is not None else [],
+        "caused": [f for k, f in new.items() if k not in old],
+    }
+
+
+def render_check_summary(result: WriteResult) -> None:
+    """The ``--check`` table: each finding before → after."""
+    doc = result.extra.get("check")
+    if doc is None:
+        return
+    out = Output()
+    out.line()
+    before = {_key(f): f for f in doc["before"]["findings"]}
+    after = {_key(f): f for f in doc["after"]["findings"]} if doc["after"] else None
+    keys = list(before) + [k for k in (after or {}) if k not in before]
+    if not keys:
+        state = "before" if after is None else "before and after"
+        out.line(f"check: no findings in the changed layers {state}")
+        return
+    rows = []
+    for k in keys:
+        f = before.get(k) or (after or {})[k]
+        was = num(before[k]["value"]) if k in before else "-"
+        if after is None:
+            now, status = "(dry run)", "found"
+        else:
+            now = num(after[k]["value"]) if k in after else "-"
+            status = "still" if k in before and k in after else "fixed" if k in before else "caused"
+        rows.append([f["severity"], f["code"], _where(f), f"{was} → {now}", status])
+    columns = [("severity", False), ("code", False), ("where", False)]
+    columns += [("value before → after", True), ("status", False)]
+    out.table("check of the changed layers", columns, rows)

@@ -7,7 +7,8 @@ console script's own start and exit are in entry.py.
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -67,10 +68,34 @@ def _preview_or_apply(
         return apply(plan, output, force, verify, bar)
 
 
+def check_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--check",
+        "with_check",
+        is_flag=True,
+        help="Also check the changed layers before and after (findings of 'bilstm check').",
+    )(f)
+
+
+def _with_check(result: WriteResult, with_check: bool) -> None:
+    if with_check:
+        from bilstm_cli.cli.health import add_check
+
+        add_check(result)
+
+
+def _check_summary(result: WriteResult, with_check: bool, as_json: bool) -> None:
+    if with_check and not as_json:
+        from bilstm_cli.cli.health import render_check_summary
+
+        render_check_summary(result)
+
+
 @cli.command()
 @click.argument("model", nargs=-1, required=True, type=MODEL_PATH)
 @layer_option
 @click.option("--gates", "with_gates", is_flag=True, help="Add one row per gate block.")
+@click.option("--hist", "with_hist", is_flag=True, help="Add per-gate histograms (Unicode).")
 @click.option(
     "--json",
     "as_json",
@@ -83,6 +108,7 @@ def inspect(
     model: tuple[str, ...],
     layers: tuple[str, ...],
     with_gates: bool,
+    with_hist: bool,
     as_json: bool,
 ) -> None:
     """List every Bidirectional layer of each MODEL with each weight's role, shape and
@@ -99,10 +125,14 @@ def inspect(
     from bilstm_cli.ops.inspect import inspect as run_inspect
 
     if len(model) > 1:
-        ctx.exit(_inspect_many(ctx, model, layers, with_gates, as_json))
+        ctx.exit(_inspect_many(ctx, model, layers, with_gates, as_json, with_hist))
     with ProgressBar() as bar:
         result = run_inspect(model[0], layers, with_gates, bar)
-    if as_json:
+    if with_hist:
+        from bilstm_cli.cli.health import show_inspect_hist
+
+        show_inspect_hist(result, with_gates, as_json, False, False)
+    elif as_json:
         render.dump_json(result.to_dict())
     else:
         render.render_inspect(result, with_gates)
@@ -114,6 +144,7 @@ def _inspect_many(
     layers: tuple[str, ...],
     with_gates: bool,
     as_json: bool,
+    with_hist: bool = False,
 ) -> int:
     """``inspect`` of several files; the worst of their exit codes.
 
@@ -143,7 +174,11 @@ def _inspect_many(
         if isinstance(item, Exception):
             codes.append(report(item, path))
             return
-        if as_json:
+        if with_hist:
+            from bilstm_cli.cli.health import show_inspect_hist
+
+            show_inspect_hist(item, with_gates, as_json, bool(shown), True)
+        elif as_json:
             doc = json.dumps(item.to_dict(), separators=(",", ":"), allow_nan=False)
             sys.stdout.write(doc + "\n")
         else:
@@ -214,6 +249,7 @@ def _inspect_many(
 @direction_option
 @click.option("--seed", type=click.IntRange(min=0), help="Seed; the same seed gives the same file.")
 @write_options
+@check_option
 def init(
     model: str,
     inits: tuple[str, ...],
@@ -225,6 +261,7 @@ def init(
     dry_run: bool,
     verify: str | None,
     as_json: bool,
+    with_check: bool,
 ) -> None:
     """Re-initialize weights of the Bidirectional layers of MODEL and write OUT.
 
@@ -239,7 +276,10 @@ def init(
     _needs_output("init", output, dry_run)
     _needs_keras(verify, dry_run)
     plan = plan_init(model, inits, layers, direction, seed)
-    render.write_result(_preview_or_apply(plan, output, force, dry_run, verify), as_json)
+    result = _preview_or_apply(plan, output, force, dry_run, verify)
+    _with_check(result, with_check)
+    render.write_result(result, as_json)
+    _check_summary(result, with_check, as_json)
 
 
 @cli.command()
@@ -268,6 +308,7 @@ def init(
     "--allow-nonfinite", is_flag=True, help="Copy donor weights even if they hold NaN or Inf."
 )
 @write_options
+@check_option
 def transplant(
     donor: str,
     model: str,
@@ -282,6 +323,7 @@ def transplant(
     dry_run: bool,
     verify: str | None,
     as_json: bool,
+    with_check: bool,
 ) -> None:
     """Copy Bidirectional weights from DONOR into MODEL and write OUT."""
     from bilstm_cli.cli import render
@@ -292,9 +334,11 @@ def transplant(
     plan = plan_transplant(donor, model, maps, layers, direction, roles, by, allow_nonfinite)
     # Shown once the outcome is known: a failed transplant leaves stdout empty.
     result = _preview_or_apply(plan, output, force, dry_run, verify)
+    _with_check(result, with_check)
     if not as_json:
         render.transplant_plan(result)
     render.write_result(result, as_json)
+    _check_summary(result, with_check, as_json)
 
 
 @cli.command()

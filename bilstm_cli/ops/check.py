@@ -65,6 +65,14 @@ def check_matching(
         return check_model(model, chosen, settings, fail_on, progress)
 
 
+def check_layers(path: str, names: Sequence[str], settings: Settings | None = None) -> CheckResult:
+    """:func:`check` of the layers called ``names`` exactly (those the file has)."""
+    wanted = set(names)
+    with formats.open_model(path) as model:
+        chosen = [layer for layer in model.layers if layer.name in wanted]
+        return check_model(model, chosen, settings or resolve())
+
+
 def check_model(
     model: Model,
     chosen: Sequence[Layer],
@@ -202,4 +210,4 @@ def _reverse_units(role: str, a: np.ndarray, blocks: int, units: int) -> np.ndar
     return out
 
 
-__all__ = ["check", "check_matching", "check_model", "read_sides"]
+__all__ = ["check", "check_layers", "check_matching", "check_model", "read_sides"]
