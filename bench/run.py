@@ -345,7 +345,7 @@ def main(argv: list[str]) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    results, missed = report(jobs, series)
+    results, missed = report(jobs, series) if jobs else ([], [])
     ratio_results, ratio_missed = report_ratios(args.ratio_jobs, ratio_series)
     missed += ratio_missed
     splits = report_split(jobs, series)

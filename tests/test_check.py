@@ -308,3 +308,56 @@ def test_timescales_per_activation():
     assert timescales(b, "hard_sigmoid", 2)[2] == pytest.approx(1 / (1 - 0.7))
     assert timescales(b, "hard_sigmoid", 3)[2] == pytest.approx(1 / (1 - (1 / 6 + 0.5)))
     assert timescales(b, "hard_sigmoid", 2)[3] == 1e12  # saturated: capped
+
+
+def test_gru_biases_of_both_shapes_get_time_scales():
+    result = bl.check(str(FIXTURES / "k2_functional_mixed.h5"))
+    shapes = {}
+    with bl.open_model(str(FIXTURES / "k2_functional_mixed.h5")) as model:
+        for layer in model.layers:
+            if layer.cell == "GRU":
+                shapes[layer.name] = layer.weight("forward", "bias").shape
+    assert sorted(len(s) for s in shapes.values()) == [1, 2]  # (3u,) and (2, 3u)
+    for name in shapes:
+        scales = [b for b in result.blocks if b["layer"] == name and b["role"] == "bias"]
+        assert [b["gate"] for b in scales] == ["z", "z"]
+        assert all(1 < b["timescale_median"] < 100 for b in scales)
+
+
+def test_convolution_kernels_are_skipped_not_crashed():
+    """A ConvLSTM-shaped direction: counted and compared, but no spectrum of a 4-D kernel."""
+    from bilstm_cli.findings import resolve
+    from bilstm_cli.health import rules
+
+    rng = np.random.default_rng(5)
+    raw = {
+        "kernel": rng.normal(size=(3, 3, 2, 4 * U)).astype(np.float32),
+        "recurrent_kernel": rng.normal(size=(3, 3, U, 4 * U)).astype(np.float32),
+        "bias": np.zeros(4 * U, np.float32),
+    }
+    raw["recurrent_kernel"][..., 3] = 0.0
+    raw["kernel"][..., [3, U + 3, 2 * U + 3, 3 * U + 3]] = 0.0
+    raw["recurrent_kernel"][..., [U + 3, 2 * U + 3, 3 * U + 3]] = 0.0
+    side = rules.Side(
+        "conv",
+        "forward",
+        "LSTM",
+        U,
+        "tanh",
+        "sigmoid",
+        {k: v.astype(np.float64) for k, v in raw.items()},
+        raw,
+    )
+    judge = rules.Judge(resolve())
+    for step in (
+        rules.check_nonfinite,
+        rules.check_recurrent,
+        rules.check_timescales,
+        rules.check_saturation,
+        rules.check_units,
+        rules.check_fresh,
+    ):
+        step(judge, side)
+    assert [(s.role, s.check) for s in judge.skipped] == [("recurrent_kernel", "spectrum")]
+    assert "not a matrix" in judge.skipped[0].why
+    assert [(f.code, f.detail.endswith("unit 3")) for f in judge.findings] == [("units.dead", True)]

@@ -7,12 +7,12 @@ console script's own start and exit are in entry.py.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
 from bilstm_cli import __version__
+from bilstm_cli.cli.check_options import check_command_options, check_option
 from bilstm_cli.cli.complete import complete_init, complete_role
 from bilstm_cli.cli.funnel import ErrorFunnel, is_debug, report
 from bilstm_cli.cli.options import (
@@ -66,15 +66,6 @@ def _preview_or_apply(
         if dry_run or output is None:
             return plan.preview(output, bar)
         return apply(plan, output, force, verify, bar)
-
-
-def check_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
-        "--check",
-        "with_check",
-        is_flag=True,
-        help="Also check the changed layers before and after (findings of 'bilstm check').",
-    )(f)
 
 
 def _with_check(result: WriteResult, with_check: bool) -> None:
@@ -387,36 +378,7 @@ def diff(
 
 @cli.command()
 @click.argument("model", nargs=-1, required=True, type=MODEL_PATH)
-@layer_option
-@click.option(
-    "--fail-on",
-    type=click.Choice(["warning", "error"]),
-    default="error",
-    show_default=True,
-    help="Exit 1 when a finding of this severity (or worse) is found.",
-)
-@click.option(
-    "--set",
-    "sets",
-    multiple=True,
-    metavar="CODE.THRESHOLD=VALUE",
-    help="Change a threshold ('recurrent.exploding.max_singular=10') or a severity "
-    "('init.fresh.severity=off'). Repeatable.",
-)
-@click.option("--hist", "with_hist", is_flag=True, help="Add per-gate histograms (Unicode).")
-@click.option(
-    "--json",
-    "as_json",
-    is_flag=True,
-    help="Print one JSON document; for several files, one per line (JSON Lines).",
-)
-@click.option(
-    "--report",
-    "report_path",
-    metavar="OUT.html",
-    help="Also write a self-contained HTML page with histograms and spectra (needs the "
-    "'report' extra: matplotlib).",
-)
+@check_command_options
 @click.pass_context
 def check(
     ctx: click.Context,

@@ -53,7 +53,9 @@ class Judge:
 
 @dataclass
 class Side:
-    """One direction's weights as float64 arrays (None when absent), with its settings."""
+    """One direction's weights as stored (``raw``; the Keras layout) and, for the recurrent
+    kernel and the bias, in float64 (``arrays``), with its settings. Kernels, the largest
+    weights, are only ever summed or compared, so they are not copied."""
 
     layer: str
     direction: str
@@ -85,7 +87,7 @@ def _frac(n: int, total: int) -> float:
 
 
 def check_nonfinite(j: Judge, side: Side) -> None:
-    for role, a in side.arrays.items():
+    for role, a in side.raw.items():
         bad = ~np.isfinite(a)
         if not bad.any():
             continue
@@ -236,7 +238,7 @@ def check_timescales(j: Judge, side: Side) -> None:
 
 def _column_abs_sums(a: np.ndarray) -> np.ndarray:
     flat = a.reshape(-1, a.shape[-1])
-    out: np.ndarray = np.abs(flat).sum(axis=0)
+    out: np.ndarray = np.abs(flat).sum(axis=0, dtype=np.float64)
     return out
 
 
@@ -247,8 +249,8 @@ def check_saturation(j: Judge, side: Side) -> None:
         return
     push = np.zeros_like(b)
     for role in ("kernel", "recurrent_kernel"):
-        if role in side.arrays:
-            push = push + _column_abs_sums(side.arrays[role])
+        if role in side.raw:
+            push = push + _column_abs_sums(side.raw[role])
     margin = np.abs(b) - push
     s = j.settings
     need, share = s.get("units.saturated", "margin"), s.get("units.saturated", "fraction")

@@ -8,7 +8,7 @@ codes and default thresholds are in :mod:`bilstm_cli.findings`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -94,8 +94,8 @@ def check_model(
     for k, layer in enumerate(chosen):
         if progress is not None:
             progress("checking", k, len(chosen))
-        sides = read_sides(judge, layer)
-        for side in sides:
+        sides = []
+        for side in iter_sides(judge, layer):
             assumed |= side.assumed_sigmoid
             rules.check_nonfinite(judge, side)
             rules.check_recurrent(judge, side)
@@ -103,8 +103,11 @@ def check_model(
             rules.check_saturation(judge, side)
             rules.check_units(judge, side)
             rules.check_fresh(judge, side)
+            side.arrays.clear()  # the float64 copies: only the stored values are compared
+            sides.append(side)
         if len(sides) == 2:
             _compare_directions(judge, layer, *sides)
+        del sides  # one layer's weights in memory at a time
     if assumed:
         result.notes.append(
             "no layer configuration in this file: gates are taken to use the sigmoid, "
@@ -124,7 +127,11 @@ def _as_float(a: np.ndarray) -> np.ndarray | None:
 
 def read_sides(judge: rules.Judge, layer: Layer) -> list[rules.Side]:
     """Each direction of ``layer`` read and converted, or skipped saying why."""
-    out = []
+    return list(iter_sides(judge, layer))
+
+
+def iter_sides(judge: rules.Judge, layer: Layer) -> Iterator[rules.Side]:
+    """:func:`read_sides`, one direction at a time."""
     for direction in layer.directions:
         settings = cells.keras_settings(direction.settings)
         if settings.cell not in cells.known():
@@ -142,17 +149,21 @@ def read_sides(judge: rules.Judge, layer: Layer) -> list[rules.Side]:
             values = np.asarray(w.read())
             if stored is not None:  # CuDNN layouts: the family's own
                 values = stored.to_keras(w.role, values, settings.units)
-            converted = _as_float(values)
-            if converted is None or values.dtype.kind not in "fiu":
-                why = f"dtype {values.dtype} cannot be read as numbers"
-                judge.skip(layer.name, direction.name, w.role, "all", why)
-                continue
-            if converted.ndim == 0 or converted.shape[-1] != width:
+            if values.dtype.kind not in "fiu":  # bfloat16 and other extension types
+                widened = _as_float(values)
+                if widened is None:
+                    why = f"dtype {values.dtype} cannot be read as numbers"
+                    judge.skip(layer.name, direction.name, w.role, "all", why)
+                    continue
+                values = widened
+            if values.ndim == 0 or values.shape[-1] != width:
                 why = f"shape {tuple(values.shape)} does not fit {settings.cell}({settings.units})"
                 judge.skip(layer.name, direction.name, w.role, "all", why)
                 continue
-            raw[w.role], arrays[w.role] = values, converted
-        if not arrays:
+            raw[w.role] = values
+            if w.role != "kernel":  # kernels are only summed and compared: no copy
+                arrays[w.role] = values.astype(np.float64)
+        if not raw:
             judge.skip(layer.name, direction.name, None, "all", "no weight could be read")
             continue
         activation = settings.recurrent_activation
@@ -167,8 +178,7 @@ def read_sides(judge: rules.Judge, layer: Layer) -> list[rules.Side]:
             raw,
             assumed_sigmoid=activation is None,
         )
-        out.append(side)
-    return out
+        yield side
 
 
 def _compare_directions(

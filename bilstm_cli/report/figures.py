@@ -39,17 +39,17 @@ def weight_histograms(sides: Sequence[Side], salt: str) -> str:
     """One panel per role (rows) and gate block (columns), both directions overlaid."""
     first = sides[0]
     blocks = gate_blocks(first.cell, first.units)
-    roles = [r for r in ROLES if any(r in s.arrays for s in sides)]
+    roles = [r for r in ROLES if any(r in s.raw for s in sides)]
     fig = _figure(2.1 * len(blocks) + 0.6, 1.7 * len(roles) + 0.4)
     axes = fig.subplots(len(roles), len(blocks), squeeze=False)
     for i, role in enumerate(roles):
         for k, (gate, sl) in enumerate(blocks):
             ax = axes[i][k]
             for side in sides:
-                a = side.arrays.get(role)
+                a = side.raw.get(role)
                 if a is None:
                     continue
-                values = a[..., sl].ravel()
+                values = a[..., sl].astype(np.float64).ravel()
                 values = values[np.isfinite(values)]
                 if values.size:
                     ax.hist(
