@@ -159,3 +159,22 @@ def test_transplant_check_fixes(tmp_path, broken):
     assert check["after"]["ok"] is True
     dry = run_cli("transplant", TRAINED, broken, "--dry-run", "--check", "--json").json()
     assert dry["check"]["after"] is None
+
+
+@pytest.mark.parametrize("width", (80, 100))
+def test_findings_and_histograms_fit_the_terminal(width):
+    from test_terminal import check_screen, on_terminal
+
+    from bilstm_cli.cli.render import num
+
+    doc = run_cli("check", FRESH, "--json").json()
+    code, screen = on_terminal(width, "check", str(FRESH), "--hist")
+    assert code == 1
+    strings = {f["detail"] for f in doc["findings"]} | {f["why"] for f in doc["findings"]}
+    strings |= {f"{f['layer']}/{f['direction']}/{f['role']}" for f in doc["findings"]}
+    numbers = {num(f["value"]) for f in doc["findings"]} | {
+        num(f["threshold"]) for f in doc["findings"]
+    }
+    headers = ["severity", "code", "value", "threshold"]
+    check_screen(screen, width, headers, strings | {"init.fresh"}, numbers)
+    assert screen.count("recurrent_kernel f") == 2 and "FAILED" in screen

@@ -186,7 +186,8 @@ def render_hists(hists: Sequence[Histogram]) -> None:
             out.line(f"{h.layer}/{h.direction}")
         gate = h.gate or "-"
         bad = f"  +{h.nonfinite} non-finite" if h.nonfinite else ""
-        out.line(f"  {h.role:<16} {gate:<2} {spark(h.counts)} {num(h.lo)} … {num(h.hi)}{bad}")
+        span = f"[{num(h.lo)}, {num(h.hi)}]"
+        out.line(f"  {h.role:<16} {gate:<2} {spark(h.counts)} {span}{bad}")
 
 
 def hist_doc(hists: Sequence[Histogram]) -> list[dict[str, Any]]:
