@@ -178,3 +178,26 @@ def test_findings_and_histograms_fit_the_terminal(width):
     headers = ["severity", "code", "value", "threshold"]
     check_screen(screen, width, headers, strings | {"init.fresh"}, numbers)
     assert screen.count("recurrent_kernel f") == 2 and "FAILED" in screen
+
+
+@pytest.mark.parametrize("keep", [0.1, 0.5, 0.9])
+def test_truncated_file_is_one_error_line(tmp_path, keep):
+    data = TRAINED.read_bytes()
+    cut = tmp_path / "cut.h5"
+    cut.write_bytes(data[: int(len(data) * keep)])
+    run = run_cli("check", cut, "--hist", "--json")
+    assert run.exit_code == 3 and run.stdout == ""
+    assert run.stderr.startswith("Error: ") and len(run.stderr.splitlines()) == 1
+
+
+def test_bench_has_the_check_job():
+    from test_bench import load_runner
+
+    runner = load_runner()
+    assert runner.JOB_KEYS["check"] == ("check .keras",)
+    (job,) = [j for j in runner.RATIO_JOBS if j.name == "check .keras"]
+    assert job.command[0] == "check" and job.baseline[:1] == ["inspect"]
+    assert "--gates" in job.baseline and job.max_ratio == 3.0
+    for argv in (job.command, job.baseline):
+        assert run_cli(argv[0], "--help").exit_code == 0
+        assert all(a in run_cli(argv[0], "--help").stdout for a in argv if a.startswith("--"))
