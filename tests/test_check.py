@@ -361,3 +361,29 @@ def test_convolution_kernels_are_skipped_not_crashed():
     assert [(s.role, s.check) for s in judge.skipped] == [("recurrent_kernel", "spectrum")]
     assert "not a matrix" in judge.skipped[0].why
     assert [(f.code, f.detail.endswith("unit 3")) for f in judge.findings] == [("units.dead", True)]
+
+
+def test_a_cell_family_the_checks_do_not_know_is_skipped_by_name():
+    from bilstm_cli.model import CellSettings, Layer, Model, Weight
+    from bilstm_cli.ops.check import check_model
+
+    class Arrays:
+        def read(self, location):
+            return np.ones((3, 3, 2, 16), np.float32)
+
+        def close(self):
+            pass
+
+    settings = CellSettings("ConvLSTM2D", 4)
+    weights = [
+        Weight(d, "kernel", f"{d}/kernel", (3, 3, 2, 16), "float32", Arrays())
+        for d in ("forward", "backward")
+    ]
+    layer = Layer("bi_conv", "bi_conv", "concat", settings, settings, weights)
+    model = Model("conv.keras", "keras", "3.15.1", [layer], True)
+    result = check_model(model, [layer], resolve())
+    assert result.findings == [] and result.ok
+    assert [(s.direction, s.check, s.why) for s in result.skipped] == [
+        (d, "all", "ConvLSTM2D is not a cell family the checks know")
+        for d in ("forward", "backward")
+    ]
