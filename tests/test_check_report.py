@@ -3,6 +3,7 @@ without console errors or network requests; a screenshot is kept as a test artif
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import sys
@@ -30,9 +31,10 @@ def page(tmp_path_factory):
         a[1, 10] = float("nan")  # gate r: columns 8..15
         d[...] = a
     out = tmp / "report.html"
-    run = run_cli("check", broken, FRESH, "--report", out)
+    run = run_cli("check", broken, FRESH, "--report", out, "--json")
     assert run.exit_code == 1, run.stderr
     assert run.stderr.strip() == f"wrote {out}"
+    assert [json.loads(line)["ok"] for line in run.stdout.splitlines()] == [False, False]
     return out
 
 
@@ -100,4 +102,5 @@ def test_unwritable_report_is_exit_4(tmp_path):
     out = tmp_path / "no" / "such" / "dir" / "r.html"
     run = run_cli("check", TRAINED, "--report", out)
     assert run.exit_code == 4 and "cannot write the report" in run.stderr
+    assert run.stdout == "" and len(run.stderr.splitlines()) == 1
     assert not out.exists()

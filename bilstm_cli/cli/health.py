@@ -73,11 +73,9 @@ def run_check(
         results.append(result)
         codes.append(0 if result.ok else 1)
         pending.append((result, _hists(path, result.layers) if with_hist else None))
-        if not unmatched:
+        if not unmatched and report_path is None:
             bar.clear()
-            for held, hists in pending:
-                _show(held, hists, as_json, len(models) > 1, held is not results[0])
-            pending.clear()
+            _show_all(pending, results[0], as_json, len(models) > 1)
     bar.clear()
     if unmatched and read:
         message = f"--layer '{unmatched[0]}' matches no Bidirectional layer in any file"
@@ -85,9 +83,23 @@ def run_check(
     if report_path is not None and results:
         from bilstm_cli.report import write_report
 
+        # Written before anything is shown: when it cannot be, stdout stays empty (exit 4).
         write_report(results, report_path)
+        _show_all(pending, results[0], as_json, len(models) > 1)
         click.echo(f"wrote {report_path}", err=True)
     return max(codes)
+
+
+def _show_all(
+    pending: list[tuple[CheckResult, list[Histogram] | None]],
+    first: CheckResult,
+    as_json: bool,
+    many: bool,
+) -> None:
+    """Print the held-back results, and forget them."""
+    for held, hists in pending:
+        _show(held, hists, as_json, many, held is not first)
+    pending.clear()
 
 
 def _matches(name: str, pattern: str) -> bool:
