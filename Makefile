@@ -7,7 +7,7 @@ DEMO_DONOR := fixtures/k2_seq_lstm.h5
 OUT    := build
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast test-oracle fixtures bench lint fuzz clean
+.PHONY: help install demo test test-fast test-oracle fixtures bench lint fuzz clean chromium
 
 help: ## List the tasks
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -44,10 +44,20 @@ demo: $(VENV)/.installed ## Install, then run the tool on a model shipped in fix
 	@echo '$$ bilstm diff $(DEMO_DONOR) $(OUT)/transplanted.keras'
 	@$(BIN)/bilstm diff $(DEMO_DONOR) $(OUT)/transplanted.keras
 
-test: $(VENV)/.installed-test ## Install with test dependencies, then run the whole suite
+# The HTML report of `check` is tested in headless Chromium. Installed with apt-get when it is
+# missing and apt-get can (as root, or through sudo); otherwise that test is skipped, saying why.
+chromium: ## Install Chromium for the report's browser test when missing (never fails)
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+		SUDO=; [ "$$(id -u)" = 0 ] || SUDO="sudo -n"; \
+		command -v apt-get >/dev/null 2>&1 \
+		&& { $$SUDO apt-get install -y -q chromium >/dev/null 2>&1 \
+		     || { $$SUDO apt-get update -q >/dev/null 2>&1 && $$SUDO apt-get install -y -q chromium >/dev/null 2>&1; }; } \
+		|| echo "note: chromium could not be installed; the report's browser test will be skipped"; }
+
+test: $(VENV)/.installed-test chromium ## Install with test dependencies, then run the whole suite
 	$(BIN)/python -m pytest -q
 
-test-fast: $(VENV)/.installed-test ## Only the tests that do not import TensorFlow
+test-fast: $(VENV)/.installed-test chromium ## Only the tests that do not import TensorFlow
 	$(BIN)/python -m pytest -q -m 'not keras'
 
 test-oracle: $(VENV)/.installed-test ## Only the tests that compare with real Keras

@@ -9,11 +9,12 @@ generated into the output directory when missing.
 
 Jobs: inspect, init (truncated normal), init with the recipe (glorot_uniform kernels,
 orthogonal recurrent kernels, zero biases, forget-gate biases one), transplant and diff on
-the .keras model, and inspect and init on the .h5 one. Within a round the two ways
-alternate (bilstm, keras, bilstm, keras, ...), so both see the same machine state; rounds
-are repeated and medians compared (wall time, and each child's peak RSS from os.wait4, see
-bench/measure.py). An untimed warm-up round first runs every command once so that
-neither side pays for a cold page cache alone.
+the .keras model, and inspect and init on the .h5 one; and ``check`` against ``inspect
+--gates`` on the .keras model, bilstm against itself (bench/ratio.py). Within a round the
+two ways alternate (bilstm, keras, bilstm, keras, ...), so both see the same machine state;
+rounds are repeated and medians compared (wall time, and each child's peak RSS from
+os.wait4, see bench/measure.py). An untimed warm-up round first runs every command once so
+that neither side pays for a cold page cache alone.
 
 Prints one row per job (medians, ratios keras / bilstm, targets, met or MISSED), how
 bilstm's time splits into its own phases and start-up, and the start-up floors; writes
@@ -47,6 +48,7 @@ from measure import (
     source_state,
     versions,
 )
+from ratio import RATIO_JOBS, report_ratios, run_ratio
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "bench" / "out"
@@ -131,6 +133,8 @@ JOB_KEYS = {
     "transplant": ("transplant .keras",),
     "diff": ("diff .keras",),
     "h5": ("inspect .h5", "init .h5"),
+    # bilstm against itself (bench/ratio.py): check over inspect --gates.
+    "check": ("check .keras",),
 }
 
 
@@ -278,6 +282,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[Job]]:
     if unknown or not wanted:
         parser.error(f"--jobs: choose from {', '.join(JOB_KEYS)}")
     names = {n for k in wanted for n in JOB_KEYS[k]}
+    args.ratio_jobs = [j for j in RATIO_JOBS if j.name in names]
     return args, [j for j in JOBS if j.name in names]
 
 
@@ -303,6 +308,9 @@ def main(argv: list[str]) -> int:
     print(f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}", flush=True)
 
     series = {(j.name, side): Series() for j in jobs for side in ("bilstm", "keras")}
+    ratio_series = {
+        (j.name, side): Series() for j in args.ratio_jobs for side in ("command", "baseline")
+    }
     floors = {name: Series() for name in floor_argv}
     try:
         for r in range(-args.warmup, args.rounds):
@@ -321,13 +329,25 @@ def main(argv: list[str]) -> int:
                 if r >= 0:
                     series[(job.name, "bilstm")].samples.append(b)
                     series[(job.name, "keras")].samples.append(k)
+            for rjob in args.ratio_jobs:
+                c, base = run_ratio(rjob, bilstm, work)
+                print(
+                    f"  {label:>12}  {rjob.name:<18} bilstm {c.wall:6.2f} s   baseline "
+                    f"{base.wall:6.2f} s ({' '.join(rjob.baseline[:1])})",
+                    flush=True,
+                )
+                if r >= 0:
+                    ratio_series[(rjob.name, "command")].samples.append(c)
+                    ratio_series[(rjob.name, "baseline")].samples.append(base)
     except CommandFailed as exc:
         print(f"bench: a command failed: {exc}", file=sys.stderr)
         return 1
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    results, missed = report(jobs, series)
+    results, missed = report(jobs, series) if jobs else ([], [])
+    ratio_results, ratio_missed = report_ratios(args.ratio_jobs, ratio_series)
+    missed += ratio_missed
     splits = report_split(jobs, series)
     print()
     print(
@@ -352,6 +372,7 @@ def main(argv: list[str]) -> int:
         "keras_way": str(KERAS_WAY.relative_to(ROOT)),
         "model_sizes": {n: (out_dir / n).stat().st_size for n in MODEL_FILES},
         "jobs": results,
+        "ratio_jobs": ratio_results,
         "bilstm_time_split": splits,
         "startup": {name: s.as_json() for name, s in floors.items()},
         "missed": missed,
@@ -360,7 +381,8 @@ def main(argv: list[str]) -> int:
     path.write_text(json.dumps(doc, indent=1) + "\n")
     print(f"wrote {path}")
     if missed:
-        print(f"targets missed (reported, not failed) in {len(missed)} of {len(jobs)} jobs:")
+        total = len(jobs) + len(args.ratio_jobs)
+        print(f"targets missed (reported, not failed) in {len(missed)} of {total} jobs:")
         for line in missed:
             print(f"  missed: {line}")
     else:

@@ -9,6 +9,7 @@ A library first; the ``bilstm`` command is a thin layer over it::
     result = bl.apply(plan, "out.keras")                           # verified, or VerifyError
     delta = bl.diff("m.keras", "out.keras")
     bl.export("m.keras", "m.safetensors", layout="pytorch")       # for torch load_state_dict
+    health = bl.check("m.keras")                                   # findings; .ok, .to_dict()
 
 Importing the package has no side effects and loads nothing heavy: each name is imported
 from its module on first use. Every failure is a :class:`BilstmError` whose ``exit_code`` is
@@ -31,6 +32,9 @@ _EXPORTS = {
     "apply": "bilstm_cli.ops.apply",
     "diff": "bilstm_cli.ops.diff",
     "export": "bilstm_cli.ops.export",
+    "check": "bilstm_cli.ops.check",
+    "CheckResult": "bilstm_cli.findings",
+    "Finding": "bilstm_cli.findings",
     "Plan": "bilstm_cli.ops.apply",
     "Model": "bilstm_cli.model",
     "Layer": "bilstm_cli.model",
@@ -64,6 +68,9 @@ __all__ = [
     "apply",
     "diff",
     "export",
+    "check",
+    "CheckResult",
+    "Finding",
     "Plan",
     "Model",
     "Layer",
@@ -90,9 +97,11 @@ __all__ = [
 
 if TYPE_CHECKING:
     from bilstm_cli.errors import BilstmError, InputError, OutputError, UsageError, VerifyError
+    from bilstm_cli.findings import CheckResult, Finding
     from bilstm_cli.formats import open_model
     from bilstm_cli.model import CellSettings, Direction, Layer, Model, PlainLayer, Weight
     from bilstm_cli.ops.apply import Plan, apply
+    from bilstm_cli.ops.check import check
     from bilstm_cli.ops.diff import diff
     from bilstm_cli.ops.export import export
     from bilstm_cli.ops.inspect import inspect

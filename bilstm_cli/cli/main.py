@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING
 import click
 
 from bilstm_cli import __version__
+from bilstm_cli.cli.check_options import check_command_options, check_option
 from bilstm_cli.cli.complete import complete_init, complete_role
+from bilstm_cli.cli.export import export as export_command
 from bilstm_cli.cli.funnel import ErrorFunnel, is_debug, report, set_answer
 from bilstm_cli.cli.options import (
     MODEL_PATH,
@@ -34,8 +36,9 @@ if TYPE_CHECKING:
 @click.option("--debug", is_flag=True, help="Show a traceback when something fails.")
 @click.pass_context
 def cli(ctx: click.Context, debug: bool) -> None:
-    """Inspect, re-initialize and transplant the weights of Keras Bidirectional RNN layers,
-    working directly on .keras, .h5 and .weights.h5 files (no TensorFlow needed)."""
+    """Inspect, re-initialize, transplant, check and export the weights of Bidirectional RNN
+    layers, working directly on the file: Keras .keras, .h5, .weights.h5 and sharded
+    .weights.json, PyTorch, safetensors, ONNX (no TensorFlow or torch needed)."""
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
 
@@ -67,10 +70,25 @@ def _preview_or_apply(
         return apply(plan, output, force, verify, bar)
 
 
+def _with_check(result: WriteResult, with_check: bool) -> None:
+    if with_check:
+        from bilstm_cli.cli.health import add_check
+
+        add_check(result)
+
+
+def _check_summary(result: WriteResult, with_check: bool, as_json: bool) -> None:
+    if with_check and not as_json:
+        from bilstm_cli.cli.health import render_check_summary
+
+        render_check_summary(result)
+
+
 @cli.command()
 @click.argument("model", nargs=-1, required=True, type=MODEL_PATH)
 @layer_option
 @click.option("--gates", "with_gates", is_flag=True, help="Add one row per gate block.")
+@click.option("--hist", "with_hist", is_flag=True, help="Add per-gate histograms (Unicode).")
 @click.option(
     "--json",
     "as_json",
@@ -83,6 +101,7 @@ def inspect(
     model: tuple[str, ...],
     layers: tuple[str, ...],
     with_gates: bool,
+    with_hist: bool,
     as_json: bool,
 ) -> None:
     """List every Bidirectional layer of each MODEL with each weight's role, shape and
@@ -99,10 +118,14 @@ def inspect(
     from bilstm_cli.ops.inspect import inspect as run_inspect
 
     if len(model) > 1:
-        ctx.exit(_inspect_many(ctx, model, layers, with_gates, as_json))
+        ctx.exit(_inspect_many(ctx, model, layers, with_gates, as_json, with_hist))
     with ProgressBar() as bar:
         result = run_inspect(model[0], layers, with_gates, bar)
-    if as_json:
+    if with_hist:
+        from bilstm_cli.cli.health import show_inspect_hist
+
+        show_inspect_hist(result, with_gates, as_json, False, False)
+    elif as_json:
         render.dump_json(result.to_dict())
     else:
         render.render_inspect(result, with_gates)
@@ -114,6 +137,7 @@ def _inspect_many(
     layers: tuple[str, ...],
     with_gates: bool,
     as_json: bool,
+    with_hist: bool = False,
 ) -> int:
     """``inspect`` of several files; the worst of their exit codes.
 
@@ -143,7 +167,11 @@ def _inspect_many(
         if isinstance(item, Exception):
             codes.append(report(item, path))
             return
-        if as_json:
+        if with_hist:
+            from bilstm_cli.cli.health import show_inspect_hist
+
+            show_inspect_hist(item, with_gates, as_json, bool(shown), True)
+        elif as_json:
             doc = json.dumps(item.to_dict(), separators=(",", ":"), allow_nan=False)
             sys.stdout.write(doc + "\n")
         else:
@@ -214,6 +242,7 @@ def _inspect_many(
 @direction_option
 @click.option("--seed", type=click.IntRange(min=0), help="Seed; the same seed gives the same file.")
 @write_options
+@check_option
 def init(
     model: str,
     inits: tuple[str, ...],
@@ -225,6 +254,7 @@ def init(
     dry_run: bool,
     verify: str | None,
     as_json: bool,
+    with_check: bool,
 ) -> None:
     """Re-initialize weights of the Bidirectional layers of MODEL and write OUT.
 
@@ -239,7 +269,10 @@ def init(
     _needs_output("init", output, dry_run)
     _needs_keras(verify, dry_run)
     plan = plan_init(model, inits, layers, direction, seed)
-    render.write_result(_preview_or_apply(plan, output, force, dry_run, verify), as_json)
+    result = _preview_or_apply(plan, output, force, dry_run, verify)
+    _with_check(result, with_check)
+    render.write_result(result, as_json)
+    _check_summary(result, with_check, as_json)
 
 
 @cli.command()
@@ -268,6 +301,7 @@ def init(
     "--allow-nonfinite", is_flag=True, help="Copy donor weights even if they hold NaN or Inf."
 )
 @write_options
+@check_option
 def transplant(
     donor: str,
     model: str,
@@ -282,6 +316,7 @@ def transplant(
     dry_run: bool,
     verify: str | None,
     as_json: bool,
+    with_check: bool,
 ) -> None:
     """Copy Bidirectional weights from DONOR into MODEL and write OUT."""
     from bilstm_cli.cli import render
@@ -292,9 +327,11 @@ def transplant(
     plan = plan_transplant(donor, model, maps, layers, direction, roles, by, allow_nonfinite)
     # Shown once the outcome is known: a failed transplant leaves stdout empty.
     result = _preview_or_apply(plan, output, force, dry_run, verify)
+    _with_check(result, with_check)
     if not as_json:
         render.transplant_plan(result)
     render.write_result(result, as_json)
+    _check_summary(result, with_check, as_json)
 
 
 @cli.command()
@@ -343,44 +380,28 @@ def diff(
 
 
 @cli.command()
-@click.argument("model", type=MODEL_PATH)
-@click.option(
-    "-o", "--output", required=True, metavar="OUT", help="The .safetensors or .npz to write."
-)
-@click.option(
-    "--layout",
-    type=click.Choice(["pytorch", "keras", "onnx"]),
-    default="pytorch",
-    show_default=True,
-    help="Whose names and layout the tensors take.",
-)
-@click.option(
-    "--map",
-    "maps",
-    multiple=True,
-    metavar="LAYER=MODULE.lK",
-    help="Put LAYER into the multi-layer PyTorch module MODULE as its layer K: "
-    "'enc_1=lstm.l0', 'enc_2=lstm.l1'. Repeatable.",
-)
-@layer_option
-@click.option("--force", is_flag=True, help="Overwrite OUT if it exists.")
-@json_option
-def export(
-    model: str,
-    output: str,
-    layout: str,
-    maps: tuple[str, ...],
+@click.argument("model", nargs=-1, required=True, type=MODEL_PATH)
+@check_command_options
+@click.pass_context
+def check(
+    ctx: click.Context,
+    model: tuple[str, ...],
     layers: tuple[str, ...],
-    force: bool,
+    fail_on: str,
+    sets: tuple[str, ...],
+    with_hist: bool,
     as_json: bool,
+    report_path: str | None,
 ) -> None:
-    """Write the Bidirectional weights of MODEL as another framework's named tensors.
+    """Check the health of the Bidirectional weights of each MODEL: non-finite values,
+    exploding or vanishing recurrent blocks, forget-gate time scales, saturated or dead
+    units, identical directions, weights that look freshly initialized.
 
-    pytorch: <layer>.weight_ih_l0, .weight_hh_l0, .bias_ih_l0, .bias_hh_l0 and the _reverse
-    four, for load_state_dict(strict=True) into nn.LSTM/GRU/RNN(..., bidirectional=True,
-    batch_first=True). keras: <layer>/forward/kernel, ... onnx: <layer>.W, .R, .B.
+    Exit 0 when no finding reaches --fail-on, 1 when one does, 3 when a file cannot be read.
     """
-    from bilstm_cli.cli import render
-    from bilstm_cli.ops.export import export as run_export
+    from bilstm_cli.cli.health import run_check
 
-    render.export_result(run_export(model, output, layout, maps, layers, force), as_json)
+    ctx.exit(run_check(ctx, model, layers, fail_on, sets, with_hist, as_json, report_path))
+
+
+cli.add_command(export_command)
