@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from bilstm_cli.errors import InputError, OutputError
-from bilstm_cli.formats import compare, h5safe
+from bilstm_cli.formats import compare
 from bilstm_cli.formats.archive import CONFIG, METADATA, WEIGHTS_H5, WEIGHTS_NPZ
 from bilstm_cli.formats.base import (
     Comparison,
@@ -48,8 +48,7 @@ from bilstm_cli.formats.fileset import (
 )
 from bilstm_cli.formats.hdf5 import H5Reader, about, open_h5
 from bilstm_cli.formats.keras_config import MAX_CONFIG_BYTES, load_json
-from bilstm_cli.formats.keras_layout import dataset_shapes
-from bilstm_cli.formats.keras_zip import _tracked_layers_from_config, _tracked_rnns_from_config
+from bilstm_cli.formats.keras_zip import tracked_model
 from bilstm_cli.model import Model
 
 # What Keras writes into a model folder; only a folder holding nothing else is replaced.
@@ -86,29 +85,13 @@ def read_model(path: str, session: Session) -> Model:
             raise InputError(f"a folder with Keras weights but no {CONFIG}")
         config_file = member_path(path, CONFIG, "model folder file")
         config = load_json(read_limited(config_file, MAX_CONFIG_BYTES, CONFIG), CONFIG)
-        version = None
+        meta = None
         if os.path.lexists(os.path.join(path, METADATA)):
             meta_file = member_path(path, METADATA, "model folder file")
             meta = load_json(read_limited(meta_file, 1 << 20, METADATA), METADATA)
-            if isinstance(meta, dict) and isinstance(meta.get("keras_version"), str):
-                version = meta["keras_version"]
         weights = weights_path(path)
         with open_h5(weights, path_identity(weights), session) as f:
-            layers = _tracked_layers_from_config(f, config)
-            rnns = _tracked_rnns_from_config(f, config)
-            optimizer = ["optimizer"] if h5safe.has(f, "optimizer") else []
-            slots = dataset_shapes(f, "optimizer") if optimizer else frozenset()
-    return Model(
-        path=path,
-        format="keras-dir",
-        keras_version=version,
-        layers=layers,
-        config_known=True,
-        weights_member=WEIGHTS_H5,
-        optimizer_groups=optimizer,
-        optimizer_shapes=slots,
-        plain_layers=rnns,
-    )
+            return tracked_model(path, "keras-dir", config, meta, f)
 
 
 def open_reader(path: str, session: Session) -> H5Reader:

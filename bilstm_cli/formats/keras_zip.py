@@ -45,26 +45,30 @@ def read_model(path: str, session: Session) -> Model:
     """The layers of a ``.keras`` archive, from its configuration; no weight values."""
     with about(path), KerasArchive(path, session) as archive:
         config = load_json(archive.read_member(CONFIG, MAX_CONFIG_BYTES), CONFIG)
-        version = None
+        meta = None
         if METADATA in archive.names:
             meta = load_json(archive.read_member(METADATA, 1 << 20), METADATA)
-            if isinstance(meta, dict) and isinstance(meta.get("keras_version"), str):
-                version = meta["keras_version"]
         with open_h5(archive.weights_file(), archive.weights_key, session) as f:
-            layers = _tracked_layers_from_config(f, config)
-            rnns = _tracked_rnns_from_config(f, config)
-            optimizer = ["optimizer"] if h5safe.has(f, "optimizer") else []
-            slots = dataset_shapes(f, "optimizer") if optimizer else frozenset()
+            return tracked_model(path, "keras", config, meta, f)
+
+
+def tracked_model(path: str, fmt: str, config: Any, meta: Any, f: h5py.File) -> Model:
+    """A Keras 3 model (archive or folder) from its config, its metadata (or None) and its
+    open object-tracking weights file."""
+    version = None
+    if isinstance(meta, dict) and isinstance(meta.get("keras_version"), str):
+        version = meta["keras_version"]
+    optimizer = ["optimizer"] if h5safe.has(f, "optimizer") else []
     return Model(
         path=path,
-        format="keras",
+        format=fmt,
         keras_version=version,
-        layers=layers,
+        layers=_tracked_layers_from_config(f, config),
         config_known=True,
         weights_member="model.weights.h5",
         optimizer_groups=optimizer,
-        optimizer_shapes=slots,
-        plain_layers=rnns,
+        optimizer_shapes=dataset_shapes(f, "optimizer") if optimizer else frozenset(),
+        plain_layers=_tracked_rnns_from_config(f, config),
     )
 
 
