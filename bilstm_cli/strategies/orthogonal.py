@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -23,11 +24,13 @@ def _each_block(work: Callable[[int], T], count: int) -> list[T]:
     """``work(b)`` for every block ``b``, spread over :data:`WORKERS` threads: LAPACK's QR and
     BLAS' products let go of the interpreter, so blocks run side by side on the cores. Each
     block's numbers come from its own stream and its own factorization, so the results are
-    the same bits whatever the number of threads."""
+    the same bits whatever the number of threads. Each runs in a copy of the caller's
+    context, so NumPy's error state (``np.errstate``) holds in the threads as well."""
     if count <= 1 or WORKERS <= 1:
         return [work(b) for b in range(count)]
+    contexts = [contextvars.copy_context() for _ in range(count)]
     with ThreadPoolExecutor(max_workers=min(WORKERS, count)) as pool:
-        return list(pool.map(work, range(count)))
+        return list(pool.map(lambda b: contexts[b].run(work, b), range(count)))
 
 
 def _tall_shape(rows: int, cols: int) -> tuple[int, int]:
