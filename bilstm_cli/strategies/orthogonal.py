@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextvars
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import numpy as np
 
@@ -11,8 +14,23 @@ from bilstm_cli.errors import UsageError
 from bilstm_cli.stats import orthogonality_error
 from bilstm_cli.strategies.checks import Fact, fmt, orth_tolerance
 from bilstm_cli.strategies.registry import Strategy, register
-from bilstm_cli.strategies.sampling import draw, stream
+from bilstm_cli.strategies.sampling import WORKERS, draw, stream
 from bilstm_cli.strategies.spec import ArgValue, Param, Spec, WeightInfo
+
+T = TypeVar("T")
+
+
+def _each_block(work: Callable[[int], T], count: int) -> list[T]:
+    """``work(b)`` for every block ``b``, spread over :data:`WORKERS` threads: LAPACK's QR and
+    BLAS' products let go of the interpreter, so blocks run side by side on the cores. Each
+    block's numbers come from its own stream and its own factorization, so the results are
+    the same bits whatever the number of threads. Each runs in a copy of the caller's
+    context, so NumPy's error state (``np.errstate``) holds in the threads as well."""
+    if count <= 1 or WORKERS <= 1:
+        return [work(b) for b in range(count)]
+    contexts = [contextvars.copy_context() for _ in range(count)]
+    with ThreadPoolExecutor(max_workers=min(WORKERS, count)) as pool:
+        return list(pool.map(lambda b: contexts[b].run(work, b), range(count)))
 
 
 def _tall_shape(rows: int, cols: int) -> tuple[int, int]:
@@ -68,11 +86,17 @@ class Orthogonal(Strategy):
             q = _orthogonal_matrix(rows, shape[-1], normal)
             return (gain * q).reshape(shape).astype(work)
         out = np.empty((rows, shape[-1]), dtype=work)
-        for b, (_, sl) in enumerate(gate_blocks(info.cell, info.units)):
-            # Each block draws from its own child stream, so blocks do not depend on each other.
+        blocks = gate_blocks(info.cell, info.units)
+
+        def one_block(b: int) -> None:
+            # Each block draws from its own child stream, so blocks do not depend on each
+            # other, and each thread writes its own columns.
+            sl = blocks[b][1]
             cols = sl.stop - sl.start
             normal = stream(seed, b).standard_normal(_tall_shape(rows, cols))
             out[:, sl] = gain * _orthogonal_matrix(rows, cols, normal)
+
+        _each_block(one_block, len(blocks))
         return out.reshape(shape)
 
     def describe(self, spec: Spec, info: WeightInfo) -> str:
@@ -96,7 +120,7 @@ class Orthogonal(Strategy):
         mat = arr.reshape(rows, arr.shape[-1]).astype(np.float64) / float(spec.args["gain"])
         if not _whole_matrix(spec, info):
             blocks = selected_blocks(info.cell, info.units, mask)
-            errors = [orthogonality_error(mat[:, sl]) for _, sl in blocks]
+            errors = _each_block(lambda b: orthogonality_error(mat[:, blocks[b][1]]), len(blocks))
             worst = max(errors, default=0.0)
             tol = orth_tolerance(arr.dtype, max(rows, 1))
             ok = bool(np.isfinite(worst) and worst <= tol)
