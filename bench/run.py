@@ -58,7 +58,9 @@ MAKE_MODEL = ROOT / "bench" / "make_model.py"
 MODEL = "bench3x512.keras"
 MODEL_H5 = "bench3x512.h5"
 DONOR = "bench3x512_donor.keras"
-MODEL_FILES = (MODEL, MODEL_H5, DONOR)
+PTH = "bench3x512.pth"
+MODEL_FILES = (MODEL, MODEL_H5, DONOR, PTH)
+MAKE_PTH = ROOT / "bench" / "make_pth.py"
 
 PHASES = ("read", "generate", "write", "stats", "verify")
 INIT_SPEC = ["--init", "truncated_normal:stddev=0.05", "--seed", "0", "--force", "--json"]
@@ -135,6 +137,8 @@ JOB_KEYS = {
     "h5": ("inspect .h5", "init .h5"),
     # bilstm against itself (bench/ratio.py): check over inspect --gates.
     "check": ("check .keras",),
+    # bilstm against itself: the same weights read from a .pth and from the .h5.
+    "pth": ("inspect .pth",),
 }
 
 
@@ -153,6 +157,7 @@ def ensure_models(out_dir: Path) -> None:
         return
     print(f"generating the benchmark models in {out_dir} (bench/make_model.py) ...", flush=True)
     subprocess.run([sys.executable, str(MAKE_MODEL), str(out_dir)], check=True)
+    subprocess.run([sys.executable, str(MAKE_PTH), str(out_dir)], check=True)
 
 
 def make_work_dir(out_dir: Path) -> Path:
