@@ -16,9 +16,17 @@ rounds are repeated and medians compared (wall time, and each child's peak RSS f
 os.wait4, see bench/measure.py). An untimed warm-up round first runs every command once so
 that neither side pays for a cold page cache alone.
 
+Beside them, jobs held to absolute bounds rather than to the Keras way: on a ~2 GB model
+(bench/make_large.py: a 1M x 500 embedding beside two Bidirectional(LSTM(1024))), inspect
+within 0.3 s and init within 2.5x of copying the file with fsync, both under 300 MiB; and
+what each extra file costs in one multi-file inspect call (at most 10 ms). Floors timed in
+the same rounds: bilstm --help (at most 0.15 s), python -c pass, the bare imports, the copy.
+
 Prints one row per job (medians, ratios keras / bilstm, targets, met or MISSED), how
 bilstm's time splits into its own phases and start-up, and the start-up floors; writes
-OUT_DIR/results.json. A missed target is reported, not failed: the exit status is 0 when
+OUT_DIR/results.json, and after a full run (every job, sources committed) the summary in
+bench/results.md, which is committed so that a regression shows in review.
+A missed target is reported, not failed: the exit status is 0 when
 every command ran, 1 when one failed (an unexpected exit status or a missing output).
 """
 
@@ -55,12 +63,18 @@ DEFAULT_OUT = ROOT / "bench" / "out"
 KERAS_WAY = ROOT / "bench" / "keras_way.py"
 MAKE_MODEL = ROOT / "bench" / "make_model.py"
 
+MAKE_LARGE = ROOT / "bench" / "make_large.py"
+RESULTS_MD = ROOT / "bench" / "results.md"  # committed: the last full run, for review
+MANY_SOURCE = ROOT / "fixtures" / "k3_seq_input_lstm_concat.keras"
+
 MODEL = "bench3x512.keras"
 MODEL_H5 = "bench3x512.h5"
 DONOR = "bench3x512_donor.keras"
 PTH = "bench3x512.pth"
 MODEL_FILES = (MODEL, MODEL_H5, DONOR, PTH)
 MAKE_PTH = ROOT / "bench" / "make_pth.py"
+LARGE = "big1m.keras"  # ~2 GB: a 1M x 500 embedding beside two Bidirectional(LSTM(1024))
+MANY = 10  # extra files in the one multi-file inspect call
 
 PHASES = ("read", "generate", "write", "stats", "verify")
 INIT_SPEC = ["--init", "truncated_normal:stddev=0.05", "--seed", "0", "--force", "--json"]
@@ -128,6 +142,68 @@ JOBS = [
         10.0,
     ),
 ]
+
+
+@dataclass
+class Floor:
+    """A command timed beside the jobs as a floor: what no tool could beat."""
+
+    name: str
+    argv: list[str]  # "{python}" stands for this interpreter, "{bilstm}" for the tool
+    large: bool = False  # needs the large model
+
+
+FLOORS = [
+    Floor("bilstm --help", ["{bilstm}", "--help"]),
+    Floor("python -c pass", ["{python}", "-c", "pass"]),
+    Floor("bare imports", ["{python}", "-c", "import numpy, h5py, click, rich"]),
+    Floor(
+        f"copy {LARGE} with fsync",
+        [
+            "{python}",
+            "-c",
+            "import os, shutil, sys; shutil.copyfile(sys.argv[1], sys.argv[2]); "
+            "fd = os.open(sys.argv[2], os.O_RDONLY); os.fsync(fd); os.close(fd); "
+            "os.remove(sys.argv[2])",
+            LARGE,
+            "copy.keras",
+        ],
+        large=True,
+    ),
+]
+
+
+@dataclass
+class Bound:
+    """A job on its own against absolute bounds (no Keras way beside it): a wall time in
+    seconds, or a multiple of a floor's wall time, and a peak memory in MiB."""
+
+    name: str
+    bilstm: list[str]  # "{many}" expands to the extra files of the multi-file call
+    output: str | None
+    max_wall: float | None = None
+    floor: str | None = None  # the floor whose time max_floor multiplies
+    max_floor: float | None = None
+    max_peak_mib: float | None = None
+
+
+BOUNDS = [
+    Bound("inspect 2 GB .keras", ["inspect", LARGE, "--json"], None, 0.3, None, None, 300),
+    Bound(
+        "init 2 GB .keras",
+        ["init", LARGE, "-o", "B.keras", *INIT_SPEC],
+        "B.keras",
+        None,
+        f"copy {LARGE} with fsync",
+        2.5,
+        300,
+    ),
+    Bound("inspect 1 small file", ["inspect", "many_0.keras", "--json"], None),
+    Bound(f"inspect {MANY + 1} small files", ["inspect", "many_0.keras", "{many}", "--json"], None),
+]
+# What one extra file in one multi-file call costs, from the two rows above.
+PER_FILE = (f"inspect {MANY + 1} small files", "inspect 1 small file", MANY, 0.010)
+
 JOB_KEYS = {
     "inspect": ("inspect .keras",),
     "init": ("init .keras",),
@@ -139,6 +215,8 @@ JOB_KEYS = {
     "check": ("check .keras",),
     # bilstm against itself: the same weights read from a .pth and from the .h5.
     "pth": ("inspect .pth",),
+    "large": ("inspect 2 GB .keras", "init 2 GB .keras"),
+    "many": ("inspect 1 small file", f"inspect {MANY + 1} small files"),
 }
 
 
@@ -152,21 +230,126 @@ def find_bilstm() -> list[str]:
     return [sys.executable, "-m", "bilstm_cli"]
 
 
-def ensure_models(out_dir: Path) -> None:
-    if all((out_dir / name).exists() for name in MODEL_FILES):
-        return
-    print(f"generating the benchmark models in {out_dir} (bench/make_model.py) ...", flush=True)
-    subprocess.run([sys.executable, str(MAKE_MODEL), str(out_dir)], check=True)
-    subprocess.run([sys.executable, str(MAKE_PTH), str(out_dir)], check=True)
+def ensure_models(out_dir: Path, large: bool) -> None:
+    if not all((out_dir / name).exists() for name in MODEL_FILES):
+        print(f"generating the benchmark models in {out_dir} (bench/make_model.py) ...", flush=True)
+        subprocess.run([sys.executable, str(MAKE_MODEL), str(out_dir)], check=True)
+        subprocess.run([sys.executable, str(MAKE_PTH), str(out_dir)], check=True)
+    if large and not (out_dir / LARGE).exists():
+        print(f"generating {LARGE} in {out_dir} (bench/make_large.py) ...", flush=True)
+        subprocess.run([sys.executable, str(MAKE_LARGE), str(out_dir)], check=True)
 
 
-def make_work_dir(out_dir: Path) -> Path:
+def make_work_dir(out_dir: Path, large: bool) -> Path:
     """A private directory for this run's outputs, with links to the models, so that the
-    commands name the files as a user would and concurrent runs never share an output."""
+    commands name the files as a user would and concurrent runs never share an output.
+    The small files of the multi-file call are real copies: distinct files, as a user has."""
     work = Path(tempfile.mkdtemp(prefix="run-", dir=out_dir))
-    for name in MODEL_FILES:
+    for name in MODEL_FILES + ((LARGE,) if large else ()):
         (work / name).symlink_to(out_dir / name)
+    for k in range(MANY + 1):
+        shutil.copyfile(MANY_SOURCE, work / f"many_{k}.keras")
     return work
+
+
+def expand(argv: list[str], bilstm: list[str]) -> list[str]:
+    out: list[str] = []
+    for a in argv:
+        if a == "{bilstm}":
+            out += bilstm
+        elif a == "{python}":
+            out.append(sys.executable)
+        elif a == "{many}":
+            out += [f"many_{k}.keras" for k in range(1, MANY + 1)]
+        else:
+            out.append(a)
+    return out
+
+
+def run_bound(bound: Bound, bilstm: list[str], work: Path) -> Sample:
+    if bound.output:
+        (work / bound.output).unlink(missing_ok=True)
+    sample, stdout = measure(bilstm + expand(bound.bilstm, bilstm), work)
+    if bound.output and not (work / bound.output).is_file():
+        raise CommandFailed(f"bilstm {' '.join(bound.bilstm)} exited 0 but wrote no {bound.output}")
+    if bound.output:
+        (work / bound.output).unlink()  # 2 GB each: do not keep them
+    sample.timings = bilstm_timings(stdout)
+    return sample
+
+
+def report_bounds(
+    bounds: list[Bound], series: dict[str, Series], floors: dict[str, Series]
+) -> tuple[list[dict], list[str]]:
+    """Print the jobs held to absolute bounds and the cost of an extra file; their results
+    and the misses."""
+    rows, results, missed = [], [], []
+    for b in bounds:
+        s = series[b.name]
+        limits, short = [], []
+        if b.max_wall is not None:
+            limits.append(f"<={b.max_wall:g} s")
+            if s.wall() > b.max_wall:
+                short.append("time")
+        ratio = None
+        if b.floor is not None and b.max_floor is not None:
+            ratio = s.wall() / floors[b.floor].wall()
+            limits.append(f"<={b.max_floor:g}x floor")
+            if ratio > b.max_floor:
+                short.append("time")
+        if b.max_peak_mib is not None:
+            limits.append(f"<={b.max_peak_mib:g} MiB")
+            if s.peak_mib() > b.max_peak_mib:
+                short.append("memory")
+        if short:
+            missed.append(f"{b.name}: {' & '.join(short)} ({', '.join(limits)})")
+        rows.append(
+            [
+                b.name,
+                f"{s.wall():.3f}",
+                f"{s.peak_mib():.1f}",
+                "" if ratio is None else fmt_ratio(ratio),
+                ", ".join(limits) or "-",
+                ("MISSED " + " & ".join(short) if short else "met") if limits else "-",
+            ]
+        )
+        results.append(
+            {
+                "job": b.name,
+                "bilstm_command": ["bilstm", *b.bilstm],
+                "bilstm": s.as_json(),
+                "floor": b.floor,
+                "floor_ratio": None if ratio is None else round(ratio, 2),
+                "limits": limits,
+                "met": not short,
+            }
+        )
+    many, one, count, limit = PER_FILE
+    per_file = None
+    if many in series and one in series:
+        per_file = (series[many].wall() - series[one].wall()) / count
+        ok = per_file <= limit
+        if not ok:
+            missed.append(f"extra file in one inspect call: {per_file * 1000:.1f} ms > 10 ms")
+        rows.append(
+            [
+                "each extra file",
+                f"{per_file:.4f}",
+                "",
+                "",
+                f"<={limit * 1000:g} ms",
+                "met" if ok else "MISSED time",
+            ]
+        )
+        results.append({"job": "each extra file", "wall_s": round(per_file, 5), "met": ok})
+    if rows:
+        print()
+        print_table(
+            ["bounded job", "bilstm s", "bilstm MiB", "vs floor", "bound", "result"],
+            rows,
+            right={1, 2, 3},
+        )
+    return results, missed
 
 
 def run_pair(job: Job, bilstm: list[str], keras: list[str], work: Path) -> list[Sample]:
@@ -267,7 +450,57 @@ def report_split(jobs: list[Job], series: dict[tuple[str, str], Series]) -> dict
     return splits
 
 
-def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[Job]]:
+HELP_LIMIT = 0.15  # seconds for bilstm --help
+
+
+def results_markdown(doc: dict) -> str:
+    """The committed summary of a full run: one table of ratios, one of bounds, the floors."""
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Written by `make bench` (bench/run.py) on {doc['date']}, commit "
+        f"`{(doc['source'].get('commit') or '?')[:12]}`, {doc['rounds']} rounds (medians), "
+        f"{doc['machine']['cpus']} CPUs, Python {doc['machine']['python']}. "
+        "Ratios are the Keras way (bench/keras_way.py) over bilstm, measured in the same run.",
+        "",
+        "| job | bilstm s | keras s | speed | bilstm MiB | keras MiB | memory | target | result |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for j in doc["jobs"]:
+        b, k = j["bilstm"], j["keras"]
+        lines.append(
+            f"| {j['job']} | {b['median_wall_s']:.3f} | {k['median_wall_s']:.3f} | "
+            f"{j['speed_ratio']:.1f}x | {b['median_peak_mib']:.1f} | {k['median_peak_mib']:.1f} | "
+            f"{j['memory_ratio']:.1f}x | >={j['speed_target']:g}x / >={j['memory_target']:g}x | "
+            f"{'met' if j['met'] else 'MISSED'} |"
+        )
+    lines += [
+        "",
+        "| bounded job | bilstm s | bilstm MiB | vs floor | bound | result |",
+        "|---|---:|---:|---:|---|---|",
+    ]
+    for j in doc["bounded"]:
+        if "bilstm" not in j:
+            lines.append(
+                f"| {j['job']} | {j['wall_s']:.4f} | | | <=10 ms | "
+                f"{'met' if j['met'] else 'MISSED'} |"
+            )
+            continue
+        ratio = "" if j["floor_ratio"] is None else f"{j['floor_ratio']:.2f}x"
+        result = ("met" if j["met"] else "MISSED") if j["limits"] else "-"
+        lines.append(
+            f"| {j['job']} | {j['bilstm']['median_wall_s']:.3f} | "
+            f"{j['bilstm']['median_peak_mib']:.1f} | "
+            f"{ratio} | {', '.join(j['limits']) or '-'} | {result} |"
+        )
+    lines += ["", "Floors (medians):", ""]
+    for name, s in doc["startup"].items():
+        lines.append(f"- {name}: {s['median_wall_s']:.3f} s, {s['median_peak_mib']:.1f} MiB")
+    lines += ["", "Missed targets: " + ("; ".join(doc["missed"]) if doc["missed"] else "none"), ""]
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[Job], list[Bound]]:
     parser = argparse.ArgumentParser(
         description="Time bilstm against the Keras way (see the module docstring)."
     )
@@ -288,22 +521,21 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[Job]]:
         parser.error(f"--jobs: choose from {', '.join(JOB_KEYS)}")
     names = {n for k in wanted for n in JOB_KEYS[k]}
     args.ratio_jobs = [j for j in RATIO_JOBS if j.name in names]
-    return args, [j for j in JOBS if j.name in names]
+    args.everything = set(wanted) == set(JOB_KEYS)
+    return args, [j for j in JOBS if j.name in names], [b for b in BOUNDS if b.name in names]
 
 
 def main(argv: list[str]) -> int:
-    args, jobs = parse_args(argv)
+    args, jobs, bounds = parse_args(argv)
     out_dir = args.out_dir.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    ensure_models(out_dir)
-    work = make_work_dir(out_dir)  # the commands name the models relative to it
+    large = any(LARGE in b.bilstm for b in bounds)
+    ensure_models(out_dir, large)
+    work = make_work_dir(out_dir, large)  # the commands name the models relative to it
 
     bilstm = find_bilstm()
     keras = [sys.executable, str(KERAS_WAY)]
-    floor_argv = {
-        "bilstm --help": bilstm + ["--help"],
-        "python -c pass": [sys.executable, "-c", "pass"],
-    }
+    floor_argv = {f.name: expand(f.argv, bilstm) for f in FLOORS if large or not f.large}
     print(f"bilstm: {' '.join(bilstm)}")
     print(f"keras way: {' '.join(keras)}")
     print(f"models: {out_dir}; rounds: {args.rounds} (after {args.warmup} warm-up)")
@@ -317,6 +549,7 @@ def main(argv: list[str]) -> int:
         (j.name, side): Series() for j in args.ratio_jobs for side in ("command", "baseline")
     }
     floors = {name: Series() for name in floor_argv}
+    bounded = {b.name: Series() for b in bounds}
     try:
         for r in range(-args.warmup, args.rounds):
             label = f"warm-up {r + args.warmup + 1}" if r < 0 else f"round {r + 1}/{args.rounds}"
@@ -344,6 +577,15 @@ def main(argv: list[str]) -> int:
                 if r >= 0:
                     ratio_series[(rjob.name, "command")].samples.append(c)
                     ratio_series[(rjob.name, "baseline")].samples.append(base)
+            for bound in bounds:
+                b = run_bound(bound, bilstm, work)
+                print(
+                    f"  {label:>12}  {bound.name:<18} bilstm {b.wall:6.2f} s "
+                    f"{b.peak_kib / 1024:7.1f} MiB",
+                    flush=True,
+                )
+                if r >= 0:
+                    bounded[bound.name].samples.append(b)
     except CommandFailed as exc:
         print(f"bench: a command failed: {exc}", file=sys.stderr)
         return 1
@@ -354,13 +596,16 @@ def main(argv: list[str]) -> int:
     ratio_results, ratio_missed = report_ratios(args.ratio_jobs, ratio_series)
     missed += ratio_missed
     splits = report_split(jobs, series)
+    bound_results, bound_missed = report_bounds(bounds, bounded, floors)
+    missed += bound_missed
     print()
     print(
-        f"start-up floor: bilstm --help {floors['bilstm --help'].wall():.3f} s "
-        f"({floors['bilstm --help'].peak_mib():.1f} MiB); "
-        f"python -c pass {floors['python -c pass'].wall():.3f} s "
-        f"({floors['python -c pass'].peak_mib():.1f} MiB)"
+        "floors: "
+        + "; ".join(f"{n} {s.wall():.3f} s ({s.peak_mib():.1f} MiB)" for n, s in floors.items())
     )
+    help_wall = floors["bilstm --help"].wall()
+    if help_wall > HELP_LIMIT:
+        missed.append(f"bilstm --help: {help_wall:.3f} s > {HELP_LIMIT:g} s")
 
     doc = {
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -375,9 +620,12 @@ def main(argv: list[str]) -> int:
         "source": state,
         "versions": versions(),
         "keras_way": str(KERAS_WAY.relative_to(ROOT)),
-        "model_sizes": {n: (out_dir / n).stat().st_size for n in MODEL_FILES},
+        "model_sizes": {
+            n: (out_dir / n).stat().st_size for n in MODEL_FILES + ((LARGE,) if large else ())
+        },
         "jobs": results,
         "ratio_jobs": ratio_results,
+        "bounded": bound_results,
         "bilstm_time_split": splits,
         "startup": {name: s.as_json() for name, s in floors.items()},
         "missed": missed,
@@ -385,6 +633,9 @@ def main(argv: list[str]) -> int:
     path = out_dir / "results.json"
     path.write_text(json.dumps(doc, indent=1) + "\n")
     print(f"wrote {path}")
+    if args.everything and not state["bilstm_cli_modified"]:
+        RESULTS_MD.write_text(results_markdown(doc))
+        print(f"wrote {RESULTS_MD} (commit it: a regression then shows in review)")
     if missed:
         total = len(jobs) + len(args.ratio_jobs)
         print(f"targets missed (reported, not failed) in {len(missed)} of {total} jobs:")
