@@ -349,10 +349,3 @@ def bidirectional_cells(entry: LayerEntry) -> tuple[RnnCells, RnnCells, str | No
     if merge_mode is not None and not isinstance(merge_mode, str):
         raise InputError(f"{where}: merge_mode is not a string")
     return forward, backward, merge_mode
-
-
-def bidirectional_settings(entry: LayerEntry) -> tuple[CellSettings, CellSettings, str | None]:
-    """Forward and backward settings and the merge mode of a Bidirectional entry (the first
-    cell of a stack; :func:`bidirectional_cells` gives them all)."""
-    forward, backward, merge_mode = bidirectional_cells(entry)
-    return forward.settings[0], backward.settings[0], merge_mode
