@@ -326,18 +326,22 @@ class DiffResult:
     a: str
     b: str
     layers: list[LayerDiff]
+    notes: list[str] = field(default_factory=list)  # about the files, e.g. a check not made
 
     @property
     def identical(self) -> bool:
         return all(layer.status == "same" for layer in self.layers)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        doc = {
             "a": self.a,
             "b": self.b,
             "identical": self.identical,
             "layers": [layer.to_dict() for layer in self.layers],
         }
+        if self.notes:
+            doc["notes"] = list(self.notes)
+        return doc
 
 
 # --- export ------------------------------------------------------------------------------------

@@ -257,6 +257,8 @@ def diff_result(result: DiffResult, as_json: bool) -> None:
     out = Output()
     out.line(f"A: {result.a}")
     out.line(f"B: {result.b}")
+    for note in result.notes:
+        out.line(f"note: {note}")
     for layer in result.layers:
         out.line()
         if layer.status.startswith("only"):

@@ -38,7 +38,13 @@ def format_of(path: str, session: Session) -> Format:
 def read_model(path: str, session: Session | None = None) -> Model:
     """Everything the tool needs to know about a model file, without reading weight values."""
     session = session if session is not None else Session()
-    return format_of(path, session).read_model(path, session)
+    return _noted(format_of(path, session).read_model(path, session), session)
+
+
+def _noted(model: Model, session: Session) -> Model:
+    """``model`` with what reading it left to say (a check not made) among its notes."""
+    model.notes.extend(n for n in session.notes if n not in model.notes)
+    return model
 
 
 def open_reader(path: str, session: Session) -> WeightReader:
@@ -62,7 +68,7 @@ def open_model(path: str, session: Session | None = None) -> Model:
     fmt = format_of(path, session)
     model = fmt.read_model(path, session)
     model.bind(fmt.open_reader(path, session))
-    return model
+    return _noted(model, session)
 
 
 def component_files(path: str) -> list[str]:

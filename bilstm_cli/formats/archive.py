@@ -18,10 +18,9 @@ import zipfile
 import zlib
 from typing import IO, TYPE_CHECKING, Any
 
-from bilstm_cli.concurrency import in_parallel
 from bilstm_cli.errors import InputError, first_line
-from bilstm_cli.formats import budget, h5heaps
-from bilstm_cli.formats.base import identity
+from bilstm_cli.formats import budget
+from bilstm_cli.formats.base import READ_ONLY_CRC_BYTES, identity
 from bilstm_cli.formats.inplace import crc32_of
 from bilstm_cli.formats.keras_config import MAX_CONFIG_BYTES, load_json
 
@@ -44,16 +43,28 @@ class _ReadError(Exception):
     """Reading a member of the source archive failed."""
 
 
-# Below this a member is checked in one pass; above, the CRC runs beside the heap scan.
-_PARALLEL_CRC_BYTES = 4 << 20
-
-
-def _crc_of_range(fd: int, start: int, size: int) -> int | None:
-    """CRC-32 of ``size`` bytes at ``start`` in ``fd``; None if they cannot all be read."""
+def _verify_crc(fd: int, start: int, info: zipfile.ZipInfo) -> None:
+    """InputError unless the ``info.file_size`` bytes at ``start`` have the member's CRC."""
     try:
-        return crc32_of(fd, start, size)
+        crc = crc32_of(fd, start, info.file_size)
     except OSError:
-        return None
+        raise InputError(f"archive member '{info.filename}' is cut short") from None
+    if crc != info.CRC:
+        raise InputError(f"archive member '{info.filename}' is damaged (CRC mismatch)")
+
+
+def check_member_crc(path: str, start: int, info: zipfile.ZipInfo) -> None:
+    """:func:`_verify_crc` of the member in the archive at ``path``, errors naming it."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read again ({exc.strerror or exc})") from None
+    try:
+        _verify_crc(fd, start, info)
+    except InputError as exc:
+        raise InputError(f"{path}: {exc.message}") from None
+    finally:
+        os.close(fd)
 
 
 class _Window(io.RawIOBase):
@@ -218,49 +229,29 @@ class KerasArchive:
     def _check_crc(self, start: int, info: zipfile.ZipInfo) -> None:
         """Read a stored member once, as zipfile would, so damaged bytes are reported here
         rather than read as weights. A command opens the same archive several times (read,
-        edit, verify); an unchanged file is checked only the first time."""
+        edit, verify); an unchanged file is checked only the first time. When the session
+        says so (base.Session), the check is put off to the writer's copy, or, for a large
+        member read only in part, not made and said."""
         try:
             key: tuple[object, ...] | None = identity(self._file.fileno(), start)
         except (OSError, ValueError):
             key = None
-        if self._session.done("crc", key):
+        session = self._session
+        if session.done("crc", key):
             return
-        collections = self._crc_of(start, info)
-        self._session.mark("crc", key)
-        # The same pass found the HDF5 global heaps: walk them now, before HDF5 would.
-        h5heaps.check_collections(_Window(self._file, start, info.file_size), collections)
-        self._session.mark("heaps", key)
-
-    def _crc_of(self, start: int, info: zipfile.ZipInfo) -> list[int]:
-        finder = h5heaps.CollectionFinder()
-
-        def scan(with_crc: bool) -> int:
-            running, left = 0, info.file_size
-            self._file.seek(start)
-            while left > 0:
-                block = self._file.read(min(left, 1 << 20))
-                if not block:
-                    raise InputError(f"archive member '{info.filename}' is cut short")
-                if with_crc:
-                    running = zlib.crc32(block, running)
-                finder.feed(block)
-                left -= len(block)
-            return running
-
-        if info.file_size < _PARALLEL_CRC_BYTES:
-            crc: int | None = scan(with_crc=True)
-        else:
-            # Two passes over the member at once, one per core: the CRC in a helper thread
-            # (reads and zlib let go of the interpreter) and the heap-signature scan here.
-            fd = self._file.fileno()
-            crc, _ = in_parallel(
-                lambda: _crc_of_range(fd, start, info.file_size), lambda: scan(with_crc=False)
+        if key is not None and session.crc_deferred(self.path):
+            path = self.path
+            session.owe("crc", key, lambda: check_member_crc(path, start, info))
+            return
+        if session.read_only and info.file_size > READ_ONLY_CRC_BYTES:
+            session.note(
+                f"the CRC-32 of {info.filename} ({info.file_size / 1024**3:.1f} GiB) was not "
+                "checked: only the weights shown were read (bilstm check and every write "
+                "read it whole)"
             )
-            if crc is None:
-                raise InputError(f"archive member '{info.filename}' cannot be read in full")
-        if crc != info.CRC:
-            raise InputError(f"archive member '{info.filename}' is damaged (CRC mismatch)")
-        return finder.found
+            return
+        _verify_crc(self._file.fileno(), start, info)
+        session.mark("crc", key)
 
     def extract_weights_to(self, dest: str) -> None:
         """Copy ``model.weights.h5`` out to ``dest`` (for editing in place)."""

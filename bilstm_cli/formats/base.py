@@ -33,9 +33,24 @@ class Session:
     verified); a whole-member CRC or a heap scan of data already checked would only cost
     time. Keys are ``(check, device, inode, size, mtime, offset)``: a file that changed is
     checked again. A session lives as long as the call that made it, never longer.
+
+    How an archive's whole-member CRC-32 is checked depends on the operation:
+
+    - by default, when the member is first opened;
+    - ``read_only``: a command that only reports on the weights it reads checks the CRC of a
+      member up to :data:`READ_ONLY_CRC_BYTES`; of a larger one it reads only what it shows,
+      and says so in :attr:`notes`;
+    - a file given to :meth:`defer_crc` is about to be copied: the writer checks its CRC in
+      the same pass as the copy, and :meth:`settle` does it for any use that did not copy.
     """
 
     checked: set[tuple[object, ...]] = field(default_factory=set)
+    read_only: bool = False
+    notes: list[str] = field(default_factory=list)
+    # Staged files copied byte for byte from an input (inplace.Copied), by path.
+    copies: dict[str, Any] = field(default_factory=dict)
+    _deferred: set[str] = field(default_factory=set)
+    _owed: dict[tuple[object, ...], Callable[[], None]] = field(default_factory=dict)
 
     def done(self, check: str, key: tuple[object, ...] | None) -> bool:
         return key is not None and (check, *key) in self.checked
@@ -43,6 +58,37 @@ class Session:
     def mark(self, check: str, key: tuple[object, ...] | None) -> None:
         if key is not None:
             self.checked.add((check, *key))
+
+    def note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
+
+    def defer_crc(self, path: str) -> None:
+        """``path`` is about to be copied by a writer, which checks its archive CRC while
+        copying it: opening it does not read it whole beforehand."""
+        self._deferred.add(os.path.realpath(path))
+
+    def crc_deferred(self, path: str) -> bool:
+        return os.path.realpath(path) in self._deferred
+
+    def owe(self, check: str, key: tuple[object, ...], run: Callable[[], None]) -> None:
+        """Remember a check put off (``run`` makes it) until :meth:`settle`."""
+        self._owed[(check, *key)] = run
+
+    def settle(self) -> None:
+        """Make every check still owed and not done since: before values read from a
+        deferred file are reported or written."""
+        while self._owed:
+            key, run = next(iter(self._owed.items()))
+            if key not in self.checked:
+                run()
+                self.checked.add(key)
+            del self._owed[key]
+
+
+# Below this a read-only command checks an archive member's CRC-32 whole; above, it reads
+# only the weights it reports (a 2 GB member would take seconds to read for a listing).
+READ_ONLY_CRC_BYTES = 256 * 1024**2
 
 
 def identity(fileno: int, start: int = 0) -> tuple[object, ...]:

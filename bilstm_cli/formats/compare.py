@@ -11,10 +11,11 @@ import h5py
 import numpy as np
 
 from bilstm_cli.errors import InputError, first_line
-from bilstm_cli.formats import h5safe
+from bilstm_cli.formats import h5heaps, h5safe
 from bilstm_cli.formats.archive import WEIGHTS_H5
 from bilstm_cli.formats.base import Comparison, OnWritten, Session, digest
 from bilstm_cli.formats.hdf5 import open_weights
+from bilstm_cli.formats.inplace import Copied, dataset_span
 from bilstm_cli.model import Model
 
 MAX_PROBLEMS = 20
@@ -64,16 +65,20 @@ def compare_weights(
     problems: list[str],
     on_written: OnWritten | None = None,
     not_as_written: list[str] | None = None,
+    copied: Copied | None = None,
 ) -> set[str]:
     """Walk two HDF5 trees side by side; return the datasets seen. ``on_written`` is given
     each written dataset's values as read back, so callers check them without a second read.
 
     Each object is compared once, however many hard links lead to it (a file may link a
     group into itself). Raises ``_Damaged`` (naming the place) when a tree cannot be read.
+    When ``after`` was copied from ``before`` (``copied``), a dataset whose bytes were copied
+    and never written is known equal without reading it: only what changed is compared.
     """
     not_as_written = not_as_written if not_as_written is not None else problems
     walk = _Walk(written, problems, on_written, _written_objects(after, written, not_as_written))
     walk.not_as_written = not_as_written
+    walk.copied = copied
     stack = [""]
     visited = 0
     while stack and len(problems) < MAX_PROBLEMS:
@@ -120,6 +125,7 @@ class _Walk:
         self.on_written = on_written
         self.written_at = written_at  # object in the new file -> the path it was written at
         self.seen: set[str] = set()
+        self.copied: Copied | None = None
         self._done: set[Any] = set()
 
     def first_visit(self, obj: h5py.HLObject) -> bool:
@@ -192,6 +198,10 @@ def _compare_dataset(path: str, d1: h5py.Dataset, d2: h5py.Dataset, walk: _Walk)
         elif on_written is not None:
             on_written(path, values)
         return
+    if walk.copied is not None:
+        span = dataset_span(d1)
+        if span is not None and span == dataset_span(d2) and walk.copied.untouched(span):
+            return  # the same bytes at the same place, copied by the tool, never written
     nbytes = _declared_bytes(d1)
     if nbytes > h5safe.MAX_DATASET_BYTES:
         raise ValueError(f"declares {nbytes} bytes, more than any model holds")
@@ -201,6 +211,8 @@ def _compare_dataset(path: str, d1: h5py.Dataset, d2: h5py.Dataset, walk: _Walk)
     plugin = h5safe.plugin_filter(d1)
     if plugin is not None:
         raise ValueError(f"needs HDF5 filter {plugin}, which is not built into HDF5")
+    h5heaps.guard(d1, d1.id.get_type())
+    h5heaps.guard(d2, d2.id.get_type())
     for block in _blocks(d1):
         if not _same_value(d1[block], d2[block]):
             problems.append(f"dataset '{path}' changed but was not selected")
@@ -267,7 +279,10 @@ def unchanged_except(
         compare_archives(model.path, staged, problems)
     with open_weights(model.path, session) as f1, open_weights(staged, session) as f2:
         try:
-            seen = compare_weights(f1, f2, written, problems, on_written, not_as_written)
+            copied = session.copies.get(staged)
+            if copied is not None and copied.source != model.path:
+                copied = None
+            seen = compare_weights(f1, f2, written, problems, on_written, not_as_written, copied)
         except _Damaged as exc:
             # The staged file is a copy of the input, so what cannot be read is the input's.
             raise InputError(

@@ -4,16 +4,27 @@ Variable-length strings (Keras' model_config, weight_names, layer_names…) live
 heap" collections. HDF5 walks a collection's objects by their declared sizes, and a damaged
 free-space entry of size zero makes it loop forever, inside the library, where no signal
 reaches. The collections are therefore walked here first, the same way, with bounds.
+
+HDF5 loads a collection only to give the value of a variable-length or reference datum, so
+the walk is owed only by a file whose values of such a type are about to be read: a
+``.keras`` weights file, which holds none, is never scanned byte by byte. Every file the
+tool opens is registered (:func:`register`) with how its collections are checked, and
+:func:`guard` runs that check, once, before the first such value is read.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import weakref
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+import h5py
 import numpy as np
 
 from bilstm_cli.errors import InputError
+from bilstm_cli.formats import h5attrs
 
 if TYPE_CHECKING:
     from bilstm_cli.formats.base import Session
@@ -32,7 +43,7 @@ def _lengths_size(f: Any) -> int:
         if len(head) < 16:
             break
         if head[:8] == _SIGNATURE:
-            size = head[15] if head[8] in (0, 1) else head[10]
+            size = head[14] if head[8] in (0, 1) else head[10]
             return size if size in (2, 4, 8) else 8
         offset = 512 if offset == 0 else offset * 2
     return 8
@@ -144,3 +155,134 @@ def check_heaps_of(source: Any, key: tuple[object, ...] | None, session: Session
         finally:
             source.seek(0)
     session.mark("heaps", key)
+
+
+class _Heaps:
+    """How one open file's global heaps are checked: the collections one attribute points
+    to (h5attrs.py), or, when that cannot be told, every collection the file holds."""
+
+    def __init__(self, source: Any, key: tuple[object, ...] | None, session: Session) -> None:
+        self.source = source
+        self.key = key
+        self.session = session
+        self.walked: set[int] = set()
+        self._layout: tuple[int, int, int] | None = None  # offsets, lengths, end of file
+
+    def whole(self) -> None:
+        check_heaps_of(self.source, self.key, self.session)
+
+    def attribute(self, node: Any, name: bytes) -> None:
+        if self.session.done("heaps", self.key):
+            return
+        with self._opened() as f:
+            layout = self._layout_of(f)
+            count = _count(node, name)
+            addresses = None
+            if layout is not None and count is not None:
+                header = h5py.h5o.get_info(node.id).addr
+
+                def read(offset: int, size: int) -> bytes:
+                    f.seek(offset)
+                    return bytes(f.read(size))
+
+                addresses = h5attrs.heap_addresses(read, header, name, count, *layout[:2])
+            if addresses is None:
+                self.whole()
+                return
+            for at in addresses:
+                if at not in self.walked:
+                    _check_collection(f, at, layout[1], layout[2])  # type: ignore[index]
+                    self.walked.add(at)
+
+    def _layout_of(self, f: Any) -> tuple[int, int, int] | None:
+        if self._layout is None:
+            f.seek(0)
+            head = f.read(16)
+            if len(head) < 16 or head[:8] != _SIGNATURE:
+                return None  # a user block moves every address: scan the whole file instead
+            offsets, lengths = (head[13], head[14]) if head[8] in (0, 1) else (head[9], head[10])
+            if offsets not in (2, 4, 8) or lengths not in (2, 4, 8):
+                return None
+            f.seek(0, 2)
+            self._layout = (offsets, lengths, f.tell())
+        return self._layout
+
+    @contextlib.contextmanager
+    def _opened(self) -> Iterator[Any]:
+        if isinstance(self.source, str | bytes | os.PathLike):
+            with open(self.source, "rb") as f:
+                yield f
+        else:
+            try:
+                yield self.source
+            finally:
+                self.source.seek(0)
+
+
+def _count(node: Any, name: bytes) -> int | None:
+    try:
+        space = h5py.h5a.open(node.id, name).get_space()
+        return int(space.get_simple_extent_npoints())
+    except (OSError, RuntimeError, ValueError, KeyError):
+        return None
+
+
+# HDF5's number for each open file (the same for every object in it) -> how its global heaps
+# are checked before a value kept in them is read; None for a file built here.
+_FILES: dict[tuple[int, int], _Heaps | None] = {}
+
+
+def _file_number(obj: Any) -> tuple[int, int]:
+    fid = h5py.h5i.get_file_id(obj.id)
+    return tuple(fid.fileno)
+
+
+def register(f: h5py.File, heaps: _Heaps | None) -> None:
+    """Remember how the global heaps of the just-opened ``f`` are checked (None: nothing
+    to check, a file this process built itself); forgotten with ``f``."""
+    number = _file_number(f)
+    _FILES[number] = heaps
+    weakref.finalize(f, _FILES.pop, number, None)
+
+
+def register_source(
+    f: h5py.File, source: Any, key: tuple[object, ...] | None, session: Session
+) -> None:
+    """:func:`register` ``f``, opened from ``source`` (a path or a seekable file object)."""
+    register(f, _Heaps(source, key, session))
+
+
+def needs_heap(tid: Any) -> bool:
+    """Whether values of HDF5 type ``tid`` are kept in, or point into, global heaps."""
+    if isinstance(tid, h5py.h5t.TypeVlenID | h5py.h5t.TypeReferenceID):
+        return True
+    if isinstance(tid, h5py.h5t.TypeStringID):
+        return bool(tid.is_variable_str())
+    if isinstance(tid, h5py.h5t.TypeCompoundID):
+        return any(needs_heap(tid.get_member_type(k)) for k in range(tid.get_nmembers()))
+    if isinstance(tid, h5py.h5t.TypeArrayID):
+        return needs_heap(tid.get_super())
+    return False
+
+
+def guard(obj: Any, tid: Any, attribute: bytes | None = None) -> None:
+    """Before a value of type ``tid`` is read from ``obj`` (its attribute ``attribute``, or
+    its data): the global heaps HDF5 will load for it checked, if it lives in them. A file
+    the tool did not register is scanned whole from its path; InputError if it has none."""
+    if not needs_heap(tid):
+        return
+    number = _file_number(obj)
+    if number in _FILES:
+        heaps = _FILES[number]
+        if heaps is None:
+            return
+        if attribute is not None:
+            heaps.attribute(obj, attribute)
+        else:
+            heaps.whole()
+        return
+    path = obj.file.filename
+    if not isinstance(path, str) or not os.path.isfile(path):
+        raise InputError("HDF5 data whose global heaps were never checked; not read")
+    with open(path, "rb") as f:
+        check_global_heaps(f)

@@ -17,6 +17,7 @@ import numpy as np
 
 from bilstm_cli import dtypes
 from bilstm_cli.errors import InputError, first_line
+from bilstm_cli.formats import h5heaps
 
 if TYPE_CHECKING:
     pass
@@ -333,6 +334,7 @@ def dtype_name(ds: h5py.Dataset) -> str:
 def read(ds: h5py.Dataset, path: str) -> np.ndarray:
     """The values of ``ds`` in native byte order; bfloat16 widened exactly to float32 and
     tagged (:data:`bilstm_cli.dtypes.BF16`)."""
+    h5heaps.guard(ds, ds.id.get_type())
     try:
         raw = np.asarray(ds[()])
     except (OSError, ValueError, RuntimeError, TypeError) as exc:
@@ -371,10 +373,12 @@ def attr(node: h5py.HLObject, name: str | bytes) -> Any:
     """The value of attribute ``name`` of ``node``, its datatype checked before HDF5 converts
     it; InputError when the type is damaged. (A name that is not UTF-8 comes as bytes.)"""
     key = name if isinstance(name, bytes) else name.encode("utf-8", "surrogateescape")
-    problem = odd_attribute_type(h5py.h5a.open(node.id, key).get_type())
+    tid = h5py.h5a.open(node.id, key).get_type()
+    problem = odd_attribute_type(tid)
     if problem:
         shown = key.decode("utf-8", "replace")
         raise InputError(f"attribute '{shown}' of '{node.name}' is declared as {problem}; damaged")
+    h5heaps.guard(node, tid, key)
     return node.attrs[name]
 
 

@@ -17,13 +17,14 @@ from bilstm_cli.formats.base import Session, Writer, path_identity, sniff
 
 
 def open_h5(source: Any, key: tuple[object, ...] | None, session: Session) -> h5py.File:
-    """``source`` (a path or a seekable file object) opened read-only by h5py, once its
-    global heaps are known to be sound."""
+    """``source`` (a path or a seekable file object) opened read-only by h5py. Its global
+    heaps are checked before the first value kept in them is read (h5heaps.guard)."""
     try:
-        h5heaps.check_heaps_of(source, key, session)  # before HDF5 can loop forever on one
-        return h5py.File(source, "r")
+        f = h5py.File(source, "r")
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         raise InputError(f"the HDF5 data cannot be opened ({first_line(exc)})") from None
+    h5heaps.register_source(f, source, key, session)
+    return f
 
 
 @contextmanager

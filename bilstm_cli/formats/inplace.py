@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import h5py
 
+from bilstm_cli.errors import InputError
+
 _LOCAL = struct.Struct("<4s5H3L2H")  # local file header, 30 bytes
 _CENTRAL = struct.Struct("<4s6H3L5H2L")  # central directory header, 46 bytes
 LOCAL_CRC_AT = 14
@@ -34,6 +36,7 @@ class MemberSpan:
     size: int
     local_header: int
     central_header: int
+    crc: int  # as the archive records it
 
 
 def stored_member(path: str, name: str) -> MemberSpan | None:
@@ -61,7 +64,7 @@ def stored_member(path: str, name: str) -> MemberSpan | None:
         central = _central_header_offset(f, z, index)
         if central is None:
             return None
-        return MemberSpan(data_offset, info.file_size, info.header_offset, central)
+        return MemberSpan(data_offset, info.file_size, info.header_offset, central, info.CRC)
 
 
 def _central_header_offset(f: object, z: zipfile.ZipFile, index: int) -> int | None:
@@ -169,3 +172,45 @@ def patch_crc(fd: int, span: MemberSpan, crc: int) -> None:
     packed = struct.pack("<L", crc)
     pwrite_all(fd, memoryview(packed), span.local_header + LOCAL_CRC_AT)
     pwrite_all(fd, memoryview(packed), span.central_header + CENTRAL_CRC_AT)
+
+
+@dataclass(frozen=True)
+class Copied:
+    """A staged file made by :func:`copy_around` from ``source``: every byte is the
+    source's at the same offset except ``written`` ((offset, length) pairs in the HDF5
+    data, which starts ``base`` bytes into both files)."""
+
+    source: str
+    base: int
+    written: tuple[tuple[int, int], ...]
+
+    def untouched(self, span: tuple[int, int]) -> bool:
+        """Whether the HDF5 byte range ``span`` was copied and never written."""
+        offset, length = span
+        return all(offset + length <= o or offset >= o + n for o, n in self.written)
+
+
+def pieces(member: MemberSpan, cuts: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The member's bytes as consecutive (offset, length) pieces, split where each of the
+    (absolute, non-overlapping) ranges ``cuts`` starts and ends."""
+    out: list[tuple[int, int]] = []
+    at, end = member.data_offset, member.data_offset + member.size
+    for offset, length in sorted(cuts):
+        if offset > at:
+            out.append((at, offset - at))
+        out.append((offset, length))
+        at = offset + length
+    if end > at:
+        out.append((at, end - at))
+    return out
+
+
+def piece_crcs(path: str, parts: list[tuple[int, int]]) -> list[int]:
+    """The CRC-32 of each (offset, length) piece of the file at ``path``."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return [crc32_of(fd, offset, length) for offset, length in parts]
+    except OSError:
+        raise InputError(f"{path}: the archive is shorter than its members declare") from None
+    finally:
+        os.close(fd)

@@ -26,7 +26,7 @@ import h5py
 import numpy as np
 
 from bilstm_cli.errors import InputError, UsageError, first_line
-from bilstm_cli.formats import h5safe
+from bilstm_cli.formats import h5heaps, h5safe
 from bilstm_cli.formats.base import Format, Probe, Session, Writer, path_identity
 from bilstm_cli.formats.fileset import member_path, read_limited
 from bilstm_cli.formats.hdf5 import about, open_h5
@@ -118,6 +118,7 @@ def merged_outline(plan: ShardPlan, session: Session) -> Iterator[tuple[h5py.Fil
     outline = h5py.File(
         f"bilstm-outline-{secrets.token_hex(8)}", "w", driver="core", backing_store=False
     )
+    h5heaps.register(outline, None)  # built here from checked values
     located: dict[str, str] = {}
     try:
         visited = [0]

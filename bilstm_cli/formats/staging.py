@@ -23,6 +23,7 @@ import shutil
 import signal
 import stat
 import threading
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,7 +33,7 @@ import numpy as np
 from bilstm_cli import dtypes
 from bilstm_cli.concurrency import in_parallel
 from bilstm_cli.errors import InputError, OutputError, first_line
-from bilstm_cli.formats import h5safe
+from bilstm_cli.formats import crc, h5heaps, h5safe
 from bilstm_cli.formats.archive import (
     WEIGHTS_H5,
     KerasArchive,
@@ -42,58 +43,19 @@ from bilstm_cli.formats.base import Session, Writer, digest, path_identity
 from bilstm_cli.formats.compare import unchanged_except
 from bilstm_cli.formats.hdf5 import open_weights
 from bilstm_cli.formats.inplace import (
+    Copied,
     MemberSpan,
     copy_around,
     crc32_of,
     dataset_span,
     patch_crc,
+    piece_crcs,
+    pieces,
     pwrite_all,
     stored_member,
 )
+from bilstm_cli.formats.outputs import check_output, os_error
 from bilstm_cli.model import Model
-
-HDF5_SUFFIXES = (".h5", ".hdf5")
-
-
-def check_output(model: Model, output: str, force: bool) -> str:
-    """Refuse an output path that cannot or should not be written; return it absolute.
-
-    A symbolic link is written through: the file it points to is replaced (beside itself,
-    keeping its permission bits) and the link stays; a link to nothing is refused."""
-    out = os.path.abspath(output)
-    if os.path.islink(out):
-        if not os.path.exists(out):
-            raise OutputError(f"{output}: is a symbolic link to a missing file; not writing it")
-        out = os.path.realpath(out)
-    directory = os.path.dirname(out)
-    if not os.path.isdir(directory):
-        raise OutputError(f"{output}: directory {directory} does not exist")
-    if os.path.isdir(out):
-        raise OutputError(f"{output}: is a directory")
-    if os.path.exists(out) and not os.path.isfile(out):
-        raise OutputError(f"{output}: is a device, pipe or socket, not a file; not replacing it")
-    same = os.path.exists(out) and os.path.samefile(out, model.path)
-    if same and not force:
-        raise OutputError(f"{output}: is the input file; pass --force to replace it")
-    if os.path.exists(out) and not force:
-        raise OutputError(f"{output}: already exists; pass --force to overwrite it")
-    if not os.access(directory, os.W_OK):
-        raise OutputError(f"{output}: directory {directory} is not writable")
-    lowered = out.lower()
-    if model.format == "keras" and not lowered.endswith(".keras"):
-        raise OutputError(f"{output}: a .keras model must be written to a .keras file")
-    if model.format != "keras" and not lowered.endswith(HDF5_SUFFIXES):
-        raise OutputError(f"{output}: an HDF5 model must be written to a .h5 file")
-    return out
-
-
-def _os_error(output: str, exc: OSError) -> OutputError:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        return OutputError(f"{output}: no space left to write it ({exc.strerror})")
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return OutputError(f"{output}: cannot write there ({exc.strerror})")
-    return OutputError(f"{output}: cannot be written ({exc.strerror or exc})")
-
 
 # From this size on, a written weight is fingerprinted in a helper thread during the write.
 _PARALLEL_DIGEST = 1 << 20
@@ -136,6 +98,9 @@ class StagedWrite:
         self._sealing: tuple[int, threading.Thread] | None = None
         self._seal_crc: int | None = None
         self._seal_error: OSError | None = None
+        # An archive member's pieces with the input's CRC of each, and of each span written.
+        self._kept: dict[tuple[int, int], int] = {}
+        self._new_crc: dict[tuple[int, int], int] = {}
 
     @property
     def in_place(self) -> bool:
@@ -151,7 +116,7 @@ class StagedWrite:
         try:
             self._create_staged(directory, base, suffix)
             if self._plan_in_place():
-                copy_around(self.model.path, self.staged_path, list(self._spans.values()))
+                self._copy_in_place()
                 self._fd = os.open(self.staged_path, os.O_RDWR)
             elif self.model.format == "keras":
                 self._edit_path = self.staged_path + ".weights.h5"
@@ -165,10 +130,14 @@ class StagedWrite:
                     self._h5 = h5py.File(self._edit_path, "r+")
                 except (OSError, RuntimeError, ValueError) as exc:
                     raise self._h5_error(exc, "opened for rewriting") from None
+                # A copy of the input: its heaps are checked as the input's would be.
+                edit = self._edit_path
+                assert edit is not None
+                h5heaps.register_source(self._h5, edit, path_identity(edit), self.session)
         except BaseException as exc:
             self.__exit__(type(exc), exc, None)
             if isinstance(exc, OSError):
-                raise _os_error(self.output, exc) from None
+                raise os_error(self.output, exc) from None
             raise
         return self
 
@@ -216,6 +185,33 @@ class StagedWrite:
             self._spans[name] = (base + span[0], span[1])
         return True
 
+    def _copy_in_place(self) -> None:
+        """Copy the input around the spans about to be written. An archive's member CRC is
+        checked in the same pass, on the other core, piece by piece: the pieces that stay
+        give the output's CRC too (crc.py), with no second read."""
+        source, spans = self.model.path, list(self._spans.values())
+        before = path_identity(source)
+        member = self._member
+        if member is None:
+            copy_around(source, self.staged_path, spans)
+        else:
+            parts = pieces(member, spans)
+            crcs, _ = in_parallel(
+                lambda: piece_crcs(source, parts),
+                lambda: copy_around(source, self.staged_path, spans),
+            )
+            self._kept = {p: c for p, c in zip(parts, crcs)}
+            if crc.joined((c, p[1]) for p, c in zip(parts, crcs)) != member.crc:
+                raise InputError(
+                    f"{source}: archive member '{WEIGHTS_H5}' is damaged (CRC mismatch)"
+                )
+            self.session.mark("crc", path_identity(source, member.data_offset))
+        if path_identity(source) != before:
+            raise InputError(f"{source}: changed while it was being copied; try again")
+        base = member.data_offset if member is not None else 0
+        written = tuple((offset - base, length) for offset, length in spans)
+        self.session.copies[self.staged_path] = Copied(source, base, written)
+
     def _close_source(self) -> None:
         if self._source is not None:
             source, self._source, self._source_h5 = self._source, None, None
@@ -258,8 +254,10 @@ class StagedWrite:
                     self.written[dataset], _ = in_parallel(
                         lambda: digest(values), lambda: pwrite_all(fd, view, offset)
                     )
+                if self._member is not None:
+                    self._new_crc[(offset, length)] = zlib.crc32(view)
             except OSError as exc:
-                raise _os_error(self.output, exc) from None
+                raise os_error(self.output, exc) from None
             return
         try:
             ds[...] = stored
@@ -271,17 +269,18 @@ class StagedWrite:
         """An HDF5 failure while editing the copy: the output's fault when the system
         refused a write (disk full, read-only), otherwise the input's damaged structure."""
         if isinstance(exc, OSError) and exc.errno is not None:
-            return _os_error(self.output, exc)
+            return os_error(self.output, exc)
         text = str(exc)
         for code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EROFS, errno.EIO):
             if f"errno = {code}," in text:
-                return _os_error(self.output, OSError(code, os.strerror(code)))
+                return os_error(self.output, OSError(code, os.strerror(code)))
         return InputError(
             f"{self.model.path}: damaged HDF5 data; it cannot be {what} ({first_line(exc)})"
         )
 
     def finish(self) -> None:
         """Close the edited weights and, for an archive, assemble the staged ``.keras``."""
+        self.session.settle()  # a check of the input put off for a copy that did not make it
         if self.in_place:
             self._finish_in_place()
             return
@@ -300,14 +299,16 @@ class StagedWrite:
             with open(self.staged_path, "rb+") as f:
                 os.fsync(f.fileno())
         except OSError as exc:
-            raise _os_error(self.output, exc) from None
+            raise os_error(self.output, exc) from None
 
     def _finish_in_place(self) -> None:
         assert self._fd is not None
         self._close_source()
-        # The member's new CRC-32 (the weights changed) and the flush to disk need nothing from
-        # the caller: a helper thread does both while the copy is verified, and seal() (or
-        # commit()) waits for it, writes the CRC into the zip headers and reports failures.
+        if self._member is not None:
+            self._seal_crc = self._output_crc(self._fd)
+        # The flush to disk needs nothing from the caller: a helper thread does it while the
+        # copy is verified, and seal() (or commit()) waits for it, writes the CRC into the
+        # zip headers and reports failures.
         # The thread is handed the descriptor only once it has surely started: a signal can
         # interrupt start(), and a thread that never started cannot be waited for.
         thread = threading.Thread(target=self._seal_pass, args=(self._fd,), daemon=True)
@@ -319,14 +320,28 @@ class StagedWrite:
             # Its bytes were just written and verification checks them itself; the recorded
             # CRC is brought up to date from those same bytes before the rename.
             self.session.mark("crc", key)
-        # Only weight bytes changed; the HDF5 structure (heaps included) is the input's,
-        # which was checked when it was read.
-        self.session.mark("heaps", key)
+        # Only weight bytes changed; the HDF5 structure (heaps included) is the input's, so
+        # heaps already found sound there are sound here.
+        if self.session.done("heaps", path_identity(self.model.path, start)):
+            self.session.mark("heaps", key)
+
+    def _output_crc(self, fd: int) -> int:
+        """The staged member's CRC-32 from its pieces: those copied keep the input's, each
+        span written has the CRC of the bytes written (read back only if left unwritten)."""
+        spans = set(self._spans.values())
+        parts = []
+        for piece, kept in self._kept.items():
+            if piece in self._new_crc:
+                value = self._new_crc[piece]
+            elif piece in spans:
+                value = crc32_of(fd, *piece)
+            else:
+                value = kept
+            parts.append((value, piece[1]))
+        return crc.joined(parts)
 
     def _seal_pass(self, fd: int) -> None:
         try:
-            if self._member is not None:
-                self._seal_crc = crc32_of(fd, self._member.data_offset, self._member.size)
             os.fsync(fd)
         except OSError as exc:
             self._seal_error = exc
@@ -347,7 +362,7 @@ class StagedWrite:
                 patch_crc(fd, self._member, self._seal_crc)
                 os.fsync(fd)
         except OSError as exc:
-            raise _os_error(self.output, exc) from None
+            raise os_error(self.output, exc) from None
         finally:
             os.close(fd)
 
@@ -374,7 +389,7 @@ class StagedWrite:
             os.chmod(self.staged_path, mode)
             os.replace(self.staged_path, self.output)
         except OSError as exc:
-            raise _os_error(self.output, exc) from None
+            raise os_error(self.output, exc) from None
         self._committed = True
         # Make the rename itself durable; not every file system can sync a directory.
         with contextlib.suppress(OSError):

@@ -256,6 +256,7 @@ def execute(
             "shaped like the changed weights; it was kept as it was and is now stale for them"
         )
     if result.dry_run:
+        session.settle()  # nothing is copied: a check put off for the copy is made now
         reader = formats.open_reader(model.path, session)
         try:
             for k, job in enumerate(jobs):

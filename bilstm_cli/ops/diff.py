@@ -102,7 +102,7 @@ def diff(
     """
     if by not in ("name", "order"):
         raise UsageError(f"--by must be name or order, not '{by}'")
-    session = Session()
+    session = Session(read_only=True)
     targets = [parse_target(r) for r in roles]
     with (
         formats.open_model(path_a, session) as model_a,
@@ -126,7 +126,7 @@ def diff(
                 layer.notes.append(f"compared in the Keras convention ({said})")
     out.extend(LayerDiff(la.name, la.cell, "only in A") for la in only_a)
     out.extend(LayerDiff(lb.name, lb.cell, "only in B") for lb in only_b)
-    return DiffResult(path_a, path_b, out)
+    return DiffResult(path_a, path_b, out, list(session.notes))
 
 
 def _paired(

@@ -46,7 +46,8 @@ def _inspect(
     every_glob: bool,
     progress: Progress | None,
 ) -> InspectResult:
-    with formats.open_model(path) as model:
+    # Read-only: a large archive member is read only where the listed weights are.
+    with formats.open_model(path, formats.Session(read_only=True)) as model:
         if every_glob:
             chosen = select_layers(model.layers, layers, path)
         else:

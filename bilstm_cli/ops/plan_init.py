@@ -200,6 +200,7 @@ def plan_init(
     """
     ops = parse_ops(init)
     session = Session()
+    session.defer_crc(path)  # checked while the writer copies it (or by settle())
     model = formats.read_model(path, session)
     chosen_seed = seed if seed is not None else secrets.randbelow(2**31)
     jobs = plan(model, ops, layers, direction, chosen_seed)

@@ -4,6 +4,7 @@ donor file into a model file, and prove the result computes what the donor compu
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -123,6 +124,8 @@ def plan_transplant(
         raise UsageError(f"by must be 'name' or 'order', not {by!r}")
     targets = role_targets(roles)
     session = Session()
+    if os.path.realpath(donor) != os.path.realpath(path):
+        session.defer_crc(path)  # checked while the writer copies it (or by settle())
     donor_model = formats.read_model(donor, session)
     target = formats.read_model(path, session)
     pairs = plan_pairs(donor_model, target, maps, layers, direction, by)
