@@ -128,8 +128,8 @@ JOBS = [
         ["diff", MODEL, DONOR, "--json"],
         ["diff", MODEL, DONOR],
         (),
+        20.0,
         10.0,
-        5.0,
         (0, 1),
     ),
     Job("inspect .h5", ["inspect", MODEL_H5, "--json"], ["inspect", MODEL_H5], (), 14.0, 10.0),
@@ -637,8 +637,7 @@ def main(argv: list[str]) -> int:
         RESULTS_MD.write_text(results_markdown(doc))
         print(f"wrote {RESULTS_MD} (commit it: a regression then shows in review)")
     if missed:
-        total = len(jobs) + len(args.ratio_jobs)
-        print(f"targets missed (reported, not failed) in {len(missed)} of {total} jobs:")
+        print(f"targets missed (reported, not failed): {len(missed)}")
         for line in missed:
             print(f"  missed: {line}")
     else:
