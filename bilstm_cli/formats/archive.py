@@ -112,6 +112,8 @@ class KerasArchive:
         self._temp: IO[bytes] | None = None
         # Identity of the weights member's bytes (see base.identity), None when inflated.
         self.weights_key: tuple[object, ...] | None = None
+        # Where a stored model.weights.h5 lies in the archive file: (descriptor, start, size).
+        self.weights_span: tuple[int, int, int] | None = None
         try:
             self.zip = zipfile.ZipFile(self._file)
         except BaseException as exc:
@@ -192,6 +194,7 @@ class KerasArchive:
                         self.weights_key = identity(self._file.fileno(), start)
                     except (OSError, ValueError):
                         self.weights_key = None
+                    self.weights_span = (self._file.fileno(), start, info.file_size)
                     return io.BufferedReader(_Window(self._file, start, info.file_size), 1 << 20)
             raise InputError(f"archive member '{WEIGHTS_H5}' has a damaged header")
         limit = self.inflate_limit(info)

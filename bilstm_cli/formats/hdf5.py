@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -14,6 +15,7 @@ from bilstm_cli.errors import InputError, UsageError, first_line
 from bilstm_cli.formats import h5heaps, h5safe
 from bilstm_cli.formats.archive import KerasArchive
 from bilstm_cli.formats.base import Session, Writer, path_identity, sniff
+from bilstm_cli.formats.inplace import dataset_span
 
 
 def open_h5(source: Any, key: tuple[object, ...] | None, session: Session) -> h5py.File:
@@ -44,6 +46,15 @@ def about(path: str) -> Iterator[None]:
 @contextmanager
 def open_weights(path: str, session: Session) -> Iterator[h5py.File]:
     """The HDF5 file holding a model's weights, opened read-only."""
+    with _open_weights(path, session) as (f, _span):
+        yield f
+
+
+@contextmanager
+def _open_weights(
+    path: str, session: Session
+) -> Iterator[tuple[h5py.File, tuple[int, int, int] | None]]:
+    """:func:`open_weights`, with where a stored archive member lies in its archive."""
     with h5safe.no_filter_plugins():
         with about(path):
             archive = KerasArchive(path, session) if sniff(path).kind == "zip" else None
@@ -57,7 +68,7 @@ def open_weights(path: str, session: Session) -> Iterator[h5py.File]:
                     archive.close()
                 raise
         try:
-            yield f
+            yield f, archive.weights_span if archive else None
         finally:
             f.close()
             if archive:
@@ -69,16 +80,39 @@ class H5Reader:
 
     def __init__(self, path: str, session: Session) -> None:
         self.path = path
-        self._opened = open_weights(path, session)
-        self._file: h5py.File | None = self._opened.__enter__()
+        self._opened = _open_weights(path, session)
+        self._file: h5py.File | None
+        self._file, self._span = self._opened.__enter__()
 
     def read(self, location: str) -> np.ndarray:
         if self._file is None:
             raise UsageError(f"{self.path} is closed; read weights inside its 'with' block")
         try:
-            return h5safe.read(h5safe.dataset(self._file, location), location)
+            ds = h5safe.dataset(self._file, location)
+            direct = self._read_direct(ds)
+            return direct if direct is not None else h5safe.read(ds, location)
         except InputError as exc:
             raise InputError(f"{self.path}: {exc.message}") from None
+
+    def _read_direct(self, ds: h5py.Dataset) -> np.ndarray | None:
+        """A plain weight of a stored archive member read straight from the archive file,
+        without HDF5 reading it through a Python file object; None when it is not plain
+        (then HDF5 reads it)."""
+        if self._span is None or ds.dtype.kind != "f" or not ds.dtype.isnative:
+            return None
+        where = dataset_span(ds)
+        if where is None or h5safe.is_bfloat16(ds):
+            return None
+        fd, start, size = self._span
+        offset, length = where
+        if offset + length > size:
+            return None  # beyond the member: HDF5 reports it as it reads
+        out = np.empty(ds.shape, ds.dtype)
+        try:
+            got = os.preadv(fd, [out.reshape(-1).data.cast("B")], start + offset)
+        except OSError:
+            return None
+        return out if got == length else None
 
     def close(self) -> None:
         if self._file is not None:
