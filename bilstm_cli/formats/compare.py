@@ -14,7 +14,7 @@ from bilstm_cli.errors import InputError, first_line
 from bilstm_cli.formats import h5heaps, h5safe
 from bilstm_cli.formats.archive import WEIGHTS_H5
 from bilstm_cli.formats.base import Comparison, OnWritten, Session, digest
-from bilstm_cli.formats.hdf5 import open_weights
+from bilstm_cli.formats.hdf5 import Span, open_weights, open_weights_at, read_values
 from bilstm_cli.formats.inplace import Copied, dataset_span
 from bilstm_cli.model import Model
 
@@ -66,6 +66,7 @@ def compare_weights(
     on_written: OnWritten | None = None,
     not_as_written: list[str] | None = None,
     copied: Copied | None = None,
+    span: Span | None = None,
 ) -> set[str]:
     """Walk two HDF5 trees side by side; return the datasets seen. ``on_written`` is given
     each written dataset's values as read back, so callers check them without a second read.
@@ -79,6 +80,7 @@ def compare_weights(
     walk = _Walk(written, problems, on_written, _written_objects(after, written, not_as_written))
     walk.not_as_written = not_as_written
     walk.copied = copied
+    walk.span = span
     stack = [""]
     visited = 0
     while stack and len(problems) < MAX_PROBLEMS:
@@ -126,6 +128,7 @@ class _Walk:
         self.written_at = written_at  # object in the new file -> the path it was written at
         self.seen: set[str] = set()
         self.copied: Copied | None = None
+        self.span: Span | None = None  # where the new file's weights lie, if read directly
         self._done: set[Any] = set()
 
     def first_visit(self, obj: h5py.HLObject) -> bool:
@@ -192,7 +195,7 @@ def _compare_dataset(path: str, d1: h5py.Dataset, d2: h5py.Dataset, walk: _Walk)
     if d1.external or d1.is_virtual:
         return  # never read data from elsewhere; the reader already refused such weights
     if path in written:
-        values = h5safe.read(d2, path)  # as the reader gives them: native, bfloat16 widened
+        values = read_values(d2, path, walk.span)  # as the reader gives them
         if digest(values) != written[path]:
             walk.not_as_written.append(f"dataset '{path}' does not hold the intended values")
         elif on_written is not None:
@@ -277,7 +280,7 @@ def unchanged_except(
     not_as_written: list[str] = []
     if model.format == "keras":
         compare_archives(model.path, staged, problems)
-    with open_weights(model.path, session) as f1, open_weights(staged, session) as f2:
+    with open_weights(model.path, session) as f1, open_weights_at(staged, session) as (f2, span):
         try:
             copied = session.copies.get(staged)
             if copied is not None and copied.source != model.path:

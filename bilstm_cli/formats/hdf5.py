@@ -46,12 +46,42 @@ def about(path: str) -> Iterator[None]:
 @contextmanager
 def open_weights(path: str, session: Session) -> Iterator[h5py.File]:
     """The HDF5 file holding a model's weights, opened read-only."""
-    with _open_weights(path, session) as (f, _span):
+    with open_weights_at(path, session) as (f, _span):
         yield f
 
 
+Span = tuple[int, int, int]  # a stored archive member: (descriptor, start, size)
+
+
+def read_direct(ds: h5py.Dataset, span: Span | None) -> np.ndarray | None:
+    """A plain weight of a stored archive member (``span``) read straight from the archive
+    file, without HDF5 reading it through a Python file object; None when it is not plain
+    (native floating point, contiguous, unfiltered, inside the member)."""
+    if span is None or ds.dtype.kind != "f" or not ds.dtype.isnative:
+        return None
+    where = dataset_span(ds)
+    if where is None or h5safe.is_bfloat16(ds):
+        return None
+    fd, start, size = span
+    offset, length = where
+    if offset + length > size:
+        return None  # beyond the member: HDF5 reports it as it reads
+    out = np.empty(ds.shape, ds.dtype)
+    try:
+        got = os.preadv(fd, [out.reshape(-1).data.cast("B")], start + offset)
+    except OSError:
+        return None
+    return out if got == length else None
+
+
+def read_values(ds: h5py.Dataset, location: str, span: Span | None) -> np.ndarray:
+    """:func:`h5safe.read` of ``ds``, straight from the archive when it is plain."""
+    direct = read_direct(ds, span)
+    return direct if direct is not None else h5safe.read(ds, location)
+
+
 @contextmanager
-def _open_weights(
+def open_weights_at(
     path: str, session: Session
 ) -> Iterator[tuple[h5py.File, tuple[int, int, int] | None]]:
     """:func:`open_weights`, with where a stored archive member lies in its archive."""
@@ -80,7 +110,7 @@ class H5Reader:
 
     def __init__(self, path: str, session: Session) -> None:
         self.path = path
-        self._opened = _open_weights(path, session)
+        self._opened = open_weights_at(path, session)
         self._file: h5py.File | None
         self._file, self._span = self._opened.__enter__()
 
@@ -88,31 +118,9 @@ class H5Reader:
         if self._file is None:
             raise UsageError(f"{self.path} is closed; read weights inside its 'with' block")
         try:
-            ds = h5safe.dataset(self._file, location)
-            direct = self._read_direct(ds)
-            return direct if direct is not None else h5safe.read(ds, location)
+            return read_values(h5safe.dataset(self._file, location), location, self._span)
         except InputError as exc:
             raise InputError(f"{self.path}: {exc.message}") from None
-
-    def _read_direct(self, ds: h5py.Dataset) -> np.ndarray | None:
-        """A plain weight of a stored archive member read straight from the archive file,
-        without HDF5 reading it through a Python file object; None when it is not plain
-        (then HDF5 reads it)."""
-        if self._span is None or ds.dtype.kind != "f" or not ds.dtype.isnative:
-            return None
-        where = dataset_span(ds)
-        if where is None or h5safe.is_bfloat16(ds):
-            return None
-        fd, start, size = self._span
-        offset, length = where
-        if offset + length > size:
-            return None  # beyond the member: HDF5 reports it as it reads
-        out = np.empty(ds.shape, ds.dtype)
-        try:
-            got = os.preadv(fd, [out.reshape(-1).data.cast("B")], start + offset)
-        except OSError:
-            return None
-        return out if got == length else None
 
     def close(self) -> None:
         if self._file is not None:

@@ -41,7 +41,7 @@ from bilstm_cli.formats.archive import (
 )
 from bilstm_cli.formats.base import Session, Writer, digest, path_identity
 from bilstm_cli.formats.compare import unchanged_except
-from bilstm_cli.formats.hdf5 import open_weights
+from bilstm_cli.formats.hdf5 import Span, open_weights_at, read_values
 from bilstm_cli.formats.inplace import (
     Copied,
     MemberSpan,
@@ -93,6 +93,7 @@ class StagedWrite:
         self._member: MemberSpan | None = None
         self._source: contextlib.ExitStack | None = None
         self._source_h5: h5py.File | None = None
+        self._source_span: Span | None = None
         self._fd: int | None = None
         # The finishing pass (member CRC, flush to disk) running while the copy is verified.
         self._sealing: tuple[int, threading.Thread] | None = None
@@ -175,7 +176,9 @@ class StagedWrite:
                 return False
             base = self._member.data_offset
         self._source = contextlib.ExitStack()
-        self._source_h5 = self._source.enter_context(open_weights(self.model.path, self.session))
+        self._source_h5, self._source_span = self._source.enter_context(
+            open_weights_at(self.model.path, self.session)
+        )
         for name in self._datasets:
             span = dataset_span(h5safe.dataset(self._source_h5, name))
             if span is None:
@@ -215,12 +218,14 @@ class StagedWrite:
     def _close_source(self) -> None:
         if self._source is not None:
             source, self._source, self._source_h5 = self._source, None, None
+            self._source_span = None  # its descriptor closes with it
             source.close()
 
     def read(self, dataset: str) -> np.ndarray:
         h5 = self._source_h5 if self.in_place else self._h5
         assert h5 is not None
-        return h5safe.read(h5safe.dataset(h5, dataset), dataset)
+        span = self._source_span if self.in_place else None
+        return read_values(h5safe.dataset(h5, dataset), dataset, span)
 
     def write(self, dataset: str, values: np.ndarray) -> None:
         """Overwrite one dataset; shape and dtype must be the dataset's own."""
