@@ -493,6 +493,28 @@ def results_markdown(doc: dict) -> str:
             f"{j['bilstm']['median_peak_mib']:.1f} | "
             f"{ratio} | {', '.join(j['limits']) or '-'} | {result} |"
         )
+    if doc.get("bilstm_time_split"):
+        lines += [
+            "",
+            "Where bilstm's time goes (medians, seconds; the phases from its --json `timings`,",
+            "start-up = wall - their sum: interpreter, imports, reading the layout, staging the",
+            "copy, the rename after the flush to disk, output, exit):",
+            "",
+            "| job | wall | read | generate | write | stats | verify | start-up |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for name, split in doc["bilstm_time_split"].items():
+            cells = [f"{split.get(k + '_s', 0.0):.3f}" for k in ("wall", *PHASES, "startup")]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    for j in doc.get("ratio_jobs", []):
+        if not lines[-1].startswith("- "):
+            lines += ["", "bilstm against itself (bench/ratio.py, medians):", ""]
+        lines.append(
+            f"- {j['job']}: {j['bilstm']['median_wall_s']:.3f} s against "
+            f"{j['baseline']['median_wall_s']:.3f} s ({' '.join(j['baseline_command'][1:2])}), "
+            f"{j['time_ratio']:.2f}x, at most {j['max_ratio']:g}x: "
+            f"{'met' if j['met'] else 'MISSED'}"
+        )
     lines += ["", "Floors (medians):", ""]
     for name, s in doc["startup"].items():
         lines.append(f"- {name}: {s['median_wall_s']:.3f} s, {s['median_peak_mib']:.1f} MiB")
