@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
 
 from bilstm_cli import formats
 from bilstm_cli.cells.blocks import gate_blocks, gate_mask, parse_gates
+from bilstm_cli.concurrency import in_parallel
 from bilstm_cli.errors import UsageError
 from bilstm_cli.formats import Session
 from bilstm_cli.model import Layer, Model
@@ -44,24 +47,35 @@ def _compare(a: np.ndarray, b: np.ndarray) -> tuple[bool, float, float]:
     x, y = _native(np.asarray(a)).ravel(), _native(np.asarray(b)).ravel()
     equal = x.dtype == y.dtype and x.shape == y.shape
     max_abs = scale = 0.0
-    pieces = range(0, x.size, _CHUNK)
-    with np.errstate(invalid="ignore", over="ignore"):
-        for start in pieces:
+    # Per chunk: the largest d / size where it is finite (d = |x − y|, size = max(|x|, |y|))
+    # and the smallest size. Once the floor is known, a chunk whose sizes all reach it has
+    # that quotient as its answer; only the others are computed again, with the floor.
+    quotients: list[tuple[int, float, float]] = []
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        for start in range(0, x.size, _CHUNK):
             xs, ys = x[start : start + _CHUNK], y[start : start + _CHUNK]
             if equal:
                 equal = xs.tobytes() == ys.tobytes()
             d, size = _chunk(xs, ys)
-            finite = np.isfinite(d)
-            if finite.any():
-                max_abs = max(max_abs, float(d[finite].max()))
-                scale = max(scale, float(size[finite].max()))
+            top, big = float(d.max()), float(size.max())
+            if math.isfinite(top) and math.isfinite(big):  # every entry finite
+                quotient = float((d / size).max()) if big > 0 else 0.0
+                quotients.append((start, quotient, float(size.min())))
+            else:
+                finite = np.isfinite(d)
+                if not finite.any():
+                    continue
+                top, big = float(d[finite].max()), float(size[finite].max())
+                quotients.append((start, math.nan, 0.0))
+            max_abs, scale = max(max_abs, top), max(scale, big)
         floor = max(scale * REL_SCALE_FLOOR, np.finfo(np.float64).tiny)
         max_rel = 0.0
-        for start in pieces:
-            d, size = _chunk(x[start : start + _CHUNK], y[start : start + _CHUNK])
-            finite = np.isfinite(d)
-            if finite.any():
-                max_rel = max(max_rel, float((d[finite] / np.maximum(size[finite], floor)).max()))
+        for start, quotient, smallest in quotients:
+            if smallest < floor or math.isnan(quotient):
+                d, size = _chunk(x[start : start + _CHUNK], y[start : start + _CHUNK])
+                finite = np.isfinite(d)
+                quotient = float((d[finite] / np.maximum(size[finite], floor)).max())
+            max_rel = max(max_rel, quotient)
     return equal, max_abs, max_rel
 
 
@@ -69,6 +83,10 @@ def _chunk(xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """|x − y| and max(|x|, |y|) of one chunk, in float64."""
     x64, y64 = xs.astype(np.float64), ys.astype(np.float64)
     return np.abs(x64 - y64), np.maximum(np.abs(x64), np.abs(y64))
+
+
+def _both_stats(a: np.ndarray, b: np.ndarray) -> tuple[dict[str, Any], dict[str, Any]]:
+    return weight_stats(a), weight_stats(b)
 
 
 def _masked(values: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
@@ -212,7 +230,10 @@ def _layer_diff(
             ]
         for gate, mask in masks:
             xa, xb = _masked(a, mask), _masked(b, mask)
-            equal, max_abs, max_rel = _compare(xa, xb)
+            # The comparison on this thread, both sides' statistics on the other core.
+            (stats_a, stats_b), (equal, max_abs, max_rel) = in_parallel(
+                partial(_both_stats, xa, xb), partial(_compare, xa, xb)
+            )
             if not equal:
                 result.status = "different"
             result.weights.append(
@@ -225,8 +246,8 @@ def _layer_diff(
                     xb.shape,
                     max_abs,
                     max_rel,
-                    weight_stats(xa),
-                    weight_stats(xb),
+                    stats_a,
+                    stats_b,
                 )
             )
     return result
