@@ -51,15 +51,17 @@ def _compare(a: np.ndarray, b: np.ndarray) -> tuple[bool, float, float]:
     # and the smallest size. Once the floor is known, a chunk whose sizes all reach it has
     # that quotient as its answer; only the others are computed again, with the floor.
     quotients: list[tuple[int, float, float]] = []
+    work = np.empty((3, min(x.size, _CHUNK)))  # reused: no new memory per chunk
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         for start in range(0, x.size, _CHUNK):
             xs, ys = x[start : start + _CHUNK], y[start : start + _CHUNK]
             if equal:
                 equal = xs.tobytes() == ys.tobytes()
-            d, size = _chunk(xs, ys)
+            d, size = _chunk(xs, ys, work)
             top, big = float(d.max()), float(size.max())
             if math.isfinite(top) and math.isfinite(big):  # every entry finite
-                quotient = float((d / size).max()) if big > 0 else 0.0
+                ratio = np.divide(d, size, out=work[1, : d.size])
+                quotient = float(ratio.max()) if big > 0 else 0.0
                 quotients.append((start, quotient, float(size.min())))
             else:
                 finite = np.isfinite(d)
@@ -72,17 +74,23 @@ def _compare(a: np.ndarray, b: np.ndarray) -> tuple[bool, float, float]:
         max_rel = 0.0
         for start, quotient, smallest in quotients:
             if smallest < floor or math.isnan(quotient):
-                d, size = _chunk(x[start : start + _CHUNK], y[start : start + _CHUNK])
+                d, size = _chunk(x[start : start + _CHUNK], y[start : start + _CHUNK], work)
                 finite = np.isfinite(d)
                 quotient = float((d[finite] / np.maximum(size[finite], floor)).max())
             max_rel = max(max_rel, quotient)
     return equal, max_abs, max_rel
 
 
-def _chunk(xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """|x − y| and max(|x|, |y|) of one chunk, in float64."""
-    x64, y64 = xs.astype(np.float64), ys.astype(np.float64)
-    return np.abs(x64 - y64), np.maximum(np.abs(x64), np.abs(y64))
+def _chunk(xs: np.ndarray, ys: np.ndarray, work: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """|x − y| and max(|x|, |y|) of one chunk, in float64, in rows 2 and 0 of ``work``."""
+    n = xs.size
+    x64, y64, d = work[0, :n], work[1, :n], work[2, :n]
+    np.copyto(x64, xs, casting="unsafe")  # exact: every float widens to float64
+    np.copyto(y64, ys, casting="unsafe")
+    np.abs(np.subtract(x64, y64, out=d), out=d)
+    np.abs(x64, out=x64)
+    np.abs(y64, out=y64)
+    return d, np.maximum(x64, y64, out=x64)
 
 
 def _both_stats(a: np.ndarray, b: np.ndarray) -> tuple[dict[str, Any], dict[str, Any]]:
