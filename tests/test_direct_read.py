@@ -67,3 +67,25 @@ def test_a_span_beyond_the_member_is_left_to_hdf5():
         assert read_direct(ds, (fd, start, 16)) is None  # a member ending before the data
     finally:
         reader.close()
+
+
+def test_writes_read_and_read_back_plain_weights_directly(tmp_path, monkeypatch):
+    """An init reads each weight it replaces, and verification reads each one back, straight
+    from the archive; nothing plain goes through HDF5's file object."""
+    import bilstm_cli as bl
+    from bilstm_cli.formats import hdf5
+
+    used = {"direct": 0, "hdf5": 0}
+    real = hdf5.read_direct
+
+    def counting(ds, span):
+        got = real(ds, span)
+        used["direct" if got is not None else "hdf5"] += 1
+        return got
+
+    monkeypatch.setattr(hdf5, "read_direct", counting)
+    plan = bl.plan_init(str(FIXTURES / "k3_functional_mixed.keras"), init=["zeros"], seed=1)
+    result = bl.apply(plan, str(tmp_path / "out.keras"))
+    assert result.verified
+    written = sum(1 for _ in result.changes)
+    assert used["hdf5"] == 0 and used["direct"] >= 2 * written

@@ -285,7 +285,9 @@ def unchanged_except(
             copied = session.copies.get(staged)
             if copied is not None and copied.source != model.path:
                 copied = None
-            seen = compare_weights(f1, f2, written, problems, on_written, not_as_written, copied)
+            seen = compare_weights(
+                f1, f2, written, problems, on_written, not_as_written, copied, span
+            )
         except _Damaged as exc:
             # The staged file is a copy of the input, so what cannot be read is the input's.
             raise InputError(
