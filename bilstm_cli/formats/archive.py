@@ -195,7 +195,8 @@ class KerasArchive:
                     except (OSError, ValueError):
                         self.weights_key = None
                     self.weights_span = (self._file.fileno(), start, info.file_size)
-                    return io.BufferedReader(_Window(self._file, start, info.file_size), 1 << 20)
+                    # Small: HDF5 reads its metadata through it; weights are read directly.
+                    return io.BufferedReader(_Window(self._file, start, info.file_size), 1 << 16)
             raise InputError(f"archive member '{WEIGHTS_H5}' has a damaged header")
         limit = self.inflate_limit(info)
         self._temp = tempfile.TemporaryFile()
