@@ -224,28 +224,3 @@ def test_a_plan_refuses_a_shard_or_folder_file_changed_since_planning(tmp_path, 
     with pytest.raises(bl.InputError, match="changed since the plan was made"):
         bl.apply(plan, str(tmp_path / ("out.weights.json" if name.endswith(".json") else "out")))
     assert not list(tmp_path.glob("out*"))
-
-
-def test_the_command_keeps_openblas_on_the_calling_thread():
-    """The command runs its own threads; OpenBLAS threads inside them would fight over the
-    same cores. The command asks for one BLAS thread unless the user chose a number."""
-    import os
-    import subprocess
-    import sys
-
-    probe = "import os, bilstm_cli.cli; print(os.environ.get('OPENBLAS_NUM_THREADS'))"
-    chosen_by_user = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
-    base = {k: v for k, v in os.environ.items() if k not in chosen_by_user}
-    out = subprocess.run([sys.executable, "-c", probe], env=base, capture_output=True, text=True)
-    assert out.stdout.strip() == "1", out.stderr
-    chosen = subprocess.run(
-        [sys.executable, "-c", probe], env={**base, "OMP_NUM_THREADS": "3"},
-        capture_output=True, text=True,
-    )
-    assert chosen.stdout.strip() == "None", chosen.stderr
-    library = subprocess.run(
-        [sys.executable, "-c", "import os, bilstm_cli; bilstm_cli.inspect; "
-         "print(os.environ.get('OPENBLAS_NUM_THREADS'))"],
-        env=base, capture_output=True, text=True,
-    )
-    assert library.stdout.strip() == "None", library.stderr  # the library leaves it alone
