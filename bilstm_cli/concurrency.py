@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 A = TypeVar("A")
@@ -38,20 +36,6 @@ def in_parallel(first: Callable[[], A], second: Callable[[], B]) -> tuple[A, B]:
     if not ok:
         raise value
     return value, result
-
-
-def ordered_map(work: Callable[[A], B], items: Iterable[A], workers: int = 2) -> Iterator[B]:
-    """``work`` of each item, on ``workers`` threads, yielded in the items' order. At most
-    ``workers`` items are in hand at once, so memory follows a few items, not all of them.
-    Each result is what ``work`` gives alone: the threads only overlap whole items."""
-    with ThreadPoolExecutor(workers) as pool:
-        pending: deque[Future[B]] = deque()
-        for item in items:
-            pending.append(pool.submit(work, item))
-            if len(pending) >= workers:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
 
 
 class SerialWorker:

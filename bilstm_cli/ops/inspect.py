@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 
 from bilstm_cli import formats
 from bilstm_cli.cells import blocks as gate_layout
-from bilstm_cli.concurrency import ordered_map
-from bilstm_cli.model import Weight
 from bilstm_cli.ops import Progress
 from bilstm_cli.ops.select import layers_matching, select_layers
 from bilstm_cli.results import InspectResult, LayerReport, WeightReport
@@ -58,23 +55,17 @@ def _inspect(
         reports = [
             LayerReport(layer, gate_layout.CELL_GATES.get(layer.cell, ())) for layer in chosen
         ]
-        todo = [(report, ref) for report in reports for ref in report.layer.weights]
-        reading = threading.Lock()  # a file's readers share handles: one read at a time
-
-        def study(item: tuple[LayerReport, Weight]) -> WeightReport:
-            report, ref = item
+        total, done = sum(len(r.layer.weights) for r in reports), 0
+        for report in reports:
             layer = report.layer
-            with reading:
+            for ref in layer.weights:
+                if progress is not None:
+                    progress("reading", done, total)
+                done += 1
                 values = ref.read()
-            blocks = None
-            if gates and layer.supported:
-                blocks = gate_stats(values, layer.cell, ref.role, layer.units)
-            return WeightReport(ref, weight_stats(values), blocks)  # values dropped here
-
-        # Two weights at a time, one per core: each weight's numbers are those it would have
-        # alone, and the reports come back in order.
-        for done, (item, weight) in enumerate(zip(todo, ordered_map(study, todo))):
-            if progress is not None:
-                progress("reading", done, len(todo))
-            item[0].weights.append(weight)
+                blocks = None
+                if gates and layer.supported:
+                    blocks = gate_stats(values, layer.cell, ref.role, layer.units)
+                report.weights.append(WeightReport(ref, weight_stats(values), blocks))
+                del values  # one dataset in memory at a time
     return InspectResult(model, reports)
