@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from bilstm_cli.errors import InputError, OutputError
+from bilstm_cli.formats.outputs import os_error
 from bilstm_cli.model import Model
 
 BLOCK = 1 << 20
@@ -95,14 +96,6 @@ def copy_durably(source: str, dest: str) -> None:
 def weights_model(path: str) -> Model:
     """The one-file model the staging machinery edits for one HDF5 member of a set."""
     return Model(path=path, format="weights.h5", keras_version=None, layers=[], config_known=False)
-
-
-def os_error(output: str, exc: OSError) -> OutputError:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        return OutputError(f"{output}: no space left to write it ({exc.strerror})")
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return OutputError(f"{output}: cannot write there ({exc.strerror})")
-    return OutputError(f"{output}: cannot be written ({exc.strerror or exc})")
 
 
 def check_parent(output: str) -> str:

@@ -39,7 +39,6 @@ from bilstm_cli.formats.fileset import (
     copy_durably,
     member_path,
     ordinary_mode,
-    os_error,
     read_limited,
     same_bytes,
     signals_held,
@@ -49,6 +48,7 @@ from bilstm_cli.formats.fileset import (
 from bilstm_cli.formats.hdf5 import H5Reader, about, open_h5
 from bilstm_cli.formats.keras_config import MAX_CONFIG_BYTES, load_json
 from bilstm_cli.formats.keras_zip import tracked_model
+from bilstm_cli.formats.outputs import os_error
 from bilstm_cli.model import Model
 
 # What Keras writes into a model folder; only a folder holding nothing else is replaced.

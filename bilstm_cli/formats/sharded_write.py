@@ -27,13 +27,13 @@ from bilstm_cli.formats.fileset import (
     check_file_target,
     check_parent,
     copy_durably,
-    os_error,
     same_bytes,
     signals_held,
     sync_folder,
     weights_model,
 )
 from bilstm_cli.formats.hdf5 import about
+from bilstm_cli.formats.outputs import os_error
 from bilstm_cli.formats.shard_names import JSON_SUFFIX, shard_name
 from bilstm_cli.formats.sharded import ShardedReader, ShardPlan, load_plan
 from bilstm_cli.formats.staging import StagedWrite
