@@ -18,15 +18,16 @@ $(BIN)/python:
 
 # Byte-compile the package once: with PYTHONDONTWRITEBYTECODE set, every run would compile it again.
 # The editable install is a plain path entry (compat mode): the default one installs an import
-# hook that every Python process, bilstm included, spends about 25 ms loading at start-up.
+# hook that every Python process, bilstm included, spends about 25 ms loading at start-up. A
+# setuptools without compat mode gets the default one.
 EDITABLE = --config-settings editable_mode=compat
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet $(EDITABLE) -e .
+	$(BIN)/pip install --quiet $(EDITABLE) -e . || $(BIN)/pip install --quiet -e .
 	$(BIN)/python -m compileall -q bilstm_cli
 	@touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet $(EDITABLE) -e '.[test]'
+	$(BIN)/pip install --quiet $(EDITABLE) -e '.[test]' || $(BIN)/pip install --quiet -e '.[test]'
 	$(BIN)/python -m compileall -q bilstm_cli
 	@touch $@ $(VENV)/.installed
 
