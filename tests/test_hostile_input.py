@@ -827,6 +827,25 @@ def test_one_dataset_linked_as_two_weights(tmp_path):
     assert not out.exists() and temp_leftovers(tmp_path) == []
 
 
+def test_one_dataset_linked_as_two_weights_in_an_archive(tmp_path):
+    """The same in a .keras archive, where the copy is made around the replaced weights: two
+    names for one run of bytes are not copied around twice, and the verification says why."""
+    p = tmp_path / "aliased.keras"
+
+    def alias(f):
+        names = weight_datasets(f)
+        first = next(n for n in names if "forward" in n and n.endswith("vars/2"))
+        second = first.replace("forward", "backward")
+        del f[second]
+        f[second] = f[first]
+
+    edit_h5(KERAS, p, alias)
+    out = tmp_path / "out.keras"
+    outcome = run_main("init", p, "-o", out, "--init", "glorot_uniform", "--seed", "1")
+    assert_error(outcome, 1, out, "linked under two names", "nothing was written")
+    assert not out.exists() and temp_leftovers(tmp_path) == []
+
+
 # --- transplant from hostile donors (known failures, marked) -----------------------------------
 
 

@@ -186,6 +186,12 @@ class StagedWrite:
                 self._spans.clear()
                 return False
             self._spans[name] = (base + span[0], span[1])
+        ordered = sorted(self._spans.values())
+        if any(a + n > b for (a, n), (b, _) in zip(ordered, ordered[1:])):
+            # Two names for the same bytes: the general writer, whose verification says so.
+            self._close_source()
+            self._spans.clear()
+            return False
         return True
 
     def _copy_in_place(self) -> None:
