@@ -116,7 +116,12 @@ def check_global_heaps(f: Any) -> None:
 def _check_collection(f: Any, at: int, lengths: int, end_of_file: int) -> None:
     f.seek(at)
     header = f.read(8 + lengths)
-    if len(header) < 8 + lengths or header[4] != 1 or header[5:8] != b"\0\0\0":
+    if (
+        len(header) < 8 + lengths
+        or header[:4] != _GCOL
+        or header[4] != 1
+        or header[5:8] != b"\0\0\0"
+    ):
         return  # not a collection HDF5 would accept as one (or four bytes of data)
     size = int.from_bytes(header[8:], "little")
     if size < len(header) or at + size > end_of_file:
