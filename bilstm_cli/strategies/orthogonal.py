@@ -94,7 +94,8 @@ class Orthogonal(Strategy):
             sl = blocks[b][1]
             cols = sl.stop - sl.start
             normal = stream(seed, b).standard_normal(_tall_shape(rows, cols))
-            out[:, sl] = gain * _orthogonal_matrix(rows, cols, normal)
+            q = _orthogonal_matrix(rows, cols, normal)
+            out[:, sl] = q if gain == 1.0 else gain * q  # 1·q is q, bit for bit
 
         _each_block(one_block, len(blocks))
         return out.reshape(shape)
