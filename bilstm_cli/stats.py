@@ -141,7 +141,10 @@ def orthogonality_error(q: np.ndarray) -> float:
     The smaller Gram matrix is used so that a matrix with orthonormal rows (what Keras'
     orthogonal initializer gives for a wide shape) also scores near zero.
     """
-    m = np.asarray(q, dtype=np.float64)
+    # Contiguous, so that the product of the matrix with its own transpose is BLAS' symmetric
+    # rank-k update (half the work of a general product); a gate block of a wider matrix is a
+    # strided view, for which NumPy would take the general product.
+    m = np.ascontiguousarray(q, dtype=np.float64)
     if m.ndim != 2:
         m = m.reshape(-1, m.shape[-1]) if m.ndim > 2 else m.reshape(1, -1)
     gram = m.T @ m if m.shape[0] >= m.shape[1] else m @ m.T
@@ -151,7 +154,7 @@ def orthogonality_error(q: np.ndarray) -> float:
 
 def max_singular_value(q: np.ndarray) -> float:
     """Largest singular value (spectral norm) of a 2-D array."""
-    m = np.asarray(q, dtype=np.float64)
+    m = np.ascontiguousarray(q, dtype=np.float64)  # see orthogonality_error
     # The largest eigenvalue of the smaller Gram matrix is σ_max²; eigvalsh on it is several
     # times faster than a full SVD for the (u, u) blocks of large layers.
     gram = m.T @ m if m.shape[0] >= m.shape[1] else m @ m.T

@@ -192,12 +192,22 @@ def input_projection(x: np.ndarray, kernel: np.ndarray, cfg: CellConfig) -> np.n
     _check_input(xs, kernel, cfg)
     if cfg.go_backwards:
         xs = xs[:, ::-1]
-    proj = np.zeros((xs.shape[0], xs.shape[1], kernel.shape[1]))
+    batch, steps, features = xs.shape
+    # One (batch·time, features) product per row block rather than one per sample, each
+    # block converted into the same float64 buffer: the same sums in the same order.
+    flat = np.ascontiguousarray(xs).reshape(batch * steps, features)
+    proj = np.zeros((batch * steps, kernel.shape[1]))
+    buffer = np.empty((min(_PROJECTION_ROWS, kernel.shape[0]), kernel.shape[1]))
     with np.errstate(all="ignore"):  # huge or non-finite weights give inf/NaN, not warnings
         for start in range(0, kernel.shape[0], _PROJECTION_ROWS):
-            rows = slice(start, start + _PROJECTION_ROWS)
-            proj += xs[:, :, rows] @ _as_f64(kernel[rows], "kernel")
-    return proj
+            part = kernel[start : start + _PROJECTION_ROWS]
+            rows = buffer[: part.shape[0]]
+            try:
+                np.copyto(rows, part, casting="unsafe")
+            except (TypeError, ValueError) as exc:
+                raise InputError(f"kernel is not numeric: {exc}") from exc
+            proj += flat[:, start : start + part.shape[0]] @ rows
+    return proj.reshape(batch, steps, kernel.shape[1])
 
 
 def recurrence(

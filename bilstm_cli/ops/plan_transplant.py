@@ -53,7 +53,8 @@ def _job(
         # The target keeps its dtype: the donor's values are rounded to it once (nearest,
         # ties to even), and everything after (fingerprints, forward pass) uses them so.
         cast = dtypes.cast(values, dtypes.storage(current))
-        lost = dtypes.overflowed(values, cast)
+        # Kept as they are (the same dtype), finite values stay finite: nothing to count.
+        lost = 0 if cast is values else dtypes.overflowed(values, cast)
         if lost:
             raise InputError(
                 f"{donor_path}: {pair.source.label} {role} has {lost} value(s) beyond the "

@@ -94,7 +94,8 @@ class Orthogonal(Strategy):
             sl = blocks[b][1]
             cols = sl.stop - sl.start
             normal = stream(seed, b).standard_normal(_tall_shape(rows, cols))
-            out[:, sl] = gain * _orthogonal_matrix(rows, cols, normal)
+            q = _orthogonal_matrix(rows, cols, normal)
+            out[:, sl] = q if gain == 1.0 else gain * q  # 1·q is q, bit for bit
 
         _each_block(one_block, len(blocks))
         return out.reshape(shape)
@@ -117,7 +118,10 @@ class Orthogonal(Strategy):
         mask: np.ndarray | None,
     ) -> list[Fact]:
         rows = int(np.prod(arr.shape[:-1]))
-        mat = arr.reshape(rows, arr.shape[-1]).astype(np.float64) / float(spec.args["gain"])
+        mat = arr.reshape(rows, arr.shape[-1]).astype(np.float64)
+        gain = float(spec.args["gain"])
+        if gain != 1.0:
+            mat /= gain  # in place: the same quotients as a new array
         if not _whole_matrix(spec, info):
             blocks = selected_blocks(info.cell, info.units, mask)
             errors = _each_block(lambda b: orthogonality_error(mat[:, blocks[b][1]]), len(blocks))
