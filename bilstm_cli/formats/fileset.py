@@ -18,12 +18,15 @@ import secrets
 import shutil
 import signal
 import stat
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from bilstm_cli.errors import InputError, OutputError
 from bilstm_cli.formats.outputs import os_error
 from bilstm_cli.model import Model
+
+if TYPE_CHECKING:
+    from bilstm_cli.formats.base import Session
 
 BLOCK = 1 << 20
 
@@ -211,3 +214,29 @@ def aside_name(path: str) -> str:
         if not os.path.lexists(candidate):
             return candidate
     raise FileExistsError(errno.EEXIST, "no free temporary name", directory)
+
+
+class FolderStage:
+    """What the staged outputs made of several files (a model folder, a sharded set) share:
+    a :class:`StagingFolder` and the edited copies entered on an exit stack. Leaving it
+    without committing removes both; subclasses stage the files and commit them."""
+
+    def __init__(
+        self, model: Model, output: str, datasets: Sequence[str], session: Session
+    ) -> None:
+        self.model = model
+        self.output = output
+        self.session = session
+        self.written: dict[str, str] = {}
+        self.staged_path = ""
+        self._datasets = list(datasets)
+        self._stack = contextlib.ExitStack()
+        self._folder: StagingFolder | None = None
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        # The staged copies are told why they are left: a signal becomes an interruption.
+        try:
+            self._stack.__exit__(exc_type, exc, tb)
+        finally:
+            if self._folder is not None:
+                self._folder.close()

@@ -11,7 +11,6 @@ aside only after the new one verified, and removed once the new one is in place.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import stat
@@ -33,6 +32,7 @@ from bilstm_cli.formats.base import (
     path_identity,
 )
 from bilstm_cli.formats.fileset import (
+    FolderStage,
     StagingFolder,
     aside_name,
     check_parent,
@@ -142,22 +142,15 @@ def check_output(model: Model, output: str, force: bool) -> str:
     return out
 
 
-class DirStage:
+class DirStage(FolderStage):
     """The staged output folder. Use as a context manager; leaving it without
     :meth:`commit` removes everything staged."""
 
     def __init__(
         self, model: Model, output: str, datasets: Sequence[str], session: Session
     ) -> None:
-        self.model = model
-        self.output = output
-        self.written: dict[str, str] = {}
-        self.staged_path = ""
-        self._datasets = list(datasets)
-        self._session = session
-        self._stack = contextlib.ExitStack()
+        super().__init__(model, output, datasets, session)
         self._edit: Any = None
-        self._folder: StagingFolder | None = None
 
     def __enter__(self) -> DirStage:
         from bilstm_cli.formats.staging import StagedWrite
@@ -177,7 +170,7 @@ class DirStage:
                 weights_model(source),
                 os.path.join(folder.path, WEIGHTS_H5),
                 self._datasets,
-                self._session,
+                self.session,
             )
             self._edit = self._stack.enter_context(edit)
         except BaseException as exc:
@@ -222,14 +215,6 @@ class DirStage:
         sync_folder(os.path.dirname(self.output))
         if aside is not None:
             shutil.rmtree(aside, ignore_errors=True)
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        # The staged copy is told why it is left: a signal becomes an interruption.
-        try:
-            self._stack.__exit__(exc_type, exc, tb)
-        finally:
-            if self._folder is not None:
-                self._folder.close()
 
 
 def unchanged_except(

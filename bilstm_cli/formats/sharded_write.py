@@ -11,7 +11,6 @@ and the JSON last: it is what makes the set loadable, the commit point.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from collections.abc import Sequence
@@ -23,6 +22,7 @@ from bilstm_cli.errors import OutputError
 from bilstm_cli.formats import compare
 from bilstm_cli.formats.base import Comparison, OnWritten, Session, Writer
 from bilstm_cli.formats.fileset import (
+    FolderStage,
     StagingFolder,
     check_file_target,
     check_parent,
@@ -68,21 +68,14 @@ def check_output(model: Model, output: str, force: bool) -> str:
     return out
 
 
-class ShardedStage:
+class ShardedStage(FolderStage):
     """The staged output of a sharded weights file (see the module docstring). Use as a
     context manager; leaving it without :meth:`commit` removes everything staged."""
 
     def __init__(
         self, model: Model, output: str, datasets: Sequence[str], session: Session
     ) -> None:
-        self.model = model
-        self.output = output
-        self.session = session
-        self.written: dict[str, str] = {}
-        self.staged_path = ""
-        self._datasets = list(datasets)
-        self._stack = contextlib.ExitStack()
-        self._folder: StagingFolder | None = None
+        super().__init__(model, output, datasets, session)
         self._edits: dict[str, StagedWrite] = {}  # input shard -> its edited copy
         self._where: dict[str, str] = {}  # dataset -> input shard
         self._committed = False
@@ -159,14 +152,6 @@ class ShardedStage:
             raise os_error(self.output, exc) from None
         self._committed = True
         sync_folder(directory)
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        # The staged copies are told why they are left: a signal becomes an interruption.
-        try:
-            self._stack.__exit__(exc_type, exc, tb)
-        finally:
-            if self._folder is not None:
-                self._folder.close()
 
 
 def unchanged_except(
