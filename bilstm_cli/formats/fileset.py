@@ -19,7 +19,7 @@ import shutil
 import signal
 import stat
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from bilstm_cli.errors import InputError, OutputError
 from bilstm_cli.formats.outputs import os_error
@@ -232,6 +232,20 @@ class FolderStage:
         self._datasets = list(datasets)
         self._stack = contextlib.ExitStack()
         self._folder: StagingFolder | None = None
+
+    def _stage(self) -> None:
+        """Make the staging folder and the staged files in it."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            self._stage()
+        except BaseException as exc:
+            self.__exit__(type(exc), exc, None)
+            if isinstance(exc, OSError):
+                raise os_error(self.output, exc) from None
+            raise
+        return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         # The staged copies are told why they are left: a signal becomes an interruption.

@@ -152,33 +152,26 @@ class DirStage(FolderStage):
         super().__init__(model, output, datasets, session)
         self._edit: Any = None
 
-    def __enter__(self) -> DirStage:
+    def _stage(self) -> None:
         from bilstm_cli.formats.staging import StagedWrite
 
-        try:
-            with about(self.model.path):
-                source = weights_path(self.model.path)
-                files = _files(self.model.path)
-            self._folder = folder = StagingFolder(self.output)
-            self.staged_path = folder.make()
-            for rel in files:  # sorted: a folder comes before what is in it
-                if rel.endswith("/"):
-                    os.mkdir(os.path.join(folder.path, rel))
-                elif rel != WEIGHTS_H5:
-                    copy_durably(os.path.join(self.model.path, rel), os.path.join(folder.path, rel))
-            edit = StagedWrite(
-                weights_model(source),
-                os.path.join(folder.path, WEIGHTS_H5),
-                self._datasets,
-                self.session,
-            )
-            self._edit = self._stack.enter_context(edit)
-        except BaseException as exc:
-            self.__exit__(type(exc), exc, None)
-            if isinstance(exc, OSError):
-                raise os_error(self.output, exc) from None
-            raise
-        return self
+        with about(self.model.path):
+            source = weights_path(self.model.path)
+            files = _files(self.model.path)
+        self._folder = folder = StagingFolder(self.output)
+        self.staged_path = folder.make()
+        for rel in files:  # sorted: a folder comes before what is in it
+            if rel.endswith("/"):
+                os.mkdir(os.path.join(folder.path, rel))
+            elif rel != WEIGHTS_H5:
+                copy_durably(os.path.join(self.model.path, rel), os.path.join(folder.path, rel))
+        edit = StagedWrite(
+            weights_model(source),
+            os.path.join(folder.path, WEIGHTS_H5),
+            self._datasets,
+            self.session,
+        )
+        self._edit = self._stack.enter_context(edit)
 
     def read(self, location: str) -> np.ndarray:
         values: np.ndarray = self._edit.read(location)

@@ -80,16 +80,6 @@ class ShardedStage(FolderStage):
         self._where: dict[str, str] = {}  # dataset -> input shard
         self._committed = False
 
-    def __enter__(self) -> ShardedStage:
-        try:
-            self._stage()
-        except BaseException as exc:
-            self.__exit__(type(exc), exc, None)
-            if isinstance(exc, OSError):
-                raise os_error(self.output, exc) from None
-            raise
-        return self
-
     def _stage(self) -> None:
         reader = ShardedReader(self.model.path, self.session)
         try:
