@@ -34,6 +34,17 @@ _GCOL = b"GCOL"
 _SCAN_BLOCK = 1024 * 1024  # small: the scan should not grow memory with the file
 
 
+_SIZES = (2, 4, 8)  # the sizes of offsets and lengths HDF5 writes
+
+
+def _sizes(head: bytes) -> tuple[int, int] | None:
+    """The superblock's "size of offsets" and "size of lengths" as its first 16 bytes
+    declare them; None when they are not a superblock."""
+    if len(head) < 16 or head[:8] != _SIGNATURE:
+        return None
+    return (head[13], head[14]) if head[8] in (0, 1) else (head[9], head[10])
+
+
 def _lengths_size(f: Any) -> int:
     """The superblock's "size of lengths" (8 in every file h5py writes)."""
     offset = 0
@@ -42,9 +53,9 @@ def _lengths_size(f: Any) -> int:
         head = f.read(16)
         if len(head) < 16:
             break
-        if head[:8] == _SIGNATURE:
-            size = head[14] if head[8] in (0, 1) else head[10]
-            return size if size in (2, 4, 8) else 8
+        sizes = _sizes(head)
+        if sizes is not None:
+            return sizes[1] if sizes[1] in _SIZES else 8
         offset = 512 if offset == 0 else offset * 2
     return 8
 
@@ -202,14 +213,13 @@ class _Heaps:
     def _layout_of(self, f: Any) -> tuple[int, int, int] | None:
         if self._layout is None:
             f.seek(0)
-            head = f.read(16)
-            if len(head) < 16 or head[:8] != _SIGNATURE:
-                return None  # a user block moves every address: scan the whole file instead
-            offsets, lengths = (head[13], head[14]) if head[8] in (0, 1) else (head[9], head[10])
-            if offsets not in (2, 4, 8) or lengths not in (2, 4, 8):
+            # Only a superblock at the start: a user block moves every address, and the
+            # whole file is scanned instead.
+            sizes = _sizes(f.read(16))
+            if sizes is None or not set(sizes) <= set(_SIZES):
                 return None
             f.seek(0, 2)
-            self._layout = (offsets, lengths, f.tell())
+            self._layout = (*sizes, f.tell())
         return self._layout
 
     @contextlib.contextmanager
