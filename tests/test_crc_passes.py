@@ -103,3 +103,29 @@ def test_read_only_commands_say_when_a_large_member_was_read_in_part(tmp_path, m
         bl.apply(bl.plan_init(str(p), init=["kernel=zeros"]), str(tmp_path / "o.keras"))
     clean = bl.inspect(str(KERAS))
     assert any("not checked" in n for n in clean.model.notes)  # said even when intact
+
+
+GZIP = FIXTURES / "dtypes" / "f32_lstm_gzip.keras"  # gzip-filtered datasets: HDF5 rewrites them
+
+
+def test_general_writer_relies_on_the_crc_its_extraction_checked(tmp_path, monkeypatch):
+    """Weights HDF5 must rewrite are edited in a copy zipfile extracts, checking the CRC as
+    it reads to the member's end; that check is not made a second time, and damage is
+    still refused."""
+    again = []  # the input's CRC checked once more, after the extraction
+    real = archive.check_member_crc
+    monkeypatch.setattr(archive, "check_member_crc", lambda *a: again.append(a[0]) or real(*a))
+    with zipfile.ZipFile(GZIP) as z:
+        assert z.getinfo(WEIGHTS).compress_type == zipfile.ZIP_STORED
+    result = bl.apply(bl.plan_init(str(GZIP), init=["kernel=zeros"]), str(tmp_path / "o.keras"))
+    assert result.verified and again == []
+    data = bytearray(GZIP.read_bytes())
+    with zipfile.ZipFile(GZIP) as z:
+        member = z.read(WEIGHTS)
+    start = bytes(data).find(member)
+    data[start + len(member) // 2] ^= 0x40
+    bad = tmp_path / "bitrot_gzip.keras"
+    bad.write_bytes(bytes(data))
+    run = _run("init", str(bad), "-o", str(tmp_path / "p.keras"), "--init", "kernel=zeros")
+    assert run.returncode == 3 and "damaged" in run.stderr, run.stderr
+    assert not (tmp_path / "p.keras").exists()

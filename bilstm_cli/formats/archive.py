@@ -182,22 +182,15 @@ class KerasArchive:
     def weights_file(self) -> IO[bytes]:
         """A seekable file object over ``model.weights.h5``."""
         info = self.zip.getinfo(WEIGHTS_H5)
-        if info.compress_type == zipfile.ZIP_STORED and not info.flag_bits & 0x1:
-            self._file.seek(info.header_offset)
-            header = self._file.read(_LOCAL_HEADER.size)
-            if len(header) == _LOCAL_HEADER.size:
-                fields = _LOCAL_HEADER.unpack(header)
-                if fields[0] == b"PK\x03\x04":
-                    start = info.header_offset + _LOCAL_HEADER.size + fields[9] + fields[10]
-                    self._check_crc(start, info)
-                    try:
-                        self.weights_key = identity(self._file.fileno(), start)
-                    except (OSError, ValueError):
-                        self.weights_key = None
-                    self.weights_span = (self._file.fileno(), start, info.file_size)
-                    # Small: HDF5 reads its metadata through it; weights are read directly.
-                    return io.BufferedReader(_Window(self._file, start, info.file_size), 1 << 16)
-            raise InputError(f"archive member '{WEIGHTS_H5}' has a damaged header")
+        if _plainly_stored(info):
+            start = self._data_start(info)
+            if start is None:
+                raise InputError(f"archive member '{WEIGHTS_H5}' has a damaged header")
+            self._check_crc(start, info)
+            self.weights_key = self._key(start)
+            self.weights_span = (self._file.fileno(), start, info.file_size)
+            # Small: HDF5 reads its metadata through it; weights are read directly.
+            return io.BufferedReader(_Window(self._file, start, info.file_size), 1 << 16)
         limit = self.inflate_limit(info)
         self._temp = tempfile.TemporaryFile()
         try:
@@ -212,6 +205,24 @@ class KerasArchive:
             ) from None
         self._temp.seek(0)
         return self._temp
+
+    def _data_start(self, info: zipfile.ZipInfo) -> int | None:
+        """Where a member's bytes start, after its local header; None if that is damaged."""
+        self._file.seek(info.header_offset)
+        header = self._file.read(_LOCAL_HEADER.size)
+        if len(header) != _LOCAL_HEADER.size:
+            return None
+        fields = _LOCAL_HEADER.unpack(header)
+        if fields[0] != b"PK\x03\x04":
+            return None
+        return int(info.header_offset + _LOCAL_HEADER.size + fields[9] + fields[10])
+
+    def _key(self, start: int) -> tuple[object, ...] | None:
+        """The session key of the member data at ``start`` (see base.identity)."""
+        try:
+            return identity(self._file.fileno(), start)
+        except (OSError, ValueError):
+            return None
 
     def inflate_limit(self, info: zipfile.ZipInfo) -> int:
         """How far the compressed weights member may inflate (budget.py), once the
@@ -236,10 +247,7 @@ class KerasArchive:
         edit, verify); an unchanged file is checked only the first time. When the session
         says so (base.Session), the check is put off to the writer's copy, or, for a large
         member read only in part, not made and said."""
-        try:
-            key: tuple[object, ...] | None = identity(self._file.fileno(), start)
-        except (OSError, ValueError):
-            key = None
+        key = self._key(start)
         session = self._session
         if session.done("crc", key):
             return
@@ -274,6 +282,12 @@ class KerasArchive:
                 ) from None
             except InputError as exc:
                 raise InputError(f"{self.path}: {exc.message}") from None
+        if limit is not None and _plainly_stored(info):
+            # zipfile checked the CRC as the copy reached the member's end: a check owed
+            # for this member (base.Session) is made.
+            start = self._data_start(info)
+            if start is not None:
+                self._session.mark("crc", self._key(start))
 
     def close(self) -> None:
         if self._temp is not None:
@@ -289,6 +303,12 @@ class KerasArchive:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _plainly_stored(info: zipfile.ZipInfo) -> bool:
+    """Whether a member's bytes are in the archive as they are (not compressed, not
+    encrypted)."""
+    return info.compress_type == zipfile.ZIP_STORED and not info.flag_bits & 0x1
 
 
 # What zipfile raises for a member whose stored bytes are damaged (CRC, inflate, headers).
