@@ -20,7 +20,8 @@ import numpy as np
 
 from bilstm_cli.errors import InputError
 from bilstm_cli.formats.base import Session, sniff
-from bilstm_cli.formats.tensors import TensorFile, kind_of, open_tensors
+from bilstm_cli.formats.foreign_kind import kind_of
+from bilstm_cli.formats.tensors import TensorFile, open_tensors
 
 FOREIGN = Path(__file__).resolve().parent.parent / "fixtures" / "foreign"
 

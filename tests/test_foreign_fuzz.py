@@ -24,7 +24,8 @@ from foreign_files import FOREIGN
 
 from bilstm_cli.errors import BilstmError
 from bilstm_cli.formats.base import Session, sniff
-from bilstm_cli.formats.tensors import kind_of, open_tensors
+from bilstm_cli.formats.foreign_kind import kind_of
+from bilstm_cli.formats.tensors import open_tensors
 
 CASES = 400
 SEED = 4242

@@ -201,6 +201,32 @@ def test_inspect_does_not_import_tensorflow_or_keras():
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
+def test_a_keras_file_loads_no_reader_of_other_frameworks():
+    # Start-up cost: every file is asked whether it is a PyTorch, safetensors, .npz or ONNX
+    # file, but the readers of those load only when one is found.
+    readers = ("foreign", "foreign_layout", "tensors", "torch_zip", "onnx_tensors")
+    code = (
+        "import sys\n"
+        "from bilstm_cli.cli import main\n"
+        "def run(args):\n"
+        "    try:\n"
+        "        main(args)\n"
+        "    except SystemExit as e:\n"
+        "        assert e.code == 0, e.code\n"
+        "def loaded():\n"
+        f"    return sorted(m for m in {readers!r} if 'bilstm_cli.formats.' + m in sys.modules)\n"
+        f"run(['inspect', {str(FIXTURES / 'k3_functional_mixed.keras')!r}, '--gates'])\n"
+        "print('loaded:', loaded())\n"
+        f"run(['inspect', {str(FIXTURES / 'foreign' / 'lstm_bi2.pt')!r}])\n"
+        "print('loaded:', loaded())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    lines = [line for line in out.stdout.splitlines() if line.startswith("loaded: ")]
+    keras_only, after_torch = (line.removeprefix("loaded: ") for line in lines)
+    assert keras_only == "[]"
+    assert after_torch == "['foreign', 'foreign_layout', 'tensors', 'torch_zip']"
+
+
 def test_python_dash_m_works():
     out = subprocess.run(
         [sys.executable, "-m", "bilstm_cli", "--version"], capture_output=True, text=True

@@ -10,7 +10,8 @@ from foreign_files import FOREIGN, open_file, read_all
 
 from bilstm_cli.errors import InputError, UsageError
 from bilstm_cli.formats.base import Session, sniff
-from bilstm_cli.formats.tensors import kind_of, open_tensors
+from bilstm_cli.formats.foreign_kind import kind_of
+from bilstm_cli.formats.tensors import open_tensors
 
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402

@@ -12,7 +12,7 @@ from safetensors.numpy import load_file, save_file
 
 from bilstm_cli.errors import InputError
 from bilstm_cli.formats.base import sniff
-from bilstm_cli.formats.tensors import kind_of
+from bilstm_cli.formats.foreign_kind import kind_of
 
 
 def refused(path, match):

@@ -22,7 +22,7 @@ from foreign_files import (
 
 from bilstm_cli.errors import InputError
 from bilstm_cli.formats.base import sniff
-from bilstm_cli.formats.tensors import kind_of
+from bilstm_cli.formats.foreign_kind import kind_of
 
 F32 = np.arange(24, dtype="<f4")
 

@@ -18,12 +18,14 @@ from typing import Any
 import numpy as np
 
 from bilstm_cli.cells.base import Cell, State, StepParams, get
-from bilstm_cli.cells.conv_forward import recurrent_conv
 from bilstm_cli.errors import InputError
 from bilstm_cli.model import ConvSettings
 
 
 def _step(p: np.ndarray, state: State, w: StepParams) -> State:
+    # The convolution reference loads with the first step run, not with the cell registry.
+    from bilstm_cli.cells.conv_forward import recurrent_conv
+
     h, c = state
     f = w.units
     ract = w.recurrent_activation

@@ -9,14 +9,14 @@ from __future__ import annotations
 import os
 
 from bilstm_cli.errors import InputError
-from bilstm_cli.formats import foreign, h5_legacy, keras_dir, keras_zip, sharded, weights_only
+from bilstm_cli.formats import foreign_kind, h5_legacy, keras_dir, keras_zip, sharded, weights_only
 from bilstm_cli.formats.base import Format, Session, Writer, digest, sniff, unclaimed
 from bilstm_cli.formats.hdf5 import about
 from bilstm_cli.model import Model, WeightReader
 
 # Other frameworks' files come first: a PyTorch .pt and a .npz are zip archives too.
 FORMATS: tuple[Format, ...] = (
-    foreign.FORMAT,
+    foreign_kind.FORMAT,
     keras_zip.FORMAT,
     h5_legacy.FORMAT,
     weights_only.FORMAT,
@@ -94,7 +94,7 @@ def component_files(path: str) -> list[str]:
 
 def check_writable(model: Model) -> None:
     """Refuse, before any work, a model whose format is only read here."""
-    if model.format in foreign.READ_ONLY:
+    if model.format in foreign_kind.READ_ONLY:
         raise InputError(
             f"{model.path}: a {model.format} file is read-only here; take weights from it "
             "with transplant, or write other frameworks' layouts with bilstm export"

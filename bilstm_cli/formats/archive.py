@@ -13,7 +13,6 @@ import io
 import os
 import shutil
 import struct
-import tempfile
 import zipfile
 import zlib
 from typing import IO, TYPE_CHECKING, Any
@@ -191,6 +190,8 @@ class KerasArchive:
             self.weights_span = (self._file.fileno(), start, info.file_size)
             # Small: HDF5 reads its metadata through it; weights are read directly.
             return io.BufferedReader(_Window(self._file, start, info.file_size), 1 << 16)
+        import tempfile  # only a compressed member needs it
+
         limit = self.inflate_limit(info)
         self._temp = tempfile.TemporaryFile()
         try:
@@ -227,6 +228,8 @@ class KerasArchive:
     def inflate_limit(self, info: zipfile.ZipInfo) -> int:
         """How far the compressed weights member may inflate (budget.py), once the
         temporary directory is known to have room for it; InputError otherwise."""
+        import tempfile
+
         config = load_json(self.read_member(CONFIG, MAX_CONFIG_BYTES), CONFIG)
         limit = min(info.file_size, budget.weights_bytes(config), MAX_MEMBER_BYTES)
         where = tempfile.gettempdir()

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import secrets
 import shutil
 import signal
 import stat
@@ -165,7 +164,7 @@ class StagingFolder:
         cleanup will find it: a signal can land at any moment after this starts."""
         directory, base = os.path.split(self.output)
         for _ in range(100):
-            self.path = os.path.join(directory, f".{base[:120]}.{secrets.token_hex(6)}.tmp")
+            self.path = os.path.join(directory, f".{base[:120]}.{os.urandom(6).hex()}.tmp")
             try:
                 os.mkdir(self.path, 0o700)
             except FileExistsError:
@@ -210,7 +209,7 @@ def aside_name(path: str) -> str:
     """A free hidden name beside ``path`` to move an old output to before replacing it."""
     directory, base = os.path.split(path)
     for _ in range(100):
-        candidate = os.path.join(directory, f".{base[:120]}.{secrets.token_hex(6)}.old")
+        candidate = os.path.join(directory, f".{base[:120]}.{os.urandom(6).hex()}.old")
         if not os.path.lexists(candidate):
             return candidate
     raise FileExistsError(errno.EEXIST, "no free temporary name", directory)

@@ -1,11 +1,12 @@
 """Other frameworks' files (PyTorch state dicts, safetensors, ``.npz``, ONNX) as models.
 
-The :class:`~bilstm_cli.formats.base.Format` entry here claims any file
-:func:`~bilstm_cli.formats.tensors.kind_of` recognises, and shows its recurrent layers in the
-Keras convention (see foreign_layout.py): every :meth:`Weight.read` returns the Keras-layout
-array (transposed, gate blocks reordered, the two biases summed or stacked as Keras keeps
-them). The model's :attr:`ForeignModel.layout` says which framework's names and semantics the
-file holds. These files are read-only here: ``bilstm export`` writes other frameworks' layouts.
+The ``foreign`` format entry (:mod:`~bilstm_cli.formats.foreign_kind`) claims any file
+:func:`~bilstm_cli.formats.foreign_kind.kind_of` recognises; this module reads it and shows
+its recurrent layers in the Keras convention (see foreign_layout.py): every
+:meth:`Weight.read` returns the Keras-layout array (transposed, gate blocks reordered, the two
+biases summed or stacked as Keras keeps them). The model's :attr:`ForeignModel.layout` says
+which framework's names and semantics the file holds. These files are read-only here:
+``bilstm export`` writes other frameworks' layouts.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from typing import Any
 import numpy as np
 
 from bilstm_cli.errors import InputError
-from bilstm_cli.formats.base import Format, Probe, Session, sniff
+from bilstm_cli.formats.base import Session, sniff
+from bilstm_cli.formats.foreign_kind import kind_of
 from bilstm_cli.formats.foreign_layout import Found, RawCell, interpret
 from bilstm_cli.formats.hdf5 import about
-from bilstm_cli.formats.tensors import TensorFile, kind_of, open_tensors
+from bilstm_cli.formats.tensors import TensorFile, open_tensors
 from bilstm_cli.model import Model
 
 #: What ``inspect`` says each layout is.
@@ -42,15 +44,6 @@ class ForeignModel(Model):
     ``keras`` (the names the tensors carry), or empty when no recurrent layer was found."""
 
     layout: str = ""
-
-
-def claims(probe: Probe, session: Session) -> bool:
-    try:
-        return kind_of(probe) is not None
-    except NotImplementedError:
-        # zipfile's answer for an archive needing a newer zip version: not one of ours; the
-        # format that does claim it says what is wrong.
-        return False
 
 
 def _metadata(tf: TensorFile) -> dict[str, Any]:
@@ -133,12 +126,6 @@ def open_reader(path: str, session: Session) -> ForeignReader:
     with about(path):
         tf, found = _open(path, session)
     return ForeignReader(path, tf, found)
-
-
-FORMAT = Format("foreign", claims, read_model, open_reader)
-
-#: Model formats this module reads (the ``format`` of its models), all read-only.
-READ_ONLY = ("pytorch", "safetensors", "npz", "onnx")
 
 
 def raw_forward(reader: ForeignReader, raw: RawCell, x: np.ndarray) -> np.ndarray:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -116,7 +115,7 @@ def merged_outline(plan: ShardPlan, session: Session) -> Iterator[tuple[h5py.Fil
     """All shards' groups merged into one in-memory HDF5 file, with each dataset Keras would
     read (type and shape only: no storage is allocated), and the shard each one is in."""
     outline = h5py.File(
-        f"bilstm-outline-{secrets.token_hex(8)}", "w", driver="core", backing_store=False
+        f"bilstm-outline-{os.urandom(8).hex()}", "w", driver="core", backing_store=False
     )
     h5heaps.register(outline, None)  # built here from checked values
     located: dict[str, str] = {}

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import secrets
 import shutil
 import signal
 import stat
@@ -154,7 +153,7 @@ class StagedWrite:
         the file is already there)."""
         for _ in range(100):
             self.staged_path = os.path.join(
-                directory, f".{base[:120]}.{secrets.token_hex(6)}.tmp{suffix}"
+                directory, f".{base[:120]}.{os.urandom(6).hex()}.tmp{suffix}"
             )
             try:
                 fd = os.open(self.staged_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

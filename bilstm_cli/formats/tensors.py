@@ -5,11 +5,12 @@ initializers are all, to this tool, a :class:`TensorFile`: tensor names with sha
 values read one at a time, and (ONNX only) the recurrent nodes that use them. How the tensors
 of one layer become a Keras-convention :class:`~bilstm_cli.model.Layer` is not decided here.
 
-:func:`kind_of` says which framework's file a probe is (or ``None``); :func:`open_tensors`
-opens it. Nothing in a file is ever imported or executed: PyTorch pickles go through the
-restricted interpreter of :mod:`~bilstm_cli.formats.torch_pickle`, ``.npz`` members are read
-with ``allow_pickle=False``. Every structural claim a file makes (header lengths, offsets,
-shapes) is checked against the bytes it really holds before anything is allocated.
+:func:`~bilstm_cli.formats.foreign_kind.kind_of` says which framework's file a probe is (or
+``None``); :func:`open_tensors` opens it. Nothing in a file is ever imported or executed:
+PyTorch pickles go through the restricted interpreter of
+:mod:`~bilstm_cli.formats.torch_pickle`, ``.npz`` members are read with ``allow_pickle=False``.
+Every structural claim a file makes (header lengths, offsets, shapes) is checked against the
+bytes it really holds before anything is allocated.
 
 Errors are :class:`~bilstm_cli.errors.InputError` (exit 3) with messages that do not name
 the file: the caller names it (``formats.hdf5.about``). The one exception is the missing
@@ -26,13 +27,12 @@ import struct
 import zipfile
 import zlib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 from bilstm_cli.errors import InputError, first_line
-from bilstm_cli.formats.base import Probe, Session
+from bilstm_cli.formats.base import Session
 
 #: The largest safetensors header read (the format's own limit is 100 MB).
 MAX_SAFETENSORS_HEADER = 100 << 20
@@ -85,45 +85,6 @@ class TensorFile(Protocol):
     def close(self) -> None: ...
 
 
-def kind_of(probe: Probe) -> str | None:
-    """The framework whose file ``probe`` is, or ``None`` when it is none of them.
-
-    ``pytorch`` (a zip with a ``*/data.pkl`` record), ``npz`` (a zip of ``.npy`` members
-    only), ``safetensors``, ``onnx`` (a ``.onnx`` file whose first bytes parse as a
-    ModelProto, or any file that starts with a plausible ModelProto), or ``pickle``: a bare
-    Python pickle such as a PyTorch file from before 1.6, which :func:`open_tensors` refuses
-    by name."""
-    if probe.kind == "zip":
-        names = _zip_names(probe.path)
-        if names is None:
-            # A damaged zip (cut short, its central directory lost): torch.save writes
-            # data.pkl first, numpy.savez only .npy members, so the first member tells.
-            from bilstm_cli.formats.torch_zip import first_member
-
-            first = first_member(probe.path)
-            names = [first] if first and first.endswith(("/data.pkl", ".npy")) else []
-        if not names:
-            return None
-        if data_pkl_prefixes(names):
-            return "pytorch"
-        if all(n.endswith(".npy") for n in names):
-            return "npz"
-        return None
-    if probe.kind != "other":
-        return None
-    head = probe.head
-    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
-        return "pickle"
-    if len(head) >= 10 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] >= 2:
-        # Claimed even when the length is absurd: the reader then says what is wrong.
-        return "safetensors"
-    from bilstm_cli.formats.onnx_tensors import looks_like_onnx
-
-    if looks_like_onnx(head, Path(probe.path).suffix.lower() == ".onnx"):
-        return "onnx"
-    return None
-
-
 def open_tensors(path: str, kind: str, session: Session) -> TensorFile:
     """The tensors of the file at ``path``, of the framework :func:`kind_of` named."""
     if kind == "npz":
@@ -144,19 +105,6 @@ def open_tensors(path: str, kind: str, session: Session) -> TensorFile:
 
         refuse_pickle(path)
     raise InputError(f"{kind} files are not read here")
-
-
-def data_pkl_prefixes(names: list[str]) -> list[str]:
-    """The record prefixes of PyTorch archive members (``archive`` for ``archive/data.pkl``)."""
-    return [n[: -len("/data.pkl")] for n in names if n.endswith("/data.pkl") and n.count("/") == 1]
-
-
-def _zip_names(path: str) -> list[str] | None:
-    try:
-        with zipfile.ZipFile(path) as z:
-            return [i.filename for i in z.infolist() if not i.is_dir()]
-    except (OSError, zipfile.BadZipFile, ValueError, EOFError, NotImplementedError):
-        return None
 
 
 def read_into(file: Any, offset: int, buf: np.ndarray) -> int:

@@ -27,11 +27,11 @@ import numpy as np
 
 from bilstm_cli.errors import InputError, first_line
 from bilstm_cli.formats import torch_globals, torch_pickle
+from bilstm_cli.formats.foreign_kind import data_pkl_prefixes
 from bilstm_cli.formats.tensors import (
     RnnNode,
     TensorInfo,
     bfloat16_to_float32,
-    data_pkl_prefixes,
     numpy_dtype,
     read_into,
 )

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import signal
 import time
 from collections.abc import Iterator, Sequence
@@ -240,7 +239,7 @@ def _check_output(source: Model, output: str, force: bool) -> str:
 
 def _staged_name(out: str) -> str:
     directory, base = os.path.split(out)
-    return os.path.join(directory, f".{base}.{secrets.token_hex(4)}.tmp")
+    return os.path.join(directory, f".{base}.{os.urandom(4).hex()}.tmp")
 
 
 def _write(
@@ -265,7 +264,8 @@ def _read_back(staged: str, named: dict[str, np.ndarray], session: Session) -> C
     """Every tensor of the written file, re-read, is bit for bit what was meant, and nothing
     else is there."""
     from bilstm_cli.formats.base import sniff
-    from bilstm_cli.formats.tensors import kind_of, open_tensors
+    from bilstm_cli.formats.foreign_kind import kind_of
+    from bilstm_cli.formats.tensors import open_tensors
 
     kind = kind_of(sniff(staged))
     if kind is None:

@@ -121,7 +121,8 @@ def forward_checks(
 ) -> list[Check]:
     """Both checks for every exported layer, on the file as written at ``staged``."""
     from bilstm_cli.formats.base import sniff
-    from bilstm_cli.formats.tensors import kind_of, open_tensors
+    from bilstm_cli.formats.foreign_kind import kind_of
+    from bilstm_cli.formats.tensors import open_tensors
 
     checks = []
     expected = {}

@@ -3,9 +3,10 @@ cells, units, shapes and settings, from the layouts alone."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -13,11 +14,13 @@ from bilstm_cli import cells
 from bilstm_cli.cells import cudnn
 from bilstm_cli.cells.blocks import ROLES, covered_gates, gate_mask
 from bilstm_cli.errors import InputError, UsageError
-from bilstm_cli.formats.foreign_layout import ForeignLayer, ForeignPlainLayer, RawCell
 from bilstm_cli.model import CellSettings, Layer, Model, PlainLayer, Weight, WeightReader
 from bilstm_cli.ops.plan_init import bidirectional_layers_to_change
 from bilstm_cli.ops.select import directions, find_layer, layer_matches, select_layers
 from bilstm_cli.strategies import Target, parse_target
+
+if TYPE_CHECKING:
+    from bilstm_cli.formats.foreign_layout import RawCell
 
 SETTINGS_COMPARED = ("activation", "recurrent_activation", "use_bias", "reset_after")
 # Settings that change what a cell computes: another framework's donor must match them.
@@ -75,8 +78,12 @@ def _bi_source(model: Model, layer: Layer, direction: str) -> Source:
 
 def _foreign(layer: Layer | PlainLayer, direction: str) -> tuple[RawCell | None, list[str]]:
     """Another framework's layer: its stored tensors for ``direction`` and its refusals."""
-    if isinstance(layer, (ForeignLayer, ForeignPlainLayer)):
-        return layer.raw.get(direction), list(layer.refusals)
+    # Such layers come only from reading another framework's file, which loads their module;
+    # a Keras-only run never needs to load it.
+    foreign = sys.modules.get("bilstm_cli.formats.foreign_layout")
+    if foreign is not None and isinstance(layer, (foreign.ForeignLayer, foreign.ForeignPlainLayer)):
+        raw: RawCell | None = layer.raw.get(direction)
+        return raw, [str(why) for why in layer.refusals]
     return None, []
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import secrets
+import os
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -202,7 +202,7 @@ def plan_init(
     session = Session()
     session.defer_crc(path)  # checked while the writer copies it (or by settle())
     model = formats.read_model(path, session)
-    chosen_seed = seed if seed is not None else secrets.randbelow(2**31)
+    chosen_seed = seed if seed is not None else int.from_bytes(os.urandom(4), "little") >> 1
     jobs = plan(model, ops, layers, direction, chosen_seed)
     if not jobs:
         raise UsageError("the selection matched no weight to initialize")
