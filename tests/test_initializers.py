@@ -271,6 +271,21 @@ def test_orthogonal_whole_matrix_is_keras_like() -> None:
     assert [f[0] for f in facts(spec, info, a, gate_mask("LSTM", 6, ["f"]))] == ["finite"]
 
 
+@pytest.mark.parametrize("shape", [(512, 512), (300, 100), (12, 3), (1, 1)])
+def test_orthogonal_factorization_matches_numpys_qr_bit_for_bit(shape, monkeypatch) -> None:
+    from bilstm_cli.strategies import orthogonal
+
+    draws = np.random.default_rng(shape[0]).standard_normal(shape)
+    q, r = np.linalg.qr(draws)
+    signs = np.sign(np.diag(r))
+    signs[signs == 0] = 1.0
+    expected = q * signs
+    np.testing.assert_array_equal(orthogonal._orthogonal_matrix(*shape, draws.copy()), expected)
+    # Without NumPy's LAPACK functions under their private name: np.linalg.qr, the same bits.
+    monkeypatch.setattr(np.linalg, "_umath_linalg", None)
+    np.testing.assert_array_equal(orthogonal._orthogonal_matrix(*shape, draws.copy()), expected)
+
+
 def test_identity() -> None:
     info = info_for("GRU", "recurrent_kernel", 3)
     a = generate(parse_spec("identity:0.5"), info, SEED)
