@@ -9,33 +9,48 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 A = TypeVar("A")
 B = TypeVar("B")
 
 
+class Background(Generic[A]):
+    """``work`` started now in a helper thread; :meth:`result` waits for it and returns what
+    it returned, or raises what it raised, in the calling thread."""
+
+    def __init__(self, work: Callable[[], A]) -> None:
+        self._box: list[tuple[bool, Any]] = []
+
+        def run() -> None:
+            try:
+                self._box.append((True, work()))
+            except BaseException as exc:  # raised by result(), in the calling thread
+                self._box.append((False, exc))
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+
+    def wait(self) -> None:
+        self._thread.join()
+
+    def result(self) -> A:
+        self._thread.join()
+        ok, value = self._box[0]
+        if not ok:
+            raise value
+        return cast(A, value)
+
+
 def in_parallel(first: Callable[[], A], second: Callable[[], B]) -> tuple[A, B]:
     """Run ``first`` in a helper thread while this thread runs ``second``; return both
     results. A failure in either is raised here, ``second``'s first."""
-    box: list[Any] = []
-
-    def work() -> None:
-        try:
-            box.append((True, first()))
-        except BaseException as exc:  # raised below, in the calling thread
-            box.append((False, exc))
-
-    helper = threading.Thread(target=work, daemon=True)
-    helper.start()
+    helper = Background(first)
     try:
         result = second()
     finally:
-        helper.join()
-    ok, value = box[0]
-    if not ok:
-        raise value
-    return value, result
+        helper.wait()
+    return helper.result(), result
 
 
 class SerialWorker:

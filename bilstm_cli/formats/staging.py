@@ -30,7 +30,7 @@ import h5py
 import numpy as np
 
 from bilstm_cli import dtypes
-from bilstm_cli.concurrency import in_parallel
+from bilstm_cli.concurrency import Background, in_parallel
 from bilstm_cli.errors import InputError, OutputError, first_line
 from bilstm_cli.formats import crc, h5heaps, h5safe
 from bilstm_cli.formats.archive import (
@@ -100,6 +100,7 @@ class StagedWrite:
         self._seal_error: OSError | None = None
         # An archive member's pieces with the input's CRC of each, and of each span written.
         self._kept: dict[tuple[int, int], int] = {}
+        self._input_crc: tuple[list[tuple[int, int]], Background[list[int]]] | None = None
         self._new_crc: dict[tuple[int, int], int] = {}
 
     @property
@@ -195,30 +196,37 @@ class StagedWrite:
 
     def _copy_in_place(self) -> None:
         """Copy the input around the spans about to be written. An archive's member CRC is
-        checked in the same pass, on the other core, piece by piece: the pieces that stay
-        give the output's CRC too (crc.py), with no second read."""
+        taken meanwhile, on the other core, piece by piece (checked by finish()): the pieces
+        that stay give the output's CRC too (crc.py), with no second read."""
         source, spans = self.model.path, list(self._spans.values())
         before = path_identity(source)
         member = self._member
-        if member is None:
-            copy_around(source, self.staged_path, spans)
-        else:
+        if member is not None:
+            # Read on the other core while the work goes on: finish() waits for it, and
+            # nothing made from the input is finished before its CRC is known to match.
             parts = pieces(member, spans)
-            crcs, _ = in_parallel(
-                lambda: piece_crcs(source, parts),
-                lambda: copy_around(source, self.staged_path, spans),
-            )
-            self._kept = {p: c for p, c in zip(parts, crcs)}
-            if crc.joined((c, p[1]) for p, c in zip(parts, crcs)) != member.crc:
-                raise InputError(
-                    f"{source}: archive member '{WEIGHTS_H5}' is damaged (CRC mismatch)"
-                )
-            self.session.mark("crc", path_identity(source, member.data_offset))
+            self._input_crc = (parts, Background(lambda: piece_crcs(source, parts)))
+        copy_around(source, self.staged_path, spans)
         if path_identity(source) != before:
             raise InputError(f"{source}: changed while it was being copied; try again")
         base = member.data_offset if member is not None else 0
         written = tuple((offset - base, length) for offset, length in spans)
         self.session.copies[self.staged_path] = Copied(source, base, written)
+
+    def _check_input_crc(self) -> None:
+        """Wait for the input member's CRC-32 taken piece by piece beside the work; refuse
+        the input if it does not match. The pieces' CRCs then give the output's (crc.py)."""
+        if self._input_crc is None:
+            return
+        assert self._member is not None
+        (parts, pending), self._input_crc = self._input_crc, None
+        crcs = pending.result()
+        self._kept = dict(zip(parts, crcs))
+        if crc.joined((c, p[1]) for p, c in zip(parts, crcs)) != self._member.crc:
+            raise InputError(
+                f"{self.model.path}: archive member '{WEIGHTS_H5}' is damaged (CRC mismatch)"
+            )
+        self.session.mark("crc", path_identity(self.model.path, self._member.data_offset))
 
     def _close_source(self) -> None:
         if self._source is not None:
@@ -293,6 +301,7 @@ class StagedWrite:
 
     def finish(self) -> None:
         """Close the edited weights and, for an archive, assemble the staged ``.keras``."""
+        self._check_input_crc()
         self.session.settle()  # a check of the input put off for a copy that did not make it
         if self.in_place:
             self._finish_in_place()
