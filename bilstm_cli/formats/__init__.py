@@ -66,6 +66,8 @@ def open_model(path: str, session: Session | None = None) -> Model:
     """
     session = session if session is not None else Session()
     fmt = format_of(path, session)
+    if fmt.open_model is not None:
+        return _noted(fmt.open_model(path, session), session)
     model = fmt.read_model(path, session)
     model.bind(fmt.open_reader(path, session))
     return _noted(model, session)

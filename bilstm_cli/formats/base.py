@@ -184,13 +184,15 @@ class Format:
     """One file layout the tool reads (and writes, when ``writer`` is set).
 
     ``writer`` gives the :class:`Writer` when asked, so that reading a file never loads the
-    writing machinery."""
+    writing machinery. ``open_model``, when set, does ``read_model`` and binds a reader in
+    one opening of the file (otherwise the two open it each in turn)."""
 
     name: str
     claims: Callable[[Probe, Session], bool]
     read_model: Callable[[str, Session], Model]
     open_reader: Callable[[str, Session], WeightReader]
     writer: Callable[[], Writer] | None = None
+    open_model: Callable[[str, Session], Model] | None = None
 
 
 def sniff(path: str) -> Probe:

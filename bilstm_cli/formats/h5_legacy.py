@@ -11,7 +11,7 @@ import h5py
 
 from bilstm_cli import cells
 from bilstm_cli.errors import InputError
-from bilstm_cli.formats import h5safe
+from bilstm_cli.formats import h5safe, hdf5
 from bilstm_cli.formats.base import Format, Probe, Session, path_identity
 from bilstm_cli.formats.hdf5 import about, keras_writer, open_h5, open_reader
 from bilstm_cli.formats.keras_config import (
@@ -42,27 +42,37 @@ def claims(probe: Probe, session: Session) -> bool:
 def read_model(path: str, session: Session) -> Model:
     """The layers of a legacy ``.h5`` model, from its configuration; no weight values."""
     with about(path), open_h5(path, path_identity(path), session) as f:
-        version = h5safe.attr_string(f, "keras_version")
-        raw = h5safe.attr(f, "model_config")
-        if not isinstance(raw, bytes | str):
-            raise InputError("the model_config attribute is not text")
-        config = load_json(raw, "model_config")
-        if not h5safe.has(f, "model_weights"):
-            raise InputError("a model configuration but no model_weights group")
-        layers = _legacy_layers_from_config(f, config)
-        rnns = _legacy_rnns_from_config(f, config)
-        optimizer = ["optimizer_weights"] if h5safe.has(f, "optimizer_weights") else []
-        slots = dataset_shapes(f, "optimizer_weights") if optimizer else frozenset()
-        return Model(
-            path,
-            "h5",
-            version,
-            layers,
-            True,
-            optimizer_groups=optimizer,
-            optimizer_shapes=slots,
-            plain_layers=rnns,
-        )
+        return _layout(path, f)
+
+
+def open_model(path: str, session: Session) -> Model:
+    """:func:`read_model` with a reader of the weights bound over the same open file."""
+    return hdf5.open_model(path, session, lambda f, _archive: _layout(path, f))
+
+
+def _layout(path: str, f: h5py.File) -> Model:
+    """The layers of a legacy model read from its open file."""
+    version = h5safe.attr_string(f, "keras_version")
+    raw = h5safe.attr(f, "model_config")
+    if not isinstance(raw, bytes | str):
+        raise InputError("the model_config attribute is not text")
+    config = load_json(raw, "model_config")
+    if not h5safe.has(f, "model_weights"):
+        raise InputError("a model configuration but no model_weights group")
+    layers = _legacy_layers_from_config(f, config)
+    rnns = _legacy_rnns_from_config(f, config)
+    optimizer = ["optimizer_weights"] if h5safe.has(f, "optimizer_weights") else []
+    slots = dataset_shapes(f, "optimizer_weights") if optimizer else frozenset()
+    return Model(
+        path,
+        "h5",
+        version,
+        layers,
+        True,
+        optimizer_groups=optimizer,
+        optimizer_shapes=slots,
+        plain_layers=rnns,
+    )
 
 
 def strip_suffix(name: str) -> str:
@@ -179,4 +189,4 @@ def _legacy_direction(
     return [weight_at(f, f"{group_path}/{n}", direction, r) for n, r in zip(names, roles)]
 
 
-FORMAT = Format("h5", claims, read_model, open_reader, keras_writer)
+FORMAT = Format("h5", claims, read_model, open_reader, keras_writer, open_model)

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -16,6 +16,7 @@ from bilstm_cli.formats import h5heaps, h5safe
 from bilstm_cli.formats.archive import KerasArchive
 from bilstm_cli.formats.base import Session, Writer, path_identity, sniff
 from bilstm_cli.formats.inplace import dataset_span
+from bilstm_cli.model import Model
 
 
 def open_h5(source: Any, key: tuple[object, ...] | None, session: Session) -> h5py.File:
@@ -85,6 +86,16 @@ def open_weights_at(
     path: str, session: Session
 ) -> Iterator[tuple[h5py.File, tuple[int, int, int] | None]]:
     """:func:`open_weights`, with where a stored archive member lies in its archive."""
+    with _open_weights_in(path, session) as (f, archive):
+        yield f, archive.weights_span if archive else None
+
+
+@contextmanager
+def _open_weights_in(
+    path: str, session: Session
+) -> Iterator[tuple[h5py.File, KerasArchive | None]]:
+    """The HDF5 data of the Keras file at ``path``, and its archive when it is a ``.keras``
+    one, both open until the block ends."""
     with h5safe.no_filter_plugins():
         with about(path):
             archive = KerasArchive(path, session) if sniff(path).kind == "zip" else None
@@ -98,7 +109,7 @@ def open_weights_at(
                     archive.close()
                 raise
         try:
-            yield f, archive.weights_span if archive else None
+            yield f, archive
         finally:
             f.close()
             if archive:
@@ -109,10 +120,17 @@ class H5Reader:
     """Reads weights of one Keras file by dataset path until closed."""
 
     def __init__(self, path: str, session: Session) -> None:
+        opened = open_weights_at(path, session)
+        f, span = opened.__enter__()
+        self._adopt(path, f, span, lambda: opened.__exit__(None, None, None))
+
+    def _adopt(
+        self, path: str, f: h5py.File, span: Span | None, close: Callable[[], object]
+    ) -> None:
         self.path = path
-        self._opened = open_weights_at(path, session)
-        self._file: h5py.File | None
-        self._file, self._span = self._opened.__enter__()
+        self._file: h5py.File | None = f
+        self._span = span
+        self._close = close
 
     def read(self, location: str) -> np.ndarray:
         if self._file is None:
@@ -125,7 +143,28 @@ class H5Reader:
     def close(self) -> None:
         if self._file is not None:
             self._file = None
-            self._opened.__exit__(None, None, None)
+            self._close()
+
+
+def open_model(
+    path: str, session: Session, layout: Callable[[h5py.File, KerasArchive | None], Model]
+) -> Model:
+    """The model ``layout`` reads from the open HDF5 data of the Keras file at ``path`` (and
+    its archive, if any), bound to a reader over that same open file: the datasets found
+    and checked while reading the layout are not looked up again when their values are."""
+    opened = _open_weights_in(path, session)
+    f, archive = opened.__enter__()
+    try:
+        with about(path):
+            model = layout(f, archive)
+    except BaseException:
+        opened.__exit__(None, None, None)
+        raise
+    reader = H5Reader.__new__(H5Reader)
+    span = archive.weights_span if archive else None
+    reader._adopt(path, f, span, lambda: opened.__exit__(None, None, None))
+    model.bind(reader)
+    return model
 
 
 def keras_writer() -> Writer:

@@ -11,7 +11,7 @@ import h5py
 
 from bilstm_cli import cells
 from bilstm_cli.errors import InputError
-from bilstm_cli.formats import h5safe
+from bilstm_cli.formats import h5safe, hdf5
 from bilstm_cli.formats.archive import CONFIG, METADATA, KerasArchive
 from bilstm_cli.formats.base import Format, Probe, Session
 from bilstm_cli.formats.hdf5 import about, keras_writer, open_h5, open_reader
@@ -44,12 +44,28 @@ def claims(probe: Probe, session: Session) -> bool:
 def read_model(path: str, session: Session) -> Model:
     """The layers of a ``.keras`` archive, from its configuration; no weight values."""
     with about(path), KerasArchive(path, session) as archive:
-        config = load_json(archive.read_member(CONFIG, MAX_CONFIG_BYTES), CONFIG)
-        meta = None
-        if METADATA in archive.names:
-            meta = load_json(archive.read_member(METADATA, 1 << 20), METADATA)
+        config, meta = _settings(archive)
         with open_h5(archive.weights_file(), archive.weights_key, session) as f:
             return tracked_model(path, "keras", config, meta, f)
+
+
+def open_model(path: str, session: Session) -> Model:
+    """:func:`read_model` with a reader of the weights bound over the same open archive."""
+
+    def layout(f: h5py.File, archive: KerasArchive | None) -> Model:
+        assert archive is not None
+        return tracked_model(path, "keras", *_settings(archive), f)
+
+    return hdf5.open_model(path, session, layout)
+
+
+def _settings(archive: KerasArchive) -> tuple[Any, Any]:
+    """The archive's configuration and its metadata (None when it has none)."""
+    config = load_json(archive.read_member(CONFIG, MAX_CONFIG_BYTES), CONFIG)
+    meta = None
+    if METADATA in archive.names:
+        meta = load_json(archive.read_member(METADATA, 1 << 20), METADATA)
+    return config, meta
 
 
 def tracked_model(path: str, fmt: str, config: Any, meta: Any, f: h5py.File) -> Model:
@@ -181,4 +197,4 @@ def _tracked_direction(
     return [weight_at(f, f"{vars_path}/{k}", direction, role) for k, role in zip(keys, roles)]
 
 
-FORMAT = Format("keras", claims, read_model, open_reader, keras_writer)
+FORMAT = Format("keras", claims, read_model, open_reader, keras_writer, open_model)
