@@ -83,6 +83,7 @@ def test_read_only_commands_check_a_small_member_whole(tmp_path):
     for args in (["inspect", str(p)], ["diff", str(p), str(KERAS)], ["check", str(p)]):
         run = _run(*args)
         assert run.returncode == 3 and "CRC mismatch" in run.stderr, (args, run.stderr)
+        assert run.stdout == "", args  # the check is made beside the reading, before reporting
 
 
 def test_read_only_commands_say_when_a_large_member_was_read_in_part(tmp_path, monkeypatch):

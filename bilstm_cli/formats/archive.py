@@ -248,8 +248,9 @@ class KerasArchive:
         """Read a stored member once, as zipfile would, so damaged bytes are reported here
         rather than read as weights. A command opens the same archive several times (read,
         edit, verify); an unchanged file is checked only the first time. When the session
-        says so (base.Session), the check is put off to the writer's copy, or, for a large
-        member read only in part, not made and said."""
+        says so (base.Session), the check is put off to the writer's copy, made beside the
+        reading of a command that only reports, or, for a large member read only in part,
+        not made and said."""
         key = self._key(start)
         session = self._session
         if session.done("crc", key):
@@ -264,6 +265,10 @@ class KerasArchive:
                 "checked: only the weights shown were read (bilstm check and every write "
                 "read it whole)"
             )
+            return
+        if key is not None and session.read_only:
+            path = self.path
+            session.check_beside("crc", key, lambda: check_member_crc(path, start, info))
             return
         _verify_crc(self._file.fileno(), start, info)
         session.mark("crc", key)

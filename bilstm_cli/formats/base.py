@@ -38,8 +38,9 @@ class Session:
 
     - by default, when the member is first opened;
     - ``read_only``: a command that only reports on the weights it reads checks the CRC of a
-      member up to :data:`READ_ONLY_CRC_BYTES`; of a larger one it reads only what it shows,
-      and says so in :attr:`notes`;
+      member up to :data:`READ_ONLY_CRC_BYTES` on a helper thread while it reads, and
+      :meth:`settle` before it reports; of a larger one it reads only what it shows, and
+      says so in :attr:`notes`;
     - a file given to :meth:`defer_crc` is about to be copied: the writer checks its CRC in
       the same pass as the copy, and :meth:`settle` does it for any use that did not copy.
     """
@@ -74,6 +75,15 @@ class Session:
     def owe(self, check: str, key: tuple[object, ...], run: Callable[[], None]) -> None:
         """Remember a check put off (``run`` makes it) until :meth:`settle`."""
         self._owed[(check, *key)] = run
+
+    def check_beside(self, check: str, key: tuple[object, ...], run: Callable[[], None]) -> None:
+        """Start the check ``run`` makes on a helper thread now, beside the reading it
+        protects; :meth:`settle` waits for it and raises what it found."""
+        if (check, *key) in self._owed or (check, *key) in self.checked:
+            return
+        from bilstm_cli.concurrency import Background
+
+        self._owed[(check, *key)] = Background(run).result
 
     def settle(self) -> None:
         """Make every check still owed and not done since: before values read from a

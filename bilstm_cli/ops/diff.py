@@ -147,6 +147,7 @@ def diff(
         else:
             paired, only_a, only_b = _paired(layers_a, layers_b, by)
         out = [_layer_diff(la, lb, targets, gates) for la, lb in paired]
+        session.settle()  # the archives' CRCs, taken beside the reading
         layouts = [getattr(m, "layout", None) for m in (model_a, model_b)]
         if any(layouts):  # another framework's file: compared once converted
             said = ", ".join(f"{side}: {x} layout" for side, x in zip("AB", layouts) if x)

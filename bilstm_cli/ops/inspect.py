@@ -47,7 +47,8 @@ def _inspect(
     progress: Progress | None,
 ) -> InspectResult:
     # Read-only: a large archive member is read only where the listed weights are.
-    with formats.open_model(path, formats.Session(read_only=True)) as model:
+    session = formats.Session(read_only=True)
+    with formats.open_model(path, session) as model:
         if every_glob:
             chosen = select_layers(model.layers, layers, path)
         else:
@@ -68,4 +69,5 @@ def _inspect(
                     blocks = gate_stats(values, layer.cell, ref.role, layer.units)
                 report.weights.append(WeightReport(ref, weight_stats(values), blocks))
                 del values  # one dataset in memory at a time
+        session.settle()  # the archive's CRC, taken beside the reading
     return InspectResult(model, reports)
