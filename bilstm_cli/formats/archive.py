@@ -266,7 +266,7 @@ class KerasArchive:
                 "read it whole)"
             )
             return
-        if key is not None and session.read_only:
+        if key is not None and session.crc_checked_beside(self.path):
             path = self.path
             session.check_beside("crc", key, lambda: check_member_crc(path, start, info))
             return

@@ -42,7 +42,9 @@ class Session:
       :meth:`settle` before it reports; of a larger one it reads only what it shows, and
       says so in :attr:`notes`;
     - a file given to :meth:`defer_crc` is about to be copied: the writer checks its CRC in
-      the same pass as the copy, and :meth:`settle` does it for any use that did not copy.
+      the same pass as the copy, and :meth:`settle` does it for any use that did not copy;
+    - a file given to :meth:`crc_beside` (a transplant's donor) is checked whole on a helper
+      thread from its first opening, and :meth:`settle` waits for it.
     """
 
     checked: set[tuple[object, ...]] = field(default_factory=set)
@@ -51,6 +53,7 @@ class Session:
     # Staged files copied byte for byte from an input (inplace.Copied), by path.
     copies: dict[str, Any] = field(default_factory=dict)
     _deferred: set[str] = field(default_factory=set)
+    _beside: set[str] = field(default_factory=set)
     _owed: dict[tuple[object, ...], Callable[[], None]] = field(default_factory=dict)
 
     def done(self, check: str, key: tuple[object, ...] | None) -> bool:
@@ -71,6 +74,14 @@ class Session:
 
     def crc_deferred(self, path: str) -> bool:
         return os.path.realpath(path) in self._deferred
+
+    def crc_beside(self, path: str) -> None:
+        """``path`` is read, not copied, by a command that settles before it finishes: its
+        archive CRC is checked whole, on a helper thread, while the command goes on."""
+        self._beside.add(os.path.realpath(path))
+
+    def crc_checked_beside(self, path: str) -> bool:
+        return self.read_only or os.path.realpath(path) in self._beside
 
     def owe(self, check: str, key: tuple[object, ...], run: Callable[[], None]) -> None:
         """Remember a check put off (``run`` makes it) until :meth:`settle`."""

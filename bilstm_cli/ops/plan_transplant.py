@@ -127,6 +127,7 @@ def plan_transplant(
     session = Session()
     if os.path.realpath(donor) != os.path.realpath(path):
         session.defer_crc(path)  # checked while the writer copies it (or by settle())
+        session.crc_beside(donor)  # checked whole while the work goes on (settle() waits)
     donor_model = formats.read_model(donor, session)
     target = formats.read_model(path, session)
     pairs = plan_pairs(donor_model, target, maps, layers, direction, by)
