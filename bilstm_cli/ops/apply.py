@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from bilstm_cli import formats
+from bilstm_cli import dtypes, formats
 from bilstm_cli.concurrency import in_parallel
 from bilstm_cli.errors import InputError, UsageError, VerifyError
 from bilstm_cli.formats import Session
@@ -44,7 +44,8 @@ class Job:
     """How one weight dataset changes.
 
     ``build`` takes the current values and returns the new array (same shape and dtype);
-    ``facts`` checks the re-read values after writing.
+    ``facts`` checks the re-read values after writing. ``dtype_only``: ``build`` uses only
+    the dtype of what it is given, and gives the same array each time for it.
     """
 
     layer: Layer
@@ -52,6 +53,7 @@ class Job:
     parts: list[Part]
     build: Callable[[np.ndarray], np.ndarray]
     facts: Callable[[np.ndarray], list[Fact]]
+    dtype_only: bool = False
 
 
 class Verifier:
@@ -280,10 +282,8 @@ def execute(
         for k, job in enumerate(jobs):
             tell("writing", k, len(jobs))
             t = time.perf_counter()
-            current = staged.read(job.ref.location)
-            t = clock.add("read", t)
-            new = job.build(current)
-            t = clock.add("generate", t)
+            current, new = _current_and_new(job, staged, clock, t)
+            t = time.perf_counter()
             staged.write(job.ref.location, new)
             t = clock.add("write", t)
             _record(job, current, new, result)
@@ -314,6 +314,30 @@ def execute(
     # (a forward pass with an activation the reference does not know) leaves it unverified.
     result.verified = all(c.ok or not c.applies for c in result.checks)
     return result
+
+
+def _current_and_new(
+    job: Job, staged: Stage, clock: _Clock, t: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """A weight's current values and its new ones. When the new ones depend only on the
+    dtype, they are made first and the current ones read after: the two are then not held
+    while the new ones are made, which is when a command needs the most memory (the
+    factorizations of an orthogonal recipe, on each core)."""
+    if job.dtype_only:
+        expected = np.empty(0, dtypes.memory_dtype(job.ref.dtype))
+        new = job.build(expected)
+        t = clock.add("generate", t)
+        current = staged.read(job.ref.location)
+        clock.add("read", t)
+        if dtypes.storage(current) == dtypes.storage(expected) and current.dtype == new.dtype:
+            return current, new
+        t = time.perf_counter()  # the layout named another dtype than the one read
+    else:
+        current = staged.read(job.ref.location)
+        t = clock.add("read", t)
+    new = job.build(current)
+    clock.add("generate", t)
+    return current, new
 
 
 def _verify(

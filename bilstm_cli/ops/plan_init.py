@@ -176,7 +176,7 @@ def _plan_weight(layer: Layer, ref: Weight, ops: list[Op], seed: int) -> Job | N
             found.extend(strategies.facts(op.spec, info, values, part.mask))
         return found
 
-    return Job(layer, ref, parts, build, facts)
+    return Job(layer, ref, parts, build, facts, dtype_only=whole)
 
 
 def plan_init(
