@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+
+import numpy as np
 
 from bilstm_cli import formats
 from bilstm_cli.cells import blocks as gate_layout
+from bilstm_cli.concurrency import SerialWorker
+from bilstm_cli.model import Layer
 from bilstm_cli.ops import Progress
 from bilstm_cli.ops.select import layers_matching, select_layers
 from bilstm_cli.results import InspectResult, LayerReport, WeightReport
@@ -57,17 +61,44 @@ def _inspect(
             LayerReport(layer, gate_layout.CELL_GATES.get(layer.cell, ())) for layer in chosen
         ]
         total, done = sum(len(r.layer.weights) for r in reports), 0
-        for report in reports:
-            layer = report.layer
-            for ref in layer.weights:
-                if progress is not None:
-                    progress("reading", done, total)
-                done += 1
-                values = ref.read()
-                blocks = None
-                if gates and layer.supported:
-                    blocks = gate_stats(values, layer.cell, ref.role, layer.units)
-                report.weights.append(WeightReport(ref, weight_stats(values), blocks))
-                del values  # one dataset in memory at a time
+        beside = SerialWorker()  # its thread starts with the first large weight, if any
+        try:
+            for report in reports:
+                layer = report.layer
+                for ref in layer.weights:
+                    if progress is not None:
+                        progress("reading", done, total)
+                    done += 1
+                    values = ref.read()
+                    entry = WeightReport(ref, {})
+                    report.weights.append(entry)
+                    count = _counter(entry, values, gates and layer.supported, layer)
+                    if values.size >= _BESIDE:
+                        beside.submit(count)  # while the next weight is read
+                    else:
+                        count()
+                    del values, count  # at most this one and the next in memory
+            beside.finish()
+        finally:
+            beside.close()
         session.settle()  # the archive's CRC, taken beside the reading
     return InspectResult(model, reports)
+
+
+# From this many values a weight's statistics are taken on a helper thread while the next
+# weight is read: reading lets go of the interpreter, so the two overlap on two cores. Small
+# weights are counted at once (a thread would cost more than it saves).
+_BESIDE = 1 << 20
+
+
+def _counter(
+    entry: WeightReport, values: np.ndarray, gates: bool, layer: Layer
+) -> Callable[[], None]:
+    """What fills ``entry`` with the statistics of ``values`` (and per gate when asked)."""
+
+    def count() -> None:
+        entry.stats = weight_stats(values)
+        if gates:
+            entry.gates = gate_stats(values, layer.cell, entry.ref.role, layer.units)
+
+    return count
