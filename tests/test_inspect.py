@@ -242,3 +242,20 @@ def test_console_script_is_installed():
     assert out.returncode == 0
     for command in ("inspect",):
         assert command in out.stdout
+
+
+def test_statistics_taken_beside_the_reading_are_the_same(monkeypatch):
+    import bilstm_cli as bl
+    from bilstm_cli.ops import inspect as inspect_op
+
+    path = str(FIXTURES / "k3_functional_mixed.keras")
+    inline = bl.inspect(path, gates=True).to_dict()
+    monkeypatch.setattr(inspect_op, "_BESIDE", 0)  # every weight on the helper thread
+    assert bl.inspect(path, gates=True).to_dict() == inline
+
+    def broken(values):
+        raise RuntimeError("statistics failed")
+
+    monkeypatch.setattr(inspect_op, "weight_stats", broken)
+    with pytest.raises(RuntimeError, match="statistics failed"):
+        bl.inspect(path)
