@@ -130,3 +130,21 @@ def test_general_writer_relies_on_the_crc_its_extraction_checked(tmp_path, monke
     run = _run("init", str(bad), "-o", str(tmp_path / "p.keras"), "--init", "kernel=zeros")
     assert run.returncode == 3 and "damaged" in run.stderr, run.stderr
     assert not (tmp_path / "p.keras").exists()
+
+
+def test_a_crc_taken_beside_the_reading_still_refuses(tmp_path, monkeypatch):
+    """Members from a few MiB up have their CRC taken on a helper thread while the command
+    reads (read-only commands, a transplant's donor): it is settled before anything is
+    reported or written."""
+    monkeypatch.setattr(archive, "_BESIDE_BYTES", 0)
+    p = _bitrot(tmp_path)
+    with pytest.raises(InputError, match="CRC mismatch"):
+        bl.inspect(str(p))
+    with pytest.raises(InputError, match="CRC mismatch"):
+        bl.diff(str(p), str(KERAS))
+    out = tmp_path / "out.keras"
+    with pytest.raises(InputError, match="CRC mismatch"):
+        bl.apply(bl.plan_transplant(str(p), str(KERAS)), str(out))
+    assert not out.exists()
+    # and a sound file goes through the same path
+    assert bl.diff(str(KERAS), str(KERAS)).identical

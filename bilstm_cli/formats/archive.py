@@ -38,6 +38,11 @@ MAX_MEMBERS = 100_000
 _LOCAL_HEADER = struct.Struct("<4s5H3L2H")
 
 
+# From this size a member's CRC may be taken on a helper thread (base.Session); a smaller one
+# is read at once, in less time than starting a thread takes.
+_BESIDE_BYTES = 4 * 1024**2
+
+
 class _ReadError(Exception):
     """Reading a member of the source archive failed."""
 
@@ -266,7 +271,11 @@ class KerasArchive:
                 "read it whole)"
             )
             return
-        if key is not None and session.crc_checked_beside(self.path):
+        if (
+            key is not None
+            and info.file_size >= _BESIDE_BYTES
+            and session.crc_checked_beside(self.path)
+        ):
             path = self.path
             session.check_beside("crc", key, lambda: check_member_crc(path, start, info))
             return

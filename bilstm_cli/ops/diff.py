@@ -11,7 +11,7 @@ import numpy as np
 
 from bilstm_cli import formats
 from bilstm_cli.cells.blocks import gate_blocks, gate_mask, parse_gates
-from bilstm_cli.concurrency import in_parallel
+from bilstm_cli.concurrency import SerialWorker
 from bilstm_cli.errors import UsageError
 from bilstm_cli.formats import Session
 from bilstm_cli.model import Layer, Model
@@ -146,7 +146,11 @@ def diff(
             only_b: list[Layer] = []
         else:
             paired, only_a, only_b = _paired(layers_a, layers_b, by)
-        out = [_layer_diff(la, lb, targets, gates) for la, lb in paired]
+        helper = SerialWorker()  # each pair's statistics, beside its comparison
+        try:
+            out = [_layer_diff(la, lb, targets, gates, helper) for la, lb in paired]
+        finally:
+            helper.close()
         session.settle()  # the archives' CRCs, taken beside the reading
         layouts = [getattr(m, "layout", None) for m in (model_a, model_b)]
         if any(layouts):  # another framework's file: compared once converted
@@ -205,6 +209,7 @@ def _layer_diff(
     lb: Layer,
     targets: list[Any],
     with_gates: bool,
+    helper: SerialWorker,
 ) -> LayerDiff:
     result = LayerDiff(la.name, la.cell, "same", name_b=lb.name)
     if la.cell != lb.cell or la.units != lb.units:
@@ -242,7 +247,7 @@ def _layer_diff(
         for gate, mask in masks:
             xa, xb = _masked(a, mask), _masked(b, mask)
             # The comparison on this thread, both sides' statistics on the other core.
-            (stats_a, stats_b), (equal, max_abs, max_rel) = in_parallel(
+            (stats_a, stats_b), (equal, max_abs, max_rel) = helper.beside(
                 partial(_both_stats, xa, xb), partial(_compare, xa, xb)
             )
             if not equal:
