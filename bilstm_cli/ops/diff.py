@@ -48,6 +48,8 @@ def _compare(a: np.ndarray, b: np.ndarray) -> tuple[bool, float, float]:
     """
     x, y = _native(np.asarray(a)).ravel(), _native(np.asarray(b)).ravel()
     equal = x.dtype == y.dtype and x.shape == y.shape
+    # Bits compared as unsigned integers of the same width, in place (NaN equals itself).
+    bits = np.dtype(f"u{x.dtype.itemsize}") if x.dtype.itemsize in (1, 2, 4, 8) else None
     max_abs = scale = 0.0
     # Per chunk: the largest d / size where it is finite (d = |x − y|, size = max(|x|, |y|))
     # and the smallest size. Once the floor is known, a chunk whose sizes all reach it has
@@ -58,7 +60,10 @@ def _compare(a: np.ndarray, b: np.ndarray) -> tuple[bool, float, float]:
         for start in range(0, x.size, _CHUNK):
             xs, ys = x[start : start + _CHUNK], y[start : start + _CHUNK]
             if equal:
-                equal = xs.tobytes() == ys.tobytes()
+                if bits is not None:
+                    equal = bool(np.array_equal(xs.view(bits), ys.view(bits)))
+                else:
+                    equal = xs.tobytes() == ys.tobytes()
             d, size = _chunk(xs, ys, work)
             top, big = float(d.max()), float(size.max())
             if math.isfinite(top) and math.isfinite(big):  # every entry finite
