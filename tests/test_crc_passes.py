@@ -148,3 +148,29 @@ def test_a_crc_taken_beside_the_reading_still_refuses(tmp_path, monkeypatch):
     assert not out.exists()
     # and a sound file goes through the same path
     assert bl.diff(str(KERAS), str(KERAS)).identical
+
+
+def test_an_input_changed_while_its_crc_is_taken_is_refused(tmp_path, monkeypatch):
+    """The input's CRC is taken beside the work; if the file changes meanwhile, what was read
+    for it may not be what was copied, so the write is refused and nothing is left."""
+    import os
+    import shutil
+
+    from bilstm_cli.formats import staging
+
+    p = tmp_path / "in.keras"
+    shutil.copyfile(KERAS, p)
+    real = staging.piece_crcs
+
+    def touched(path, parts):
+        crcs = real(path, parts)
+        st = os.stat(path)
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+        return crcs
+
+    monkeypatch.setattr(staging, "piece_crcs", touched)
+    out = tmp_path / "out.keras"
+    with pytest.raises(InputError, match="changed while it was being copied"):
+        bl.apply(bl.plan_init(str(p), init=["kernel=zeros"], seed=1), str(out))
+    assert not out.exists()
+    assert [q.name for q in tmp_path.iterdir()] == ["in.keras"]

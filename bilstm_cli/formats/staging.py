@@ -100,7 +100,10 @@ class StagedWrite:
         self._seal_error: OSError | None = None
         # An archive member's pieces with the input's CRC of each, and of each span written.
         self._kept: dict[tuple[int, int], int] = {}
-        self._input_crc: tuple[list[tuple[int, int]], Background[list[int]]] | None = None
+        # While the copy's CRC pass runs: its pieces, the pass, the input's state before it.
+        self._input_crc: (
+            tuple[list[tuple[int, int]], Background[list[int]], tuple[object, ...]] | None
+        ) = None
         self._new_crc: dict[tuple[int, int], int] = {}
 
     @property
@@ -205,7 +208,7 @@ class StagedWrite:
             # Read on the other core while the work goes on: finish() waits for it, and
             # nothing made from the input is finished before its CRC is known to match.
             parts = pieces(member, spans)
-            self._input_crc = (parts, Background(lambda: piece_crcs(source, parts)))
+            self._input_crc = (parts, Background(lambda: piece_crcs(source, parts)), before)
         copy_around(source, self.staged_path, spans)
         if path_identity(source) != before:
             raise InputError(f"{source}: changed while it was being copied; try again")
@@ -219,8 +222,12 @@ class StagedWrite:
         if self._input_crc is None:
             return
         assert self._member is not None
-        (parts, pending), self._input_crc = self._input_crc, None
+        (parts, pending, before), self._input_crc = self._input_crc, None
         crcs = pending.result()
+        if path_identity(self.model.path) != before:
+            # What was read for the CRC may not be what was copied: the output's CRC,
+            # derived from it, would not hold.
+            raise InputError(f"{self.model.path}: changed while it was being copied; try again")
         self._kept = dict(zip(parts, crcs))
         if crc.joined((c, p[1]) for p, c in zip(parts, crcs)) != self._member.crc:
             raise InputError(
