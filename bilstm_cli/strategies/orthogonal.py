@@ -68,6 +68,9 @@ def _qr(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     except (ImportError, AttributeError):
         q, r = np.linalg.qr(a)
         return q, np.diagonal(r).copy()
+    # The factorization is written into its input: it must be this very float64 array, not
+    # a converted copy of it.
+    a = np.require(a, np.float64, ["C", "W"])
     tau = factor(a, signature="d->d")  # a now holds R in its upper triangle
     q = expand(a, tau, signature="dd->d")
     return q, np.diagonal(a).copy()
