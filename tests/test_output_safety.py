@@ -362,6 +362,8 @@ def _interrupt_at_staging(tmp_path: Path, model: Path, suffix: str, signum: int)
 def test_ctrl_c_exits_130_and_cleans_up(tmp_path, big, suffix):
     """Also when the signal lands inside h5py reading an archive member, which used to turn
     it into 'the HDF5 data cannot be opened' (exit 3)."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        pytest.skip("Ctrl-C is ignored here (started in the background), and so by the tool")
     if _interrupt_at_staging(tmp_path, big[suffix], suffix, signal.SIGINT) == 0:
         pytest.skip("every write finished before the signal arrived")
 

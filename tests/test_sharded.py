@@ -322,6 +322,8 @@ def big_sharded(folder: Path, units: int = 512, inputs: int = 256) -> Path:
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_an_interrupted_write_leaves_the_whole_set_or_nothing(tmp_path, signum):
+    if signum == signal.SIGINT and signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        pytest.skip("Ctrl-C is ignored here (started in the background), and so by the tool")
     source = big_sharded(tmp_path / "in")
     hit = 0
     # A busy machine can let a whole write pass between two looks: more rounds if none landed.
