@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from bilstm_cli.concurrency import Background
 from bilstm_cli.errors import InputError
 
 if TYPE_CHECKING:
@@ -92,8 +93,6 @@ class Session:
         protects; :meth:`settle` waits for it and raises what it found."""
         if (check, *key) in self._owed or (check, *key) in self.checked:
             return
-        from bilstm_cli.concurrency import Background
-
         self._owed[(check, *key)] = Background(run).result
 
     def settle(self) -> None:

@@ -124,6 +124,16 @@ class H5Reader:
         f, span = opened.__enter__()
         self._adopt(path, f, span, lambda: opened.__exit__(None, None, None))
 
+    @classmethod
+    def over(
+        cls, path: str, f: h5py.File, span: Span | None, close: Callable[[], object]
+    ) -> H5Reader:
+        """A reader over the already open ``f`` (``span``: where its archive member lies);
+        ``close`` is called when the reader is closed."""
+        reader = cls.__new__(cls)
+        reader._adopt(path, f, span, close)
+        return reader
+
     def _adopt(
         self, path: str, f: h5py.File, span: Span | None, close: Callable[[], object]
     ) -> None:
@@ -160,10 +170,8 @@ def open_model(
     except BaseException:
         opened.__exit__(None, None, None)
         raise
-    reader = H5Reader.__new__(H5Reader)
     span = archive.weights_span if archive else None
-    reader._adopt(path, f, span, lambda: opened.__exit__(None, None, None))
-    model.bind(reader)
+    model.bind(H5Reader.over(path, f, span, lambda: opened.__exit__(None, None, None)))
     return model
 
 
