@@ -509,9 +509,12 @@ def test_interrupted_while_a_helper_thread_starts(tmp_path, monkeypatch, command
     before it is started"). The command still ends as an interruption and cleans up."""
     import threading
 
+    from bilstm_cli import concurrency
+
     def interrupted_start(self):
         raise KeyboardInterrupt
 
+    monkeypatch.setattr(concurrency, "_idle", [])  # no helper kept from earlier work
     monkeypatch.setattr(threading.Thread, "start", interrupted_start)
     out = tmp_path / "out.keras"
     if command == "init":

@@ -21,7 +21,6 @@ import os
 import shutil
 import signal
 import stat
-import threading
 import zlib
 from collections.abc import Sequence
 from typing import Any
@@ -95,7 +94,7 @@ class StagedWrite:
         self._source_span: Span | None = None
         self._fd: int | None = None
         # The finishing pass (member CRC, flush to disk) running while the copy is verified.
-        self._sealing: tuple[int, threading.Thread] | None = None
+        self._sealing: tuple[int, Background[None]] | None = None
         self._seal_crc: int | None = None
         self._seal_error: OSError | None = None
         # An archive member's pieces with the input's CRC of each, and of each span written.
@@ -338,11 +337,11 @@ class StagedWrite:
         # The flush to disk needs nothing from the caller: a helper thread does it while the
         # copy is verified, and seal() (or commit()) waits for it, writes the CRC into the
         # zip headers and reports failures.
-        # The thread is handed the descriptor only once it has surely started: a signal can
-        # interrupt start(), and a thread that never started cannot be waited for.
-        thread = threading.Thread(target=self._seal_pass, args=(self._fd,), daemon=True)
-        thread.start()
-        self._sealing, self._fd = (self._fd, thread), None
+        # The descriptor moves to the pass only once the pass was surely handed over: a signal
+        # can interrupt starting a helper, and work never handed over cannot be waited for.
+        fd = self._fd
+        sealing = Background(lambda: self._seal_pass(fd))
+        self._sealing, self._fd = (fd, sealing), None
         start = self._member.data_offset if self._member is not None else 0
         key = path_identity(self.staged_path, start)
         if self._member is not None:
@@ -380,9 +379,9 @@ class StagedWrite:
         that too. After this the staged file is complete, as it will be renamed."""
         if self._sealing is None:
             return
-        fd, thread = self._sealing
+        fd, sealing = self._sealing
         self._sealing = None
-        thread.join()
+        sealing.wait()
         try:
             if self._seal_error is not None:
                 raise self._seal_error
@@ -398,9 +397,9 @@ class StagedWrite:
     def _abandon_seal(self) -> None:
         if self._sealing is None:
             return
-        fd, thread = self._sealing
+        fd, sealing = self._sealing
         self._sealing = None
-        thread.join()
+        sealing.wait()
         with contextlib.suppress(OSError):
             os.close(fd)
 

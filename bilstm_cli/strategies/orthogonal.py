@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import contextvars
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 import numpy as np
 
 from bilstm_cli.cells.blocks import CELL_GATES, gate_blocks, selected_blocks
+from bilstm_cli.concurrency import each
 from bilstm_cli.errors import UsageError
 from bilstm_cli.stats import orthogonality_error
 from bilstm_cli.strategies.checks import Fact, fmt, orth_tolerance
@@ -26,11 +25,7 @@ def _each_block(work: Callable[[int], T], count: int) -> list[T]:
     block's numbers come from its own stream and its own factorization, so the results are
     the same bits whatever the number of threads. Each runs in a copy of the caller's
     context, so NumPy's error state (``np.errstate``) holds in the threads as well."""
-    if count <= 1 or WORKERS <= 1:
-        return [work(b) for b in range(count)]
-    contexts = [contextvars.copy_context() for _ in range(count)]
-    with ThreadPoolExecutor(max_workers=min(WORKERS, count)) as pool:
-        return list(pool.map(lambda b: contexts[b].run(work, b), range(count)))
+    return each(work, count, WORKERS)
 
 
 def _tall_shape(rows: int, cols: int) -> tuple[int, int]:

@@ -9,9 +9,10 @@ on :data:`WORKERS`.
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+
+from bilstm_cli.concurrency import each
 
 #: Elements per independently seeded chunk of the flattened array (part of the seed contract).
 CHUNK_SIZE: int = 1 << 18
@@ -145,16 +146,5 @@ def draw(
     flat = out.reshape(-1)
     cols = int(shape[-1]) if shape else 1
     n_chunks = -(-flat.size // CHUNK_SIZE)
-    workers = min(WORKERS, n_chunks)
-    if workers <= 1:
-        for k in range(n_chunks):
-            _draw_chunk(kind, flat, k, seed, scale, shift, cols)
-    else:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            futures = [
-                pool.submit(_draw_chunk, kind, flat, k, seed, scale, shift, cols)
-                for k in range(n_chunks)
-            ]
-            for f in futures:
-                f.result()
+    each(lambda k: _draw_chunk(kind, flat, k, seed, scale, shift, cols), n_chunks, WORKERS)
     return out
