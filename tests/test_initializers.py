@@ -597,3 +597,33 @@ def test_normal_sampler_is_standard_normal(dtype, size) -> None:
     pairs = np.corrcoef(out[: size - half].astype(np.float64), out[half:].astype(np.float64))
     assert abs(pairs[0, 1]) < 5 / math.sqrt(size // 2)
     assert np.mean(np.abs(z) > 2.0) == pytest.approx(0.0455, abs=0.002)
+
+
+@given(
+    count=st.integers(1, 3000),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_uniforms_are_numpys_own(count: int, dtype: type, seed: int) -> None:
+    """The uniforms made from raw outputs are the bits NumPy's own ``random`` gives, for odd
+    and even counts, and a second draw goes on where NumPy's would (after even float32
+    counts, the only ones drawn before another)."""
+    ours, theirs = (np.random.Generator(np.random.SFC64(seed)) for _ in range(2))
+    for n in (count + count % 2, count):  # an even draw, then any
+        got = np.empty(n, dtype=dtype)
+        sampling.uniforms(ours, got)
+        np.testing.assert_array_equal(got, theirs.random(n, dtype=dtype))
+
+
+@given(count=st.integers(1, 2000), dtype=st.sampled_from([np.float32, np.float64]))
+def test_normals_draw_the_radii_then_the_angles(count: int, dtype: type) -> None:
+    """Box–Muller takes the radii's uniforms first from the stream, then the angles', as
+    NumPy's ``random`` would draw them one after the other."""
+    ours, theirs = (np.random.Generator(np.random.SFC64(99)) for _ in range(2))
+    got = np.empty(count, dtype=dtype)
+    sampling.standard_normal(ours, got)
+    half = (count + 1) // 2
+    radius = np.sqrt(dtype(-2.0) * np.log(dtype(1.0) - theirs.random(half, dtype=dtype)))
+    angle = theirs.random(half, dtype=dtype) * dtype(2.0 * math.pi)
+    want = np.concatenate([np.cos(angle) * radius, (np.sin(angle) * radius)[: count - half]])
+    np.testing.assert_array_equal(got, want)

@@ -69,16 +69,40 @@ def _affine(buf: np.ndarray, start: int, scale: Affine, shift: Affine, cols: int
         tail += sh[: tail.size]
 
 
+def uniforms(rng: np.random.Generator, out: np.ndarray) -> None:
+    """Fill the 1-D float32/float64 array ``out`` with the very numbers ``rng.random(out.size,
+    dtype=out.dtype)`` gives, made from the bit generator's raw 64-bit outputs in a few array
+    operations rather than one call per number: twice as fast. NumPy makes a float64 from the
+    top 53 bits of a raw output, and a float32 from the top 24 bits of a 32-bit half, the low
+    half first.
+
+    Valid from a stream that has only been drawn from this way: NumPy keeps the unused high
+    half of a float32 draw for the next one, which this leaves unused, so drawing an odd
+    number of float32 values is only right as a stream's last draw.
+    """
+    if out.dtype == np.float64:
+        raw = rng.bit_generator.random_raw(out.size)
+        raw >>= np.uint64(11)
+        np.multiply(raw, 2.0**-53, out=out)
+        return
+    halves = rng.bit_generator.random_raw((out.size + 1) // 2).astype("<u8", copy=False)
+    bits = halves.view("<u4")[: out.size]
+    bits >>= np.uint32(8)
+    np.multiply(bits, np.float32(2.0**-24), out=out, dtype=np.float32)
+
+
 def standard_normal(rng: np.random.Generator, out: np.ndarray) -> None:
     """Fill the 1-D float32/float64 array ``out`` with standard normal draws: the Box–Muller
     transform of the generator's uniforms. Each pair (u, v) gives r·cos θ and r·sin θ, with
     r = √(−2 ln(1 − u)) and θ = 2πv, two independent standard normals. Exact in distribution,
     and with NumPy's vectorized log, sqrt, cos and sin about twice as fast as its own normal
-    sampler, which matters when a command draws millions of them."""
+    sampler, which matters when a command draws millions of them. The radii's uniforms come
+    first from the stream, then the angles': an even count in all, so the stream can go on."""
     dtype = out.dtype.type
     half = (out.size + 1) // 2
-    radius = rng.random(half, dtype=dtype)
-    angle = rng.random(half, dtype=dtype)
+    both = np.empty(2 * half, dtype=dtype)
+    uniforms(rng, both)
+    radius, angle = both[:half], both[half:]
     np.subtract(dtype(1.0), radius, out=radius)  # (0, 1]: the logarithm stays finite
     np.log(radius, out=radius)
     np.multiply(radius, dtype(-2.0), out=radius)
@@ -113,7 +137,7 @@ def _draw_chunk(
     buf = flat[start : start + CHUNK_SIZE]
     rng = stream(seed, k)
     if kind == "uniform":
-        rng.random(out=buf, dtype=buf.dtype)
+        uniforms(rng, buf)  # the chunk's stream draws nothing after this
     else:
         standard_normal(rng, buf)
         if kind == "truncated_normal":
