@@ -100,8 +100,8 @@ def _chunk(xs: np.ndarray, ys: np.ndarray, work: np.ndarray) -> tuple[np.ndarray
     return d, np.maximum(x64, y64, out=x64)
 
 
-def _both_stats(a: np.ndarray, b: np.ndarray) -> tuple[dict[str, Any], dict[str, Any]]:
-    return weight_stats(a), weight_stats(b)
+def _fill_stats(entry: WeightDiff, a: np.ndarray, b: np.ndarray) -> None:
+    entry.stats_a, entry.stats_b = weight_stats(a), weight_stats(b)
 
 
 def _masked(values: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
@@ -154,6 +154,7 @@ def diff(
         helper = SerialWorker()  # each pair's statistics, beside its comparison
         try:
             out = [_layer_diff(la, lb, targets, gates, helper) for la, lb in paired]
+            helper.finish()  # every pair's statistics are in
         finally:
             helper.close()
         session.settle()  # the archives' CRCs, taken beside the reading
@@ -251,26 +252,14 @@ def _layer_diff(
             ]
         for gate, mask in masks:
             xa, xb = _masked(a, mask), _masked(b, mask)
-            # The comparison on this thread, both sides' statistics on the other core.
-            (stats_a, stats_b), (equal, max_abs, max_rel) = helper.beside(
-                partial(_both_stats, xa, xb), partial(_compare, xa, xb)
-            )
-            if not equal:
+            entry = WeightDiff(ra.direction, ra.role, gate, True, xa.shape, xb.shape)
+            result.weights.append(entry)
+            # Both sides' statistics on the other core, while this thread compares them and
+            # then reads the next pair: at most two pairs are held, this one and the next.
+            helper.submit(partial(_fill_stats, entry, xa, xb))
+            entry.equal, entry.max_abs, entry.max_rel = _compare(xa, xb)
+            if not entry.equal:
                 result.status = "different"
-            result.weights.append(
-                WeightDiff(
-                    ra.direction,
-                    ra.role,
-                    gate,
-                    equal,
-                    xa.shape,
-                    xb.shape,
-                    max_abs,
-                    max_rel,
-                    stats_a,
-                    stats_b,
-                )
-            )
             del xa, xb
         del a, b  # one weight pair in memory at a time
     return result
