@@ -5,11 +5,13 @@ from __future__ import annotations
 import math
 import zipfile
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import h5py
 import numpy as np
 
+from bilstm_cli.concurrency import SerialWorker
 from bilstm_cli.errors import InputError, first_line
 from bilstm_cli.formats import h5heaps, h5safe
 from bilstm_cli.formats.archive import WEIGHTS_H5
@@ -81,6 +83,16 @@ def compare_weights(
     walk.not_as_written = not_as_written
     walk.copied = copied
     walk.span = span
+    try:
+        _walk_trees(before, after, walk)
+        walk.helper.finish()  # every written dataset read back is checked
+    finally:
+        walk.helper.close()
+    return walk.seen
+
+
+def _walk_trees(before: h5py.Group, after: h5py.Group, walk: _Walk) -> None:
+    problems = walk.problems
     stack = [""]
     visited = 0
     while stack and len(problems) < MAX_PROBLEMS:
@@ -107,7 +119,6 @@ def compare_weights(
                 _compare_child(g1, g2, name, child, walk, stack)
             except (OSError, RuntimeError, KeyError, ValueError, TypeError, InputError) as exc:
                 raise _Damaged(child, exc) from None
-    return walk.seen
 
 
 class _Walk:
@@ -130,6 +141,21 @@ class _Walk:
         self.copied: Copied | None = None
         self.span: Span | None = None  # where the new file's weights lie, if read directly
         self._done: set[Any] = set()
+        # Written datasets, once read back, are checked on the other core while the walk
+        # reads on: one at a time, in the order read, so at most two are held.
+        self.helper = SerialWorker()
+
+    def check_written(self, path: str, child: str, values: np.ndarray) -> None:
+        self.helper.submit(partial(self._check_written, path, child, values))
+
+    def _check_written(self, path: str, child: str, values: np.ndarray) -> None:
+        if digest(values) != self.written[path]:
+            self.not_as_written.append(f"dataset '{path}' does not hold the intended values")
+        elif self.on_written is not None:
+            try:
+                self.on_written(path, values)
+            except (OSError, RuntimeError, KeyError, ValueError, TypeError, InputError) as exc:
+                raise _Damaged(child, exc) from None
 
     def first_visit(self, obj: h5py.HLObject) -> bool:
         key = h5safe.object_key(obj)
@@ -175,7 +201,7 @@ def _compare_child(
             # A dataset reached by another name than the one it was written at is still it.
             path = walk.written_at.get(h5safe.object_key(o2), child)
             walk.seen.add(path)
-            _compare_dataset(path, o1, o2, walk)
+            _compare_dataset(path, child, o1, o2, walk)
     elif isinstance(o1, h5py.Datatype) and isinstance(o2, h5py.Datatype):
         if o1.dtype != o2.dtype or not _same_attrs(o1, o2):
             walk.problems.append(f"named datatype '{child}' changed")
@@ -183,8 +209,10 @@ def _compare_child(
         walk.problems.append(f"'{child}' changed kind")
 
 
-def _compare_dataset(path: str, d1: h5py.Dataset, d2: h5py.Dataset, walk: _Walk) -> None:
-    written, problems, on_written = walk.written, walk.problems, walk.on_written
+def _compare_dataset(
+    path: str, child: str, d1: h5py.Dataset, d2: h5py.Dataset, walk: _Walk
+) -> None:
+    written, problems = walk.written, walk.problems
     if d1.shape != d2.shape or d1.dtype != d2.dtype:
         problems.append(f"dataset '{path}' changed shape or dtype")
         return
@@ -195,11 +223,7 @@ def _compare_dataset(path: str, d1: h5py.Dataset, d2: h5py.Dataset, walk: _Walk)
     if d1.external or d1.is_virtual:
         return  # never read data from elsewhere; the reader already refused such weights
     if path in written:
-        values = read_values(d2, path, walk.span)  # as the reader gives them
-        if digest(values) != written[path]:
-            walk.not_as_written.append(f"dataset '{path}' does not hold the intended values")
-        elif on_written is not None:
-            on_written(path, values)
+        walk.check_written(path, child, read_values(d2, path, walk.span))  # as read
         return
     if walk.copied is not None:
         span = dataset_span(d1)
