@@ -143,3 +143,18 @@ def test_a_forked_child_starts_helpers_of_its_own() -> None:
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, (4 << 20) // 4 - 1, (4 << 20) // 4, 3_000_001])
+def test_a_fingerprint_taken_in_two_halves_is_the_whole_crc(n: int) -> None:
+    """Large arrays are fingerprinted as two halves on two cores; the CRC joined from them is
+    the CRC of the whole, whatever the length (odd ones included)."""
+    import zlib
+
+    from bilstm_cli.formats.base import digest
+
+    values = np.random.default_rng(n).standard_normal(n).astype(np.float32)
+    assert digest(values) == f"<f4({n},):{zlib.crc32(values.tobytes()):08x}"
+    strided = np.random.default_rng(1).standard_normal((1024, 2048)).astype(np.float32)[:, ::2]
+    whole = zlib.crc32(np.ascontiguousarray(strided).tobytes())
+    assert digest(strided).endswith(f":{whole:08x}")
