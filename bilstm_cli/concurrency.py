@@ -111,7 +111,8 @@ def each(work: Callable[[int], T], count: int, workers: int) -> list[T]:
     """``[work(i) for i in range(count)]``, spread over this thread and up to ``workers - 1``
     helpers, which take the next ``i`` as they become free. Each call runs in a copy of the
     caller's context, so NumPy's error state (``np.errstate``) holds there too. After a
-    failure no new call starts; the first failure is raised here once every thread is done."""
+    failure no new call starts; the first failure is raised here once every thread is done
+    (at once if this thread is interrupted while it waits)."""
     base = contextvars.copy_context()
 
     def one(i: int) -> T:
@@ -133,12 +134,16 @@ def each(work: Callable[[int], T], count: int, workers: int) -> list[T]:
                 failed.append(exc)
                 return
 
-    helpers = [Background(drain) for _ in range(min(workers, count) - 1)]
+    helpers: list[Background[None]] = []
     try:
+        for _ in range(min(workers, count) - 1):
+            helpers.append(Background(drain))
         drain()
-    finally:
         for helper in helpers:
             helper.wait()
+    except BaseException as exc:  # interrupted while starting or waiting: the helpers
+        failed.append(exc)  # finish the call in hand and take no other
+        raise
     if failed:
         raise failed[0]
     return results
