@@ -71,10 +71,10 @@ def _affine(buf: np.ndarray, start: int, scale: Affine, shift: Affine, cols: int
 
 def uniforms(rng: np.random.Generator, out: np.ndarray) -> None:
     """Fill the 1-D float32/float64 array ``out`` with the very numbers ``rng.random(out.size,
-    dtype=out.dtype)`` gives, made from the bit generator's raw 64-bit outputs in a few array
-    operations rather than one call per number: twice as fast. NumPy makes a float64 from the
-    top 53 bits of a raw output, and a float32 from the top 24 bits of a 32-bit half, the low
-    half first.
+    dtype=out.dtype)`` gives for a generator of :func:`stream` (SFC64), made from the bit
+    generator's raw 64-bit outputs in a few array operations rather than one call per number:
+    twice as fast. NumPy makes a float64 from the top 53 bits of a raw output, and a float32
+    from the top 24 bits of a 32-bit half, the low half first.
 
     Valid from a stream that has only been drawn from this way: NumPy keeps the unused high
     half of a float32 draw for the next one, which this leaves unused, so drawing an odd
