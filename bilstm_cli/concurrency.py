@@ -182,27 +182,11 @@ class SerialWorker:
                 del task  # let go of its weight before saying so
                 self._idle.release()
 
-    def beside(self, first: Callable[[], A], second: Callable[[], B]) -> tuple[A, B]:
-        """:func:`in_parallel` on this worker's thread, started once for many calls rather
-        than a new thread each time: ``first`` there, ``second`` here."""
-        box: list[A] = []
-        self.submit(lambda: box.append(first()))
-        try:
-            result = second()
-        except BaseException:
-            self._wait()
-            raise
-        self.finish()
-        return box[0], result
-
-    def _wait(self) -> None:
-        if self._thread is not None:
-            self._idle.acquire()
-            self._idle.release()
-
     def finish(self) -> None:
         """Wait for every task given so far; raise the first failure here."""
-        self._wait()  # the last task is done
+        if self._thread is not None:  # the last task is done once the lock is free
+            self._idle.acquire()
+            self._idle.release()
         if self._error is not None:
             raise self._error
 

@@ -86,7 +86,8 @@ class TensorFile(Protocol):
 
 
 def open_tensors(path: str, kind: str, session: Session) -> TensorFile:
-    """The tensors of the file at ``path``, of the framework :func:`kind_of` named."""
+    """The tensors of the file at ``path``, of the framework
+    :func:`~bilstm_cli.formats.foreign_kind.kind_of` named."""
     if kind == "npz":
         return NpzTensors(path)
     if kind == "safetensors":
