@@ -366,6 +366,8 @@ def test_a_conv_forward_pass_that_disagrees_fails_verification(tmp_path, monkeyp
         real(self, dataset, values + 1e-3 if dataset.endswith("vars/1") else values)
 
     monkeypatch.setattr(forward_check.ForwardChecks, "written", nudged)
+    # Run the written cells on what reaches them, never on their donor's outputs.
+    monkeypatch.setattr(forward_check._CellRun, "_mirrors_twin", lambda self: False)
     out = tmp_path / "o.keras"
     run = run_cli("transplant", DONOR_2D, TWO_D, "-o", out)
     assert run.exit_code == 1

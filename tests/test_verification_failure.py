@@ -99,8 +99,48 @@ def test_a_forward_pass_that_disagrees_fails_verification(tmp_path, monkeypatch)
         real(self, dataset, values + 1e-3 if dataset.endswith("vars/2") else values)
 
     monkeypatch.setattr(forward_check.ForwardChecks, "written", nudged)
+    # Run the written cells on what reaches them, never on their donor's outputs.
+    monkeypatch.setattr(forward_check._CellRun, "_mirrors_twin", lambda self: False)
     out = tmp_path / "o.keras"
     run = run_cli("transplant", DONOR, SRC, "-o", out)
     assert run.exit_code == 1
     assert "Bidirectional forward pass" in run.stderr and "should be 0" in run.stderr
     assert _leftovers(tmp_path) == []
+
+
+def _counted_recurrences(monkeypatch):
+    import bilstm_cli.ops.forward_check as forward_check
+
+    runs = []
+    real = forward_check._CellRun._recur
+
+    def counted(self, rk, bias):
+        runs.append(self)
+        real(self, rk, bias)
+
+    monkeypatch.setattr(forward_check._CellRun, "_recur", counted)
+    return runs
+
+
+def test_a_written_cell_equal_to_its_donor_takes_the_donor_outputs(tmp_path, monkeypatch):
+    donor = tmp_path / "donor.keras"
+    assert run_cli("init", SRC, "-o", donor, "--seed", "5").exit_code == 0
+    runs = _counted_recurrences(monkeypatch)
+    run = run_cli("transplant", donor, SRC, "-o", tmp_path / "o.keras", "--json")
+    assert run.exit_code == 0, run.stderr
+    passed = [c for c in run.json()["checks"] if c["check"] == "Bidirectional forward pass"]
+    assert passed and all(c["status"] == "passed" for c in passed)
+    # Same settings, weights moved whole and read back bit for bit: only the donor's two
+    # directions run per layer; each written cell would repeat the same arithmetic.
+    assert len(runs) == 2 * len(passed)
+
+
+def test_a_written_cell_with_other_settings_runs_itself(tmp_path, monkeypatch):
+    runs = _counted_recurrences(monkeypatch)
+    # A Keras 2 donor: its cells run under Keras 2's definitions (the cell settings say
+    # keras_major 2), the written ones under Keras 3's, so each side runs its own arithmetic.
+    run = run_cli("transplant", DONOR, SRC, "-o", tmp_path / "o.keras", "--json")
+    assert run.exit_code == 0, run.stderr
+    passed = [c for c in run.json()["checks"] if c["check"] == "Bidirectional forward pass"]
+    assert passed and all(c["status"] == "passed" for c in passed)
+    assert len(runs) == 4 * len(passed)

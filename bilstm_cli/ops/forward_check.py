@@ -58,7 +58,12 @@ class _CellRun:
     as each job reads them, the written ones as the verification walk reads them back. Roles
     nothing will feed (those not transplanted) are fetched from the file on the first feed.
     The kernel is handed to the arithmetic thread for projection at once; the recurrent
-    kernel waits at most for the bias, so a run holds about one weight, never a whole layer."""
+    kernel waits at most for the bias, so a run holds about one weight, never a whole layer.
+
+    A written cell whose weights are, bit for bit, the ones its donor cell ran on (each
+    role moved whole, read back and found equal to what was written) and whose settings
+    and probe are the donor's computes exactly what the donor's computed: it takes the
+    donor's outputs instead of running the same arithmetic a second time."""
 
     def __init__(
         self,
@@ -67,6 +72,8 @@ class _CellRun:
         fetch: Fetch,
         fed: set[str],
         work: SerialWorker,
+        twin: _CellRun | None = None,
+        datasets: dict[str, str] | None = None,
     ):
         self.x = x
         self.cfg = cfg
@@ -79,16 +86,44 @@ class _CellRun:
         self._output: np.ndarray | None = None  # set by the arithmetic thread
         self._started = False
         self._queued = False
+        # A donor run: the roles fed with the very values then written whole, and where.
+        self.written_as: dict[str, str] = {}
+        # A written run: its donor run, where each role is read back from, and the roles
+        # read back equal to what was written but not kept (the twin ran on them).
+        self._twin = twin
+        self._datasets = datasets or {}
+        self._mirrored: set[str] = set()
 
-    def feed(self, role: str, values: np.ndarray) -> None:
-        if self._queued or role not in self._needed or role in self._have:
+    def _mirrors_twin(self) -> bool:
+        """Whether this written run would repeat its donor run's arithmetic exactly."""
+        twin = self._twin
+        if twin is None or twin.cfg != self.cfg or twin.x is not self.x:
+            return False
+        if twin._needed != self._needed:
+            return False
+        return all(
+            role in self._datasets and twin.written_as.get(role) == self._datasets[role]
+            for role in self._needed
+        )
+
+    def feed_written(self, role: str, values: np.ndarray) -> None:
+        """``values`` for ``role`` as read back, already found equal to what was written."""
+        if role in self._needed and self._mirrors_twin():
+            self._mirrored.add(role)
             return
+        self.feed(role, values)
+
+    def feed(self, role: str, values: np.ndarray) -> bool:
+        """Run on ``values`` for ``role``; False when the run already has that role."""
+        if self._queued or role not in self._needed or role in self._have:
+            return False
         if not self._started:
             self._started = True
             for other in self._needed:
                 if other != role and other not in self._fed:
                     self._take(other, self._fetch(other))
         self._take(role, values)
+        return True
 
     def _take(self, role: str, values: Any) -> None:
         if role in self._have:
@@ -115,6 +150,8 @@ class _CellRun:
 
     def output(self) -> np.ndarray:
         """The cell's outputs; whatever was not fed by now is fetched."""
+        if self._twin is not None and self._mirrored.issuperset(self._needed):
+            return self._twin.output()
         for role in self._needed:
             if not self._queued and role not in self._have:
                 self.feed(role, self._fetch(role))
@@ -185,7 +222,7 @@ class ForwardChecks(Verifier):
             x = _probe_batch([donor_cfg, written_cfg], pair.source.refs["kernel"].shape[-2], seed=0)
             donor_run = self._donor_run(pair, x, donor_cfg)
             written_run = self._written_run(
-                pair.target, pair.direction, x, written_cfg, set(pair.roles)
+                pair.target, pair.direction, x, written_cfg, set(pair.roles), donor_run
             )
             self._entries.append(
                 _Probe(pair.label, "forward pass", pair, [donor_run], [written_run])
@@ -217,16 +254,18 @@ class ForwardChecks(Verifier):
             whole_pair = Pair(moved[0].source, t_layer, "both")
             whole_pair.complete = all(p.complete for p in moved)
             whole_pair.differences = [d for p in moved for d in p.differences]
+            donor_runs = [self._donor_run(p, x, cfg) for p, cfg in zip(ordered, donor_cfgs)]
+            written_runs = [
+                self._written_run(t_layer, p.direction, x, cfg, set(p.roles), twin)
+                for p, cfg, twin in zip(ordered, written_cfgs, donor_runs)
+            ]
             self._entries.append(
                 _Probe(
                     label,
                     "Bidirectional forward pass",
                     whole_pair,
-                    [self._donor_run(p, x, cfg) for p, cfg in zip(ordered, donor_cfgs)],
-                    [
-                        self._written_run(t_layer, p.direction, x, cfg, set(p.roles))
-                        for p, cfg in zip(ordered, written_cfgs)
-                    ],
+                    donor_runs,
+                    written_runs,
                     d_layer.merge_mode,
                 )
             )
@@ -250,7 +289,7 @@ class ForwardChecks(Verifier):
             return
         x = reference.probe_batch(pair.source.refs["kernel"].shape[0], seed=0)
         cfg = _cell_config(tgt, major, raw.reverse)
-        written = self._written_run(pair.target, pair.direction, x, cfg, set(pair.roles))
+        written = self._written_run(pair.target, pair.direction, x, cfg, set(pair.roles), None)
         reader = self.donor_reader
 
         def donor() -> np.ndarray:
@@ -288,6 +327,7 @@ class ForwardChecks(Verifier):
         x: np.ndarray,
         cfg: reference.CellConfig,
         fed: set[str],
+        twin: _CellRun | None,
     ) -> _CellRun:
         refs = {w.role: w for w in layer.weights if w.direction == direction}
 
@@ -297,7 +337,8 @@ class ForwardChecks(Verifier):
             dataset = refs[role].location
             return self._staged_weights().read(dataset)
 
-        run = _CellRun(x, cfg, fetch, fed, self._work)
+        datasets = {role: ref.location for role, ref in refs.items()}
+        run = _CellRun(x, cfg, fetch, fed, self._work, twin, datasets)
         for role, ref in refs.items():
             self._written_runs.setdefault(ref.location, []).append((run, role))
         return run
@@ -309,16 +350,21 @@ class ForwardChecks(Verifier):
         return self._staged_reader
 
     # Feeding, from the jobs (donor values) and from the verification walk (written values).
-    def donor_values(self, pair: Pair, role: str, values: np.ndarray) -> None:
+    def donor_values(
+        self, pair: Pair, role: str, values: np.ndarray, written_as: str | None = None
+    ) -> None:
+        """The donor's ``values`` for ``role``; ``written_as``: the dataset these very values
+        are written to, whole (not when only some gate blocks move)."""
         for run in self._donor_runs.get((id(pair), role), ()):
-            run.feed(role, values)
+            if run.feed(role, values) and written_as is not None:
+                run.written_as[role] = written_as
 
     def begin(self, staged_path: str) -> None:
         self._staged_path = staged_path
 
     def written(self, dataset: str, values: np.ndarray) -> None:
         for run, role in self._written_runs.get(dataset, ()):
-            run.feed(role, values)
+            run.feed_written(role, values)
 
     def checks(self) -> list[Check]:
         out = []

@@ -62,7 +62,7 @@ def _job(
                 f"({ref.location} in {pair.target.name}/{pair.direction})"
             )
         if forward is not None:  # the donor's cell runs on the values as the target holds them
-            forward.donor_values(pair, role, cast)
+            forward.donor_values(pair, role, cast, ref.location if whole else None)
         return cast
 
     equal = "bit for bit" + (f" as cast to {stored_as}" if cast_note else "")
