@@ -108,7 +108,9 @@ def test_a_forward_pass_that_disagrees_fails_verification(tmp_path, monkeypatch)
     assert _leftovers(tmp_path) == []
 
 
-def _counted_recurrences(monkeypatch):
+def _recurrences_per_pass(monkeypatch, donor, out):
+    """Transplant ``donor`` into SRC at ``out``; the cells run per Bidirectional forward pass,
+    each pass checked and passed."""
     import bilstm_cli.ops.forward_check as forward_check
 
     runs = []
@@ -119,28 +121,22 @@ def _counted_recurrences(monkeypatch):
         real(self, rk, bias)
 
     monkeypatch.setattr(forward_check._CellRun, "_recur", counted)
-    return runs
+    run = run_cli("transplant", donor, SRC, "-o", out, "--json")
+    assert run.exit_code == 0, run.stderr
+    passes = [c for c in run.json()["checks"] if c["check"] == "Bidirectional forward pass"]
+    assert passes and all(c["status"] == "passed" for c in passes)
+    return len(runs) / len(passes)
 
 
 def test_a_written_cell_equal_to_its_donor_takes_the_donor_outputs(tmp_path, monkeypatch):
     donor = tmp_path / "donor.keras"
     assert run_cli("init", SRC, "-o", donor, "--seed", "5").exit_code == 0
-    runs = _counted_recurrences(monkeypatch)
-    run = run_cli("transplant", donor, SRC, "-o", tmp_path / "o.keras", "--json")
-    assert run.exit_code == 0, run.stderr
-    passed = [c for c in run.json()["checks"] if c["check"] == "Bidirectional forward pass"]
-    assert passed and all(c["status"] == "passed" for c in passed)
     # Same settings, weights moved whole and read back bit for bit: only the donor's two
     # directions run per layer; each written cell would repeat the same arithmetic.
-    assert len(runs) == 2 * len(passed)
+    assert _recurrences_per_pass(monkeypatch, donor, tmp_path / "o.keras") == 2
 
 
 def test_a_written_cell_with_other_settings_runs_itself(tmp_path, monkeypatch):
-    runs = _counted_recurrences(monkeypatch)
     # A Keras 2 donor: its cells run under Keras 2's definitions (the cell settings say
     # keras_major 2), the written ones under Keras 3's, so each side runs its own arithmetic.
-    run = run_cli("transplant", DONOR, SRC, "-o", tmp_path / "o.keras", "--json")
-    assert run.exit_code == 0, run.stderr
-    passed = [c for c in run.json()["checks"] if c["check"] == "Bidirectional forward pass"]
-    assert passed and all(c["status"] == "passed" for c in passed)
-    assert len(runs) == 4 * len(passed)
+    assert _recurrences_per_pass(monkeypatch, DONOR, tmp_path / "o.keras") == 4
