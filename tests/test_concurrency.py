@@ -10,9 +10,12 @@ import threading
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bilstm_cli import concurrency
 from bilstm_cli.concurrency import Background, SerialWorker, each, in_parallel
+from bilstm_cli.formats import base
 
 
 def _helper_threads() -> int:
@@ -145,7 +148,10 @@ def test_a_forked_child_starts_helpers_of_its_own() -> None:
     assert os.waitstatus_to_exitcode(status) == 0
 
 
-@pytest.mark.parametrize("n", [0, 1, 7, (4 << 20) // 4 - 1, (4 << 20) // 4, 3_000_001])
+_SPLIT = base._SPLIT_DIGEST // 4  # float32 values
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, _SPLIT - 1, _SPLIT, _SPLIT + 3, 3_000_001])
 def test_a_fingerprint_taken_in_two_halves_is_the_whole_crc(n: int) -> None:
     """Large arrays are fingerprinted as two halves on two cores; the CRC joined from them is
     the CRC of the whole, whatever the length (odd ones included)."""
@@ -155,6 +161,46 @@ def test_a_fingerprint_taken_in_two_halves_is_the_whole_crc(n: int) -> None:
 
     values = np.random.default_rng(n).standard_normal(n).astype(np.float32)
     assert digest(values) == f"<f4({n},):{zlib.crc32(values.tobytes()):08x}"
-    strided = np.random.default_rng(1).standard_normal((1024, 2048)).astype(np.float32)[:, ::2]
+    rows = 2 * _SPLIT // 2048  # its every other column: as many values as the threshold
+    strided = np.random.default_rng(1).random((rows, 2048), dtype=np.float32)[:, ::2]
     whole = zlib.crc32(np.ascontiguousarray(strided).tobytes())
     assert digest(strided).endswith(f":{whole:08x}")
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.binary(max_size=5000), st.integers(0, 2**32 - 1))
+def test_the_crc32_used_is_zlibs(data: bytes, start: int) -> None:
+    import zlib
+
+    from bilstm_cli.formats import crc
+
+    assert crc.crc32(data, start) == zlib.crc32(data, start)
+    assert crc.crc32(memoryview(data)) == zlib.crc32(data)
+
+
+def test_without_zlib_ng_zlibs_own_crc32_is_used(monkeypatch) -> None:
+    import builtins
+    import zlib
+
+    from bilstm_cli.formats import crc
+
+    real_import = builtins.__import__
+
+    def no_zlib_ng(name, *args, **kwargs):
+        if name.startswith("zlib_ng"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_zlib_ng)
+    monkeypatch.setattr(crc, "_crc32", crc._pick())
+    assert crc._crc32 is zlib.crc32
+    assert crc.crc32(b"bilstm") == zlib.crc32(b"bilstm")
+
+
+def test_zlib_ngs_crc32_is_installed_and_used() -> None:
+    from zlib_ng import zlib_ng
+
+    from bilstm_cli.formats import crc
+
+    assert crc.crc32(b"bilstm") == zlib_ng.crc32(b"bilstm")
+    assert crc._crc32 is zlib_ng.crc32

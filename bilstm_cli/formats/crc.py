@@ -8,7 +8,29 @@ so far by x^(8n) modulo the polynomial.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import zlib
+from collections.abc import Callable, Iterable
+from typing import Any
+
+
+def _pick() -> Callable[..., int]:
+    """zlib-ng's CRC-32 (vectorized: about six times zlib's speed on weight-sized buffers on
+    x86-64), or zlib's where zlib-ng is not installed; the same numbers."""
+    try:
+        from zlib_ng.zlib_ng import crc32
+    except ImportError:
+        return zlib.crc32
+    return crc32
+
+
+_crc32 = _pick()
+
+
+def crc32(data: Any, value: int = 0) -> int:
+    """CRC-32 of the bytes of ``data`` (a buffer), continuing from ``value``: the number
+    ``zlib.crc32`` gives, by zlib-ng's implementation when it is installed."""
+    return _crc32(data, value)
+
 
 _POLY = 0xEDB88320  # x^32 + x^26 + ... + 1, bit-reversed as zip stores it
 _X0 = 1 << 31  # the polynomial 1 in that bit order

@@ -13,12 +13,12 @@ import errno
 import os
 import struct
 import zipfile
-import zlib
 from dataclasses import dataclass
 
 import h5py
 
 from bilstm_cli.errors import InputError
+from bilstm_cli.formats import crc
 
 _LOCAL = struct.Struct("<4s5H3L2H")  # local file header, 30 bytes
 _CENTRAL = struct.Struct("<4s6H3L5H2L")  # central directory header, 46 bytes
@@ -156,16 +156,17 @@ def pwrite_all(fd: int, data: memoryview, offset: int) -> None:
 
 
 def crc32_of(fd: int, offset: int, size: int) -> int:
-    crc = 0
-    block = 1 << 20
+    """The CRC-32 of ``size`` bytes at ``offset`` of ``fd``, read a block at a time."""
+    value = 0
+    buffer = memoryview(bytearray(min(1 << 20, max(size, 0))))
     while size > 0:
-        chunk = os.pread(fd, min(block, size), offset)
-        if not chunk:
+        got = os.preadv(fd, [buffer[: min(len(buffer), size)]], offset)
+        if not got:
             raise OSError("the staged archive is shorter than its member")
-        crc = zlib.crc32(chunk, crc)
-        offset += len(chunk)
-        size -= len(chunk)
-    return crc
+        value = crc.crc32(buffer[:got], value)
+        offset += got
+        size -= got
+    return value
 
 
 def patch_crc(fd: int, span: MemberSpan, crc: int) -> None:

@@ -21,7 +21,6 @@ import os
 import shutil
 import signal
 import stat
-import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -282,7 +281,7 @@ class StagedWrite:
                     # The fingerprint is the CRC-32 of the same bytes when no cast was needed.
                     same = stored.dtype == np.asarray(values).dtype
                     tag = self.written[dataset].rsplit(":", 1)[1]
-                    self._new_crc[(offset, length)] = int(tag, 16) if same else zlib.crc32(view)
+                    self._new_crc[(offset, length)] = int(tag, 16) if same else crc.crc32(view)
             except OSError as exc:
                 raise os_error(self.output, exc) from None
             return
