@@ -169,8 +169,8 @@ def crc32_of(fd: int, offset: int, size: int) -> int:
     return value
 
 
-def patch_crc(fd: int, span: MemberSpan, crc: int) -> None:
-    packed = struct.pack("<L", crc)
+def patch_crc(fd: int, span: MemberSpan, value: int) -> None:
+    packed = struct.pack("<L", value)
     pwrite_all(fd, memoryview(packed), span.local_header + LOCAL_CRC_AT)
     pwrite_all(fd, memoryview(packed), span.central_header + CENTRAL_CRC_AT)
 
