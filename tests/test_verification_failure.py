@@ -140,3 +140,16 @@ def test_a_written_cell_with_other_settings_runs_itself(tmp_path, monkeypatch):
     # A Keras 2 donor: its cells run under Keras 2's definitions (the cell settings say
     # keras_major 2), the written ones under Keras 3's, so each side runs its own arithmetic.
     assert _recurrences_per_pass(monkeypatch, DONOR, tmp_path / "o.keras") == 4
+
+
+def test_a_failed_flush_to_disk_is_an_output_error(tmp_path, monkeypatch):
+    import errno
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)  # the flush of the staged copy, on a helper
+    out = tmp_path / "o.keras"
+    run = run_cli("init", SRC, "-o", out, "--seed", "1")
+    assert run.exit_code == 4 and "no space left" in run.stderr, run.stderr
+    assert _leftovers(tmp_path) == []

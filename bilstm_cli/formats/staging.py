@@ -95,7 +95,6 @@ class StagedWrite:
         # The finishing pass (member CRC, flush to disk) running while the copy is verified.
         self._sealing: tuple[int, Background[None]] | None = None
         self._seal_crc: int | None = None
-        self._seal_error: OSError | None = None
         # An archive member's pieces with the input's CRC of each, and of each span written.
         self._kept: dict[tuple[int, int], int] = {}
         # While the copy's CRC pass runs: its pieces, the pass, the input's state before it.
@@ -339,7 +338,7 @@ class StagedWrite:
         # The descriptor moves to the pass only once the pass was surely handed over: a signal
         # can interrupt starting a helper, and work never handed over cannot be waited for.
         fd = self._fd
-        sealing = Background(lambda: self._seal_pass(fd))
+        sealing = Background(lambda: os.fsync(fd))
         self._sealing, self._fd = (fd, sealing), None
         start = self._member.data_offset if self._member is not None else 0
         key = path_identity(self.staged_path, start)
@@ -367,12 +366,6 @@ class StagedWrite:
             parts.append((value, piece[1]))
         return crc.joined(parts)
 
-    def _seal_pass(self, fd: int) -> None:
-        try:
-            os.fsync(fd)
-        except OSError as exc:
-            self._seal_error = exc
-
     def seal(self) -> None:
         """Wait for the finishing pass; write the member's CRC into the zip headers and flush
         that too. After this the staged file is complete, as it will be renamed."""
@@ -380,10 +373,8 @@ class StagedWrite:
             return
         fd, sealing = self._sealing
         self._sealing = None
-        sealing.wait()
         try:
-            if self._seal_error is not None:
-                raise self._seal_error
+            sealing.result()  # the flush's failure, if any, raised here
             if self._member is not None:
                 assert self._seal_crc is not None
                 patch_crc(fd, self._member, self._seal_crc)
