@@ -110,7 +110,7 @@ def test_a_forward_pass_that_disagrees_fails_verification(tmp_path, monkeypatch)
 
 def _recurrences_per_pass(monkeypatch, donor, out):
     """Transplant ``donor`` into SRC at ``out``; the cells run per Bidirectional forward pass,
-    each pass checked and passed."""
+    each pass checked and passed, and the passes' details."""
     import bilstm_cli.ops.forward_check as forward_check
 
     runs = []
@@ -125,21 +125,41 @@ def _recurrences_per_pass(monkeypatch, donor, out):
     assert run.exit_code == 0, run.stderr
     passes = [c for c in run.json()["checks"] if c["check"] == "Bidirectional forward pass"]
     assert passes and all(c["status"] == "passed" for c in passes)
-    return len(runs) / len(passes)
+    return len(runs) / len(passes), {c["detail"] for c in passes}
 
 
-def test_a_written_cell_equal_to_its_donor_takes_the_donor_outputs(tmp_path, monkeypatch):
+def _equal_donor(tmp_path):
     donor = tmp_path / "donor.keras"
     assert run_cli("init", SRC, "-o", donor, "--seed", "5").exit_code == 0
-    # Same settings, weights moved whole and read back bit for bit: only the donor's two
-    # directions run per layer; each written cell would repeat the same arithmetic.
-    assert _recurrences_per_pass(monkeypatch, donor, tmp_path / "o.keras") == 2
+    return donor
+
+
+def test_a_written_cell_equal_to_its_donor_runs_neither_side(tmp_path, monkeypatch):
+    # Same settings, weights moved whole and read back bit for bit: each written cell would
+    # repeat its donor cell's arithmetic exactly, so the outputs are known equal unrun.
+    runs, details = _recurrences_per_pass(monkeypatch, _equal_donor(tmp_path), tmp_path / "o.keras")
+    assert runs == 0
+    assert details == {"largest output difference 0 (the donor cells' weights bit for bit "
+                       "and settings: not run)"}
+
+
+def test_a_held_donor_cell_runs_on_its_weights_read_again_when_asked(tmp_path, monkeypatch):
+    import bilstm_cli.ops.forward_check as forward_check
+
+    # The written cells run on what was read back: their held donor cells, fed nothing they
+    # kept, read their weights again and must compute the very same outputs.
+    monkeypatch.setattr(forward_check._CellRun, "_mirrors_twin", lambda self: False)
+    runs, details = _recurrences_per_pass(monkeypatch, _equal_donor(tmp_path), tmp_path / "o.keras")
+    assert runs == 4
+    assert details == {"largest output difference 0"}
 
 
 def test_a_written_cell_with_other_settings_runs_itself(tmp_path, monkeypatch):
     # A Keras 2 donor: its cells run under Keras 2's definitions (the cell settings say
     # keras_major 2), the written ones under Keras 3's, so each side runs its own arithmetic.
-    assert _recurrences_per_pass(monkeypatch, DONOR, tmp_path / "o.keras") == 4
+    runs, details = _recurrences_per_pass(monkeypatch, DONOR, tmp_path / "o.keras")
+    assert runs == 4
+    assert details == {"largest output difference 0"}
 
 
 def test_a_failed_flush_to_disk_is_an_output_error(tmp_path, monkeypatch):

@@ -42,6 +42,21 @@ def _engine(cfg: reference.CellConfig) -> Any:
     return conv_reference if isinstance(cfg, conv_reference.ConvCellConfig) else reference
 
 
+class _Batch:
+    """The probe input for cells that all read it, drawn when a cell first runs: a
+    transplant in which every written cell takes its donor cell's outputs runs no cell, and
+    so never draws it. Only the arithmetic thread asks for it."""
+
+    def __init__(self, draw: Callable[[], np.ndarray]) -> None:
+        self._draw = draw
+        self._x: np.ndarray | None = None
+
+    def array(self) -> np.ndarray:
+        if self._x is None:
+            self._x = self._draw()
+        return self._x
+
+
 def _probe_batch(cfgs: list[reference.CellConfig], input_dim: int, seed: int) -> np.ndarray:
     """The probe input for cells that all read it: (batch, time, features), or for ConvLSTM
     layers (batch, time, *spatial, channels) long enough for every cell's window."""
@@ -63,11 +78,15 @@ class _CellRun:
     A written cell whose weights are, bit for bit, the ones its donor cell ran on (each
     role moved whole, read back and found equal to what was written) and whose settings
     and probe are the donor's computes exactly what the donor's computed: it takes the
-    donor's outputs instead of running the same arithmetic a second time."""
+    donor's outputs instead of running the same arithmetic a second time. When every written
+    cell of a check does, the outputs are known equal and neither side needs to run at all:
+    a donor run expected to be mirrored so is held off (``hold``), keeping nothing of what it
+    is fed, and runs, on its weights read again, only if its outputs are asked for after
+    all."""
 
     def __init__(
         self,
-        x: np.ndarray,
+        x: _Batch,
         cfg: reference.CellConfig,
         fetch: Fetch,
         fed: set[str],
@@ -93,6 +112,15 @@ class _CellRun:
         self._twin = twin
         self._datasets = datasets or {}
         self._mirrored: set[str] = set()
+        self._held = False
+
+    def hold(self) -> None:
+        """Run nothing on what is fed until the outputs are asked for (see the class)."""
+        self._held = True
+
+    def mirrored(self) -> bool:
+        """Whether this written run takes its donor run's outputs for every role."""
+        return self._twin is not None and self._mirrored.issuperset(self._needed)
 
     def _mirrors_twin(self) -> bool:
         """Whether this written run would repeat its donor run's arithmetic exactly."""
@@ -117,6 +145,9 @@ class _CellRun:
         """Run on ``values`` for ``role``; False when the run already has that role."""
         if self._queued or role not in self._needed or role in self._have:
             return False
+        if self._held:
+            self._have[role] = None  # fed, and so written as these values; not kept
+            return True
         if not self._started:
             self._started = True
             for other in self._needed:
@@ -141,7 +172,7 @@ class _CellRun:
             self._work.submit(partial(self._recur, rk, bias))
 
     def _project(self, kernel: np.ndarray) -> None:
-        self._proj = _engine(self.cfg).input_projection(self.x, kernel, self.cfg)
+        self._proj = _engine(self.cfg).input_projection(self.x.array(), kernel, self.cfg)
 
     def _recur(self, rk: np.ndarray, bias: np.ndarray | None) -> None:
         assert self._proj is not None
@@ -150,8 +181,13 @@ class _CellRun:
 
     def output(self) -> np.ndarray:
         """The cell's outputs; whatever was not fed by now is fetched."""
-        if self._twin is not None and self._mirrored.issuperset(self._needed):
+        if self.mirrored():
+            assert self._twin is not None
             return self._twin.output()
+        if self._held:  # asked for after all: the weights are read again
+            self._held, self._have = False, {}
+            for role in self._needed:
+                self._take(role, self._fetch(role))
         for role in self._needed:
             if not self._queued and role not in self._have:
                 self.feed(role, self._fetch(role))
@@ -170,6 +206,10 @@ class _Probe:
     donor: list[_CellRun]
     written: list[_CellRun]
     merge_mode: str | None = None  # whole Bidirectional layers only
+
+    def identical(self) -> bool:
+        """Whether every written cell took its donor cell's outputs: they are then equal."""
+        return all(run.mirrored() for run in self.written)
 
     def outputs(self, runs: list[_CellRun]) -> Any:
         if len(runs) == 1:
@@ -219,11 +259,16 @@ class ForwardChecks(Verifier):
                 continue
             donor_cfg = _cell_config(src, pair.source.keras_major, False)
             written_cfg = _cell_config(tgt, major, False)
-            x = _probe_batch([donor_cfg, written_cfg], pair.source.refs["kernel"].shape[-2], seed=0)
+            x = _Batch(
+                partial(
+                    _probe_batch, [donor_cfg, written_cfg], pair.source.refs["kernel"].shape[-2], 0
+                )
+            )
             donor_run = self._donor_run(pair, x, donor_cfg)
             written_run = self._written_run(
                 pair.target, pair.direction, x, written_cfg, set(pair.roles), donor_run
             )
+            _hold_if_mirrored(pair, donor_run, written_run)
             self._entries.append(
                 _Probe(pair.label, "forward pass", pair, [donor_run], [written_run])
             )
@@ -250,7 +295,7 @@ class ForwardChecks(Verifier):
                 reference.check_directions(*cfgs)
             kernel = t_layer.weight("forward", "kernel")
             assert kernel is not None  # the readers refuse a layer without one
-            x = _probe_batch([*donor_cfgs, *written_cfgs], kernel.shape[-2], seed=1)
+            x = _Batch(partial(_probe_batch, [*donor_cfgs, *written_cfgs], kernel.shape[-2], 1))
             whole_pair = Pair(moved[0].source, t_layer, "both")
             whole_pair.complete = all(p.complete for p in moved)
             whole_pair.differences = [d for p in moved for d in p.differences]
@@ -259,6 +304,8 @@ class ForwardChecks(Verifier):
                 self._written_run(t_layer, p.direction, x, cfg, set(p.roles), twin)
                 for p, cfg, twin in zip(ordered, written_cfgs, donor_runs)
             ]
+            for p, donor_run, written_run in zip(ordered, donor_runs, written_runs):
+                _hold_if_mirrored(p, donor_run, written_run)
             self._entries.append(
                 _Probe(
                     label,
@@ -289,7 +336,8 @@ class ForwardChecks(Verifier):
             return
         x = reference.probe_batch(pair.source.refs["kernel"].shape[0], seed=0)
         cfg = _cell_config(tgt, major, raw.reverse)
-        written = self._written_run(pair.target, pair.direction, x, cfg, set(pair.roles), None)
+        batch = _Batch(lambda: x)
+        written = self._written_run(pair.target, pair.direction, batch, cfg, set(pair.roles), None)
         reader = self.donor_reader
 
         def donor() -> np.ndarray:
@@ -307,7 +355,7 @@ class ForwardChecks(Verifier):
     def _skip(self, label: str, name: str, why: str, applies: bool = True) -> None:
         self._entries.append(Check.skipped(label, name, why, applies))
 
-    def _donor_run(self, pair: Pair, x: np.ndarray, cfg: reference.CellConfig) -> _CellRun:
+    def _donor_run(self, pair: Pair, x: _Batch, cfg: reference.CellConfig) -> _CellRun:
         source = pair.source
 
         def fetch(role: str) -> np.ndarray | None:
@@ -324,7 +372,7 @@ class ForwardChecks(Verifier):
         self,
         layer: Layer,
         direction: str,
-        x: np.ndarray,
+        x: _Batch,
         cfg: reference.CellConfig,
         fed: set[str],
         twin: _CellRun | None,
@@ -379,6 +427,9 @@ class ForwardChecks(Verifier):
             if isinstance(entry, CrossProbe):
                 out.append(entry.check())
                 continue
+            if entry.identical():
+                out.append(_agreement(entry.pair, entry.name, 0.0, entry.label, _IDENTICAL))
+                continue
             diff = _max_diff(entry.outputs(entry.donor), entry.outputs(entry.written))
             out.append(_agreement(entry.pair, entry.name, diff, entry.label))
         return out
@@ -388,6 +439,25 @@ class ForwardChecks(Verifier):
         if self._staged_reader is not None:
             reader, self._staged_reader = self._staged_reader, None
             reader.close()
+
+
+# Why a check whose written cells all took their donor cells' outputs ran neither side.
+_IDENTICAL = "the donor cells' weights bit for bit and settings: not run"
+
+
+def _hold_if_mirrored(pair: Pair, donor: _CellRun, written: _CellRun) -> None:
+    """Hold off ``donor``'s arithmetic when ``written`` is expected to take its outputs: the
+    same settings and probe, and every weight the cell runs on moved whole in its own dtype
+    (so that reading it again from the donor gives the values the cell would have run on)."""
+    if donor.cfg != written.cfg or donor.x is not written.x or donor._needed != written._needed:
+        return
+    target = {w.role: w for w in pair.target.weights if w.direction == pair.direction}
+    for role in donor._needed:
+        if role not in pair.moves or role not in target or role not in pair.source.refs:
+            return
+        if pair.source.refs[role].dtype != target[role].dtype:
+            return
+    donor.hold()
 
 
 def _unknown_activation(settings: list[tuple[CellSettings, int]]) -> str | None:
@@ -444,11 +514,13 @@ def _max_diff(a: Any, b: Any) -> float:
     return float(d.max()) if d.size else 0.0
 
 
-def _agreement(pair: Pair, name: str, diff: float, label: str | None = None) -> Check:
+def _agreement(
+    pair: Pair, name: str, diff: float, label: str | None = None, how: str | None = None
+) -> Check:
     label = label or pair.label
     if pair.complete and not pair.differences:
         ok = diff <= OUTPUT_TOLERANCE
-        detail = f"largest output difference {diff:.3g}"
+        detail = f"largest output difference {diff:.3g}" + (f" ({how})" if how else "")
         return Check.of(label, name, ok, detail if ok else detail + " (should be 0)")
     # The outputs are expected to differ, so agreement proves nothing either way: what moved
     # is proved bit for bit by the written weights' own checks.
