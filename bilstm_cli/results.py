@@ -5,7 +5,7 @@ and are interface)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from bilstm_cli.model import Layer, Model, Weight
 
@@ -152,6 +152,16 @@ class Change:
 
 
 PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
+
+
+class Fact(NamedTuple):
+    """One promise checked on a written weight (what a strategy or a transplant promised of
+    it); each becomes a :class:`Check` of the result."""
+
+    name: str
+    ok: bool
+    detail: str
+    checked: int = 1
 
 
 @dataclass

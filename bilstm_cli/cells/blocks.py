@@ -7,7 +7,9 @@ the family's ``gates`` (see the family modules for each layout). A family withou
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -146,10 +148,50 @@ def covered_gates(cell: str, units: int, columns: np.ndarray) -> tuple[str, ...]
     return tuple(g for g, _ in selected_blocks(cell, units, columns) if g is not None)
 
 
+@dataclass(frozen=True)
+class Target:
+    """Which part of a layer's weights an option applies to.
+
+    ``role`` None means every weight; ``gates`` None means the whole weight (all columns).
+    Gate names are checked against a cell only when the target meets a layer
+    (:func:`bilstm_cli.cells.blocks.parse_gates`).
+    """
+
+    role: str | None
+    gates: tuple[str, ...] | None
+
+    def __str__(self) -> str:
+        if self.role is None:
+            return "all weights"
+        return self.role + (f"[{','.join(self.gates)}]" if self.gates else "")
+
+
+_TARGET_RE = re.compile(r"\s*(?P<role>[A-Za-z_][A-Za-z0-9_]*)\s*(?:\[(?P<gates>[^\]]*)\])?\s*")
+
+
+def parse_target(text: str) -> Target:
+    """Parse ``ROLE`` or ``ROLE[g1,g2]`` (``kernel``, ``recurrent_kernel`` or ``bias``)."""
+    m = _TARGET_RE.fullmatch(text)
+    expected = "expected kernel, recurrent_kernel or bias, optionally with gates as in bias[f]"
+    if not m:
+        raise UsageError(f"bad target {text.strip()!r}; {expected}")
+    role = m["role"].lower()
+    if role not in ROLES:
+        raise UsageError(f"unknown role {m['role']!r}; {expected}")
+    gates: tuple[str, ...] | None = None
+    if m["gates"] is not None:
+        names = [g.strip().lower() for g in m["gates"].split(",")]
+        if not any(names) or not all(names):
+            raise UsageError(f"bad gate list in {text.strip()!r}; expected names as in {role}[i,f]")
+        gates = tuple(dict.fromkeys(names))
+    return Target(role=role, gates=gates)
+
+
 __all__ = [
     "CELL_GATES",
     "GATE_NAMES",
     "ROLES",
+    "Target",
     "block_count",
     "check_cell",
     "covered_gates",
@@ -161,5 +203,6 @@ __all__ = [
     "has_lstm_gates",
     "last_axis_width",
     "parse_gates",
+    "parse_target",
     "selected_blocks",
 ]

@@ -25,9 +25,8 @@ from bilstm_cli.formats import Session
 from bilstm_cli.formats.base import Stage
 from bilstm_cli.model import Layer, Model, Weight
 from bilstm_cli.ops import Progress
-from bilstm_cli.results import FAILED, Change, Check, WriteResult
+from bilstm_cli.results import FAILED, Change, Check, Fact, WriteResult
 from bilstm_cli.stats import weight_stats
-from bilstm_cli.strategies.checks import Fact
 
 
 @dataclass

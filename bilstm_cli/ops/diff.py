@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from bilstm_cli import formats
-from bilstm_cli.cells.blocks import gate_blocks, gate_mask, parse_gates
+from bilstm_cli.cells.blocks import gate_blocks, gate_mask, parse_gates, parse_target
 from bilstm_cli.concurrency import SerialWorker
 from bilstm_cli.errors import UsageError
 from bilstm_cli.formats import Session
@@ -18,7 +18,6 @@ from bilstm_cli.model import Layer, Model
 from bilstm_cli.ops.select import find_layer, layer_matches
 from bilstm_cli.results import DiffResult, LayerDiff, WeightDiff
 from bilstm_cli.stats import weight_stats
-from bilstm_cli.strategies import parse_target
 
 # Relative differences are taken against max(|a|, this) so exact zeros do not divide.
 # Entries smaller than this fraction of the weight's largest magnitude are compared as if they

@@ -12,12 +12,16 @@ import numpy as np
 
 from bilstm_cli import cells
 from bilstm_cli.cells import cudnn
-from bilstm_cli.cells.blocks import ROLES, covered_gates, gate_mask
+from bilstm_cli.cells.blocks import ROLES, Target, covered_gates, gate_mask, parse_target
 from bilstm_cli.errors import InputError, UsageError
 from bilstm_cli.model import CellSettings, Layer, Model, PlainLayer, Weight, WeightReader
-from bilstm_cli.ops.plan_init import bidirectional_layers_to_change
-from bilstm_cli.ops.select import directions, find_layer, layer_matches, select_layers
-from bilstm_cli.strategies import Target, parse_target
+from bilstm_cli.ops.select import (
+    bidirectional_layers_to_change,
+    directions,
+    find_layer,
+    layer_matches,
+    select_layers,
+)
 
 if TYPE_CHECKING:
     from bilstm_cli.formats.foreign_layout import RawCell

@@ -9,16 +9,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bilstm_cli import cells, formats
+from bilstm_cli import formats
 from bilstm_cli import strategies as strategies
 from bilstm_cli.cells.blocks import ROLES, covered_gates, gate_mask, parse_gates
-from bilstm_cli.errors import InputError, UsageError
+from bilstm_cli.errors import UsageError
 from bilstm_cli.formats import Session
 from bilstm_cli.model import Layer, Model, Weight
 from bilstm_cli.ops.apply import Job, Part, Plan
-from bilstm_cli.ops.select import directions, select_layers
-from bilstm_cli.results import WriteResult
-from bilstm_cli.strategies.checks import Fact
+from bilstm_cli.ops.select import bidirectional_layers_to_change, directions
+from bilstm_cli.results import Fact, WriteResult
 
 DEFAULT_INIT = "keras_default"
 
@@ -38,29 +37,6 @@ def parse_ops(texts: Sequence[str]) -> list[Op]:
         target, spec = strategies.parse_init_option(text)
         ops.append(Op(k, text, target, spec))
     return ops
-
-
-def bidirectional_layers_to_change(
-    model: Model, layer_globs: Sequence[str], verb: str
-) -> list[Layer]:
-    """The selected layers, refusing files or selections the command cannot work on."""
-    formats.check_writable(model)
-    if not model.layers:
-        raise InputError(f"{model.path}: no Bidirectional layer to {verb}")
-    layers = select_layers(model.layers, layer_globs, model.path)
-    unsupported = [layer for layer in layers if not layer.supported]
-    if unsupported:
-        layer = unsupported[0]
-        raise InputError(
-            f"{model.path}: layer '{layer.name}' wraps {layer.cell}; only "
-            f"{_cell_list()} weights can be changed (select other layers with --layer)"
-        )
-    return layers
-
-
-def _cell_list() -> str:
-    names = cells.known()
-    return ", ".join(names[:-1]) + " and " + names[-1]
 
 
 def weight_info(layer: Layer, ref: Weight) -> strategies.WeightInfo:

@@ -18,8 +18,7 @@ from bilstm_cli.model import WeightReader
 from bilstm_cli.ops.apply import Job, Part, Plan
 from bilstm_cli.ops.forward_check import ForwardChecks
 from bilstm_cli.ops.pairs import Pair, check_pair, donor_values, plan_pairs, role_targets
-from bilstm_cli.results import WriteResult
-from bilstm_cli.strategies.checks import Fact
+from bilstm_cli.results import Fact, WriteResult
 
 
 def _job(

@@ -6,8 +6,9 @@ from collections.abc import Sequence
 from fnmatch import fnmatchcase
 from typing import TypeVar
 
-from bilstm_cli.errors import UsageError
-from bilstm_cli.model import Layer, PlainLayer
+from bilstm_cli import cells, formats
+from bilstm_cli.errors import InputError, UsageError
+from bilstm_cli.model import Layer, Model, PlainLayer
 
 
 def _other_names(layer: Layer | PlainLayer) -> tuple[str, ...]:
@@ -62,3 +63,26 @@ def directions(choice: str) -> tuple[str, ...]:
     if choice in ("forward", "backward"):
         return (choice,)
     raise UsageError(f"--direction must be forward, backward or both, not '{choice}'")
+
+
+def bidirectional_layers_to_change(
+    model: Model, layer_globs: Sequence[str], verb: str
+) -> list[Layer]:
+    """The selected layers, refusing files or selections the command cannot work on."""
+    formats.check_writable(model)
+    if not model.layers:
+        raise InputError(f"{model.path}: no Bidirectional layer to {verb}")
+    layers = select_layers(model.layers, layer_globs, model.path)
+    unsupported = [layer for layer in layers if not layer.supported]
+    if unsupported:
+        layer = unsupported[0]
+        raise InputError(
+            f"{model.path}: layer '{layer.name}' wraps {layer.cell}; only "
+            f"{_cell_list()} weights can be changed (select other layers with --layer)"
+        )
+    return layers
+
+
+def _cell_list() -> str:
+    names = cells.known()
+    return ", ".join(names[:-1]) + " and " + names[-1]

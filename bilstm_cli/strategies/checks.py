@@ -8,20 +8,12 @@ has been rounded once more.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
 from bilstm_cli import dtypes
-
-
-class Fact(NamedTuple):
-    """One promise checked on a written weight."""
-
-    name: str
-    ok: bool
-    detail: str
-    checked: int = 1
+from bilstm_cli.results import Fact as Fact  # its home; named here too, as before
 
 
 def fmt(x: float) -> str:

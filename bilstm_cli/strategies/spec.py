@@ -7,11 +7,14 @@ positional values in the order of the strategy's parameters, or both with positi
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from bilstm_cli.cells.blocks import ROLES, check_cell, last_axis_width
+
+# Named here too, as before; they live beside the gate names they are checked against.
+from bilstm_cli.cells.blocks import Target as Target
+from bilstm_cli.cells.blocks import parse_target as parse_target
 from bilstm_cli.errors import InputError, UsageError
 
 ArgValue = float | int | bool | str
@@ -24,24 +27,6 @@ class Spec:
     name: str
     args: Mapping[str, ArgValue] = field(hash=False)
     text: str
-
-
-@dataclass(frozen=True)
-class Target:
-    """Which part of a layer's weights an option applies to.
-
-    ``role`` None means every weight; ``gates`` None means the whole weight (all columns).
-    Gate names are checked against a cell only when the target meets a layer
-    (:func:`bilstm_cli.cells.blocks.parse_gates`).
-    """
-
-    role: str | None
-    gates: tuple[str, ...] | None
-
-    def __str__(self) -> str:
-        if self.role is None:
-            return "all weights"
-        return self.role + (f"[{','.join(self.gates)}]" if self.gates else "")
 
 
 @dataclass(frozen=True)
@@ -164,24 +149,3 @@ def parse_args(name: str, params: tuple[Param, ...], usage: str, rest: str) -> d
                 raise UsageError(f"{name} needs {param.name}, e.g. {usage}")
             values[param.name] = param.default
     return values
-
-
-_TARGET_RE = re.compile(r"\s*(?P<role>[A-Za-z_][A-Za-z0-9_]*)\s*(?:\[(?P<gates>[^\]]*)\])?\s*")
-
-
-def parse_target(text: str) -> Target:
-    """Parse ``ROLE`` or ``ROLE[g1,g2]`` (``kernel``, ``recurrent_kernel`` or ``bias``)."""
-    m = _TARGET_RE.fullmatch(text)
-    expected = "expected kernel, recurrent_kernel or bias, optionally with gates as in bias[f]"
-    if not m:
-        raise UsageError(f"bad target {text.strip()!r}; {expected}")
-    role = m["role"].lower()
-    if role not in ROLES:
-        raise UsageError(f"unknown role {m['role']!r}; {expected}")
-    gates: tuple[str, ...] | None = None
-    if m["gates"] is not None:
-        names = [g.strip().lower() for g in m["gates"].split(",")]
-        if not any(names) or not all(names):
-            raise UsageError(f"bad gate list in {text.strip()!r}; expected names as in {role}[i,f]")
-        gates = tuple(dict.fromkeys(names))
-    return Target(role=role, gates=gates)
