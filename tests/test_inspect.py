@@ -201,6 +201,24 @@ def test_inspect_does_not_import_tensorflow_or_keras():
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
+def test_the_command_starts_no_other_process():
+    # Importing h5py asks platform.uname() for a field that Python fills in by running
+    # `uname -p`; the command declares it undetermined first, so no process is started.
+    code = (
+        "import sys\n"
+        "def hook(event, args):\n"
+        "    if event in ('subprocess.Popen', 'os.posix_spawn', 'os.fork', 'os.exec'):\n"
+        "        sys.stderr.write('started: ' + event + '\\n'); sys.stderr.flush()\n"
+        "sys.addaudithook(hook)\n"
+        f"sys.argv = ['bilstm', 'inspect', {str(FIXTURES / 'k3_functional_mixed.keras')!r}]\n"
+        "from bilstm_cli.cli.entry import run\n"
+        "run()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "started:" not in out.stderr and "bi_gru_mul" in out.stdout
+
+
 def test_a_keras_file_loads_no_reader_of_other_frameworks():
     # Start-up cost: every file is asked whether it is a PyTorch, safetensors, .npz or ONNX
     # file, but the readers of those load only when one is found.

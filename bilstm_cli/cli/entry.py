@@ -90,6 +90,22 @@ def _one_blas_thread() -> None:
         os.environ.setdefault(name, "1")
 
 
+def _no_uname_process() -> None:
+    """h5py takes the machine's name, on import, as ``platform.uname()[4]``; indexing that
+    tuple makes Python fill in its ``processor`` field too, which on Linux it does by running
+    ``uname -p`` in a child process: some 10 ms of every command, more on a busy machine. The
+    command never reports the processor, so its process declares it undetermined (an empty
+    string, which is what Python gives when it cannot tell) before h5py loads."""
+    import platform
+
+    uname = platform.uname()
+    try:
+        if "processor" not in vars(uname):  # not asked yet: its cached value is set instead
+            uname.processor = ""  # type: ignore[misc]
+    except (TypeError, AttributeError):  # a Python that keeps it otherwise: left as it is
+        pass
+
+
 def run() -> None:
     """The console script: :func:`main`, then leave without tearing the interpreter down.
 
@@ -99,6 +115,7 @@ def run() -> None:
     """
     _one_blas_thread()
     _keep_freed_memory()
+    _no_uname_process()
     try:
         main()
         code = 0
