@@ -342,3 +342,31 @@ def test_verification_sees_a_dataset_stored_differently(tmp_path):
     with h5py.File(a, "r") as fa, h5py.File(a, "r") as fb:
         compare_weights(fa, fb, {}, problems)
     assert problems == []
+
+
+def test_verification_walks_a_wide_tree_and_sees_each_change_in_it(tmp_path):
+    # More groups wait on the walk's stack than it keeps open; those wait as paths, and a
+    # change anywhere is still found, as is an attribute on one side only.
+    from bilstm_cli.formats import compare
+
+    a, b = tmp_path / "a.h5", tmp_path / "b.h5"
+    width = compare._OPEN_PENDING + 36
+    for path, changed in ((a, False), (b, True)):
+        with h5py.File(path, "w") as f:
+            for k in range(width):
+                g = f.create_group(f"g{k:03d}")
+                g.attrs["name"] = f"layer {k}"
+                g.create_group("inner").create_dataset("w", data=np.full(3, k, np.float32))
+            if changed:
+                f["g097"].attrs["name"] = "renamed"
+                f["g001/inner/w"][1] = -1.0
+                f["g050/inner"].attrs["new"] = 1
+    problems: list[str] = []
+    with h5py.File(a, "r") as fa, h5py.File(b, "r") as fb:
+        seen = compare.compare_weights(fa, fb, {}, problems)
+    assert sorted(problems) == [
+        "attributes of 'g050/inner' changed",
+        "attributes of 'g097' changed",
+        "dataset 'g001/inner/w' changed but was not selected",
+    ]
+    assert len(seen) == width

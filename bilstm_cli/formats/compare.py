@@ -102,8 +102,11 @@ def compare_weights(
 
 
 # A group still to be walked: its path and the group in each file, opened as its parent's
-# members were (so that it is not looked up again from the root).
-_Pending = tuple[str, h5py.Group, h5py.Group]
+# members were (so that it is not looked up again from the root), or None when the stack
+# already holds many open groups: a file can give one group a million members, and those
+# wait as paths, opened when their turn comes.
+_Pending = tuple[str, h5py.Group | None, h5py.Group | None]
+_OPEN_PENDING = 64
 
 
 def _walk_trees(before: h5py.Group, after: h5py.Group, walk: _Walk) -> None:
@@ -116,6 +119,8 @@ def _walk_trees(before: h5py.Group, after: h5py.Group, walk: _Walk) -> None:
         if visited > MAX_OBJECTS:
             raise _Damaged(path or "/", ValueError("more groups than any model has"))
         try:
+            if g1 is None or g2 is None:
+                g1, g2 = before[path], after[path]
             if not walk.first_visit(g1):
                 continue
             if not _same_attrs(g1, g2):
@@ -208,7 +213,7 @@ def _compare_child(
         return
     o1, o2 = g1[name], g2[name]
     if isinstance(o1, h5py.Group) and isinstance(o2, h5py.Group):
-        stack.append((child, o1, o2))
+        stack.append((child, o1, o2) if len(stack) < _OPEN_PENDING else (child, None, None))
     elif isinstance(o1, h5py.Dataset) and isinstance(o2, h5py.Dataset):
         if walk.first_visit(o1):
             # A dataset reached by another name than the one it was written at is still it.
