@@ -265,6 +265,9 @@ def test_transplant_into_a_narrower_dtype_casts_and_verifies(target, tmp_path):
     assert all(f"cast float32 → {dtype}" in c["source"] for c in doc["changes"])
     checks = {c["check"]: c for c in doc["checks"]}
     assert checks["Bidirectional forward pass"]["status"] == "passed"
+    # The donor cells run on the cast values (reading the donor again would not give them);
+    # the written cells, holding those values bit for bit, take their outputs.
+    assert checks["Bidirectional forward pass"]["detail"] == "largest output difference 0"
     assert f"as cast to {dtype}" in checks["equals donor"]["detail"]
     with bl.open_model(F32) as donor, bl.open_model(out) as written:
         for wd, ww in zip(donor.layers[0].weights, written.layers[0].weights):

@@ -118,6 +118,10 @@ class _CellRun:
         """Run nothing on what is fed until the outputs are asked for (see the class)."""
         self._held = True
 
+    def held(self) -> bool:
+        """Whether this run still holds off its arithmetic (see the class)."""
+        return self._held
+
     def mirrored(self) -> bool:
         """Whether this written run takes its donor run's outputs for every role."""
         return self._twin is not None and self._mirrored.issuperset(self._needed)
@@ -208,8 +212,9 @@ class _Probe:
     merge_mode: str | None = None  # whole Bidirectional layers only
 
     def identical(self) -> bool:
-        """Whether every written cell took its donor cell's outputs: they are then equal."""
-        return all(run.mirrored() for run in self.written)
+        """Whether every written cell took its donor cell's outputs, which no cell computed:
+        they are then equal without running either side."""
+        return all(run.mirrored() for run in self.written) and all(run.held() for run in self.donor)
 
     def outputs(self, runs: list[_CellRun]) -> Any:
         if len(runs) == 1:
