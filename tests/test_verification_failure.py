@@ -137,10 +137,11 @@ def _equal_donor(tmp_path):
 def test_a_written_cell_equal_to_its_donor_runs_neither_side(tmp_path, monkeypatch):
     # Same settings, weights moved whole and read back bit for bit: each written cell would
     # repeat its donor cell's arithmetic exactly, so the outputs are known equal unrun.
-    runs, details = _recurrences_per_pass(monkeypatch, _equal_donor(tmp_path), tmp_path / "o.keras")
+    out = tmp_path / "o.keras"
+    runs, details = _recurrences_per_pass(monkeypatch, _equal_donor(tmp_path), out)
+    unrun = "the donor cells' weights bit for bit and settings: not run"
     assert runs == 0
-    assert details == {"largest output difference 0 (the donor cells' weights bit for bit "
-                       "and settings: not run)"}
+    assert details == {f"largest output difference 0 ({unrun})"}
 
 
 def test_a_held_donor_cell_runs_on_its_weights_read_again_when_asked(tmp_path, monkeypatch):
@@ -149,7 +150,8 @@ def test_a_held_donor_cell_runs_on_its_weights_read_again_when_asked(tmp_path, m
     # The written cells run on what was read back: their held donor cells, fed nothing they
     # kept, read their weights again and must compute the very same outputs.
     monkeypatch.setattr(forward_check._CellRun, "_mirrors_twin", lambda self: False)
-    runs, details = _recurrences_per_pass(monkeypatch, _equal_donor(tmp_path), tmp_path / "o.keras")
+    out = tmp_path / "o.keras"
+    runs, details = _recurrences_per_pass(monkeypatch, _equal_donor(tmp_path), out)
     assert runs == 4
     assert details == {"largest output difference 0"}
 
