@@ -126,12 +126,15 @@ class _CellRun:
         """Whether this written run takes its donor run's outputs for every role."""
         return self._twin is not None and self._mirrored.issuperset(self._needed)
 
+    def same_arithmetic(self, other: _CellRun) -> bool:
+        """Whether ``other`` runs the same settings on the same probe for the same roles, so
+        that on the same weights it computes the very same outputs."""
+        return other.cfg == self.cfg and other.x is self.x and other._needed == self._needed
+
     def _mirrors_twin(self) -> bool:
         """Whether this written run would repeat its donor run's arithmetic exactly."""
         twin = self._twin
-        if twin is None or twin.cfg != self.cfg or twin.x is not self.x:
-            return False
-        if twin._needed != self._needed:
+        if twin is None or not self.same_arithmetic(twin):
             return False
         return all(
             role in self._datasets and twin.written_as.get(role) == self._datasets[role]
@@ -454,7 +457,7 @@ def _hold_if_mirrored(pair: Pair, donor: _CellRun, written: _CellRun) -> None:
     """Hold off ``donor``'s arithmetic when ``written`` is expected to take its outputs: the
     same settings and probe, and every weight the cell runs on moved whole in its own dtype
     (so that reading it again from the donor gives the values the cell would have run on)."""
-    if donor.cfg != written.cfg or donor.x is not written.x or donor._needed != written._needed:
+    if not written.same_arithmetic(donor):
         return
     target = {w.role: w for w in pair.target.weights if w.direction == pair.direction}
     for role in donor._needed:
